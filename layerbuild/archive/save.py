@@ -1,0 +1,161 @@
+"""Writing images out as one tar: an OCI image layout plus Docker's `manifest.json`.
+
+That pair is what `docker load` (any version), skopeo (`oci-archive:`), podman and umoci read.
+Everything in the archive is worked out first; then bytes are streamed, each blob once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from layerbuild.digest import Digest, chain_ids
+from layerbuild.errors import StoreError
+from layerbuild.image import (
+    CONTAINERD_NAME,
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    REF_NAME,
+    Descriptor,
+    Image,
+    canonical_json,
+    index_bytes,
+    manifest_bytes,
+)
+from layerbuild.ingest import layer_blob
+from layerbuild.reference import InvalidReference, Reference
+from layerbuild.store import Store
+
+Opener = Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class ArchivePlan:
+    """What an archive will hold: small files by content, blobs by opener."""
+
+    files: dict[str, bytes]
+    blobs: dict[Digest, tuple[int, Opener]]
+
+
+def _bytes_opener(data: bytes) -> Opener:
+    return lambda: io.BytesIO(data)
+
+
+def plan_archive(store: Store, refs: list[str], compression: str = "none") -> ArchivePlan:
+    """Work out every file and blob of an archive of the images `refs` name."""
+    order: list[Digest] = []
+    tags: dict[Digest, list[Reference]] = {}
+    for ref in refs:
+        image_id = store.resolve(ref)
+        if image_id not in tags:
+            order.append(image_id)
+            tags[image_id] = []
+        tag = _tag_of(ref, store)
+        if tag is not None and tag not in tags[image_id]:
+            tags[image_id].append(tag)
+    blobs: dict[Digest, tuple[int, Opener]] = {}
+    index: list[Descriptor] = []
+    docker: list[dict[str, object]] = []
+    for image_id in order:
+        image = store.image_by_id(image_id)
+        layers = []
+        for chain in chain_ids(image.config.diff_ids):
+            record = store.layer(chain)
+            if record is None:
+                raise StoreError(f"image {image_id.short}: layer {chain} is missing")
+            blob = layer_blob(store, record, compression)
+            layers.append(blob.descriptor)
+            blobs.setdefault(blob.descriptor.digest, (blob.descriptor.size, blob.open))
+        config = Descriptor(OCI_CONFIG, image.id, len(image.config_bytes))
+        blobs.setdefault(image.id, (config.size, _bytes_opener(image.config_bytes)))
+        manifest = manifest_bytes(config, layers)
+        mdesc = Descriptor(OCI_MANIFEST, Digest.of(manifest), len(manifest))
+        blobs.setdefault(mdesc.digest, (mdesc.size, _bytes_opener(manifest)))
+        index.extend(_index_entries(mdesc, tags[image_id]))
+        docker.append({"Config": f"blobs/sha256/{image.id.hex}",
+                       "RepoTags": [t.familiar for t in tags[image_id]] or None,
+                       "Layers": [f"blobs/sha256/{d.digest.hex}" for d in layers]})
+    files = {"oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
+             "index.json": index_bytes(index),
+             "manifest.json": json.dumps(docker, separators=(",", ":")).encode()}
+    return ArchivePlan(files, blobs)
+
+
+def _tag_of(ref: str, store: Store) -> Reference | None:
+    """The tag a ref names, or None when it names an image by ID."""
+    try:
+        parsed = Reference.parse(ref)
+    except InvalidReference:
+        return None
+    return parsed if parsed.familiar in store.tags() else None
+
+
+def _index_entries(manifest: Descriptor, tags: list[Reference]) -> list[Descriptor]:
+    if not tags:
+        return [manifest]
+    return [Descriptor(manifest.media_type, manifest.digest, manifest.size,
+                       {CONTAINERD_NAME: t.full_name, REF_NAME: t.tag}) for t in tags]
+
+
+def _info(name: str, size: int = 0, is_dir: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if is_dir:
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+    else:
+        info.size = size
+        info.mode = 0o644
+    return info
+
+
+def write_archive(plan: ArchivePlan, sink: BinaryIO) -> None:
+    """Stream an archive plan into a sink as one tar."""
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_info("blobs", is_dir=True))
+        tar.addfile(_info("blobs/sha256", is_dir=True))
+        for digest, (size, opener) in plan.blobs.items():
+            with opener() as stream:
+                tar.addfile(_info(f"blobs/sha256/{digest.hex}", size), stream)
+        for name, data in plan.files.items():
+            tar.addfile(_info(name, len(data)), io.BytesIO(data))
+
+
+def save(store: Store, refs: list[str], output: str, compression: str = "none") -> None:
+    """Save images to a file (written whole, then renamed into place) or "-" for stdout."""
+    plan = plan_archive(store, refs, compression)
+    if output == "-":
+        write_archive(plan, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(output)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            write_archive(plan, out)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.rename(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def images_in(plan: ArchivePlan) -> list[Image]:
+    """The images an archive plan holds (for tests and reports)."""
+    entries = json.loads(plan.files["manifest.json"])
+    out = []
+    for entry in entries:
+        digest = Digest(entry["Config"].rsplit("/", 1)[1])
+        with plan.blobs[digest][1]() as stream:
+            out.append(Image.from_config_bytes(stream.read()))
+    return out

@@ -1,0 +1,253 @@
+"""The `layerbuild` command: the only module that prints and picks exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from layerbuild import __version__
+from layerbuild.archive import find_images, import_rootfs, open_archive, save, store_images
+from layerbuild.digest import chain_ids
+from layerbuild.errors import LayerbuildError
+from layerbuild.reference import Reference
+from layerbuild.store import DEFAULT_ROOT, Store
+
+Command = Callable[[Store, argparse.Namespace], int]
+
+
+def _out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{size:.3g}TB"
+
+
+def _epoch(args: argparse.Namespace) -> int | None:
+    value = getattr(args, "source_date_epoch", None) or os.environ.get("SOURCE_DATE_EPOCH")
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise LayerbuildError(f"SOURCE_DATE_EPOCH must be an integer, not {value!r}") from None
+
+
+def cmd_import(store: Store, args: argparse.Namespace) -> int:
+    tag = Reference.parse(args.name) if args.name else None
+    image = import_rootfs(store, args.file, tag, _epoch(args), args.message)
+    _out(str(image.id))
+    return 0
+
+
+def cmd_load(store: Store, args: argparse.Namespace) -> int:
+    with store.staging() as stage:
+        source = open_archive(args.input, stage)
+        try:
+            images = find_images(source)
+            progress = (lambda _line: None) if args.quiet else _out
+            store_images(store, source, images, progress)
+        finally:
+            source.close()
+    for item in images:
+        for tag in item.tags:
+            _out(f"Loaded image: {tag.familiar}")
+        if not item.tags:
+            _out(f"Loaded image ID: {item.image.id}")
+    return 0
+
+
+def cmd_save(store: Store, args: argparse.Namespace) -> int:
+    output = args.output or "-"
+    if output == "-" and sys.stdout.isatty():
+        raise LayerbuildError("refusing to write an archive to a terminal: use -o FILE")
+    save(store, args.images, output, args.compress)
+    return 0
+
+
+def _image_size(store: Store, diff_ids: Sequence[Any]) -> int:
+    total = 0
+    for chain in chain_ids(diff_ids):
+        record = store.layer(chain)
+        total += record.size if record else 0
+    return total
+
+
+def cmd_images(store: Store, args: argparse.Namespace) -> int:
+    rows = []
+    for entry in store.images():
+        config = entry.image.config
+        size = _human(_image_size(store, config.diff_ids))
+        for tag in entry.tags or ("<none>:<none>",):
+            name, _, version = tag.rpartition(":")
+            rows.append((name, version, entry.image.id.short, config.created or "", size))
+    if args.quiet:
+        for row in dict.fromkeys(r[2] for r in rows):
+            _out(row)
+        return 0
+    _table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+    return 0
+
+
+def _table(header: list[str], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    for row in [tuple(header), *rows]:
+        _out("   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def inspect_image(store: Store, ref: str) -> dict[str, Any]:
+    """Docker-like inspect data for one image, plus where its layers live in the store."""
+    image_id = store.resolve(ref)
+    image = store.image_by_id(image_id)
+    config = image.config
+    tags = sorted(t for t, i in store.tags().items() if i == image_id)
+    layers = []
+    for chain in chain_ids(config.diff_ids):
+        record = store.layer(chain)
+        if record is not None:
+            layers.append({"ChainID": str(chain), "DiffID": str(record.diff_id),
+                           "CacheID": record.cache_id, "DiffDir": str(store.diff_dir(record)),
+                           "Size": record.size})
+    return {
+        "Id": str(image_id), "RepoTags": tags, "RepoDigests": [], "Parent": "",
+        "Comment": config.history[-1].comment or "" if config.history else "",
+        "Created": config.created, "Author": config.author or "",
+        "Architecture": config.architecture, "Os": config.os,
+        **({"Variant": config.variant} if config.variant else {}),
+        "Config": dict(config.config), "Size": _image_size(store, config.diff_ids),
+        "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.diff_ids]},
+        "Store": {"Layers": layers},
+    }
+
+
+def cmd_inspect(store: Store, args: argparse.Namespace) -> int:
+    data = [inspect_image(store, ref) for ref in args.images]
+    _out(json.dumps(data, indent=4))
+    return 0
+
+
+def cmd_history(store: Store, args: argparse.Namespace) -> int:
+    image = store.get_image(args.image)
+    diffs = iter(chain_ids(image.config.diff_ids))
+    rows = []
+    for entry in image.config.history:
+        chain = None if entry.empty_layer else next(diffs, None)
+        record = store.layer(chain) if chain else None
+        size = record.size if record else 0
+        created_by = entry.created_by or ""
+        if not args.no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        rows.append((entry.created or "", created_by, _human(size), entry.comment or ""))
+    _table(["CREATED", "CREATED BY", "SIZE", "COMMENT"], rows[::-1])
+    return 0
+
+
+def cmd_tag(store: Store, args: argparse.Namespace) -> int:
+    store.tag(args.source, args.target)
+    return 0
+
+
+def cmd_rmi(store: Store, args: argparse.Namespace) -> int:
+    for ref in args.images:
+        untagged, deleted = store.remove_image(ref, force=args.force)
+        for tag in untagged:
+            _out(f"Untagged: {tag}")
+        if deleted is not None:
+            _out(f"Deleted: {deleted}")
+    return 0
+
+
+def cmd_prune(store: Store, args: argparse.Namespace) -> int:
+    removed = store.prune(all_cache=args.all)
+    for record in removed:
+        _out(f"Deleted layer: {record.chain_id}")
+    _out(f"Total reclaimed space: {_human(sum(r.size for r in removed))}")
+    return 0
+
+
+def cmd_du(store: Store, args: argparse.Namespace) -> int:
+    counts = store.image_references()
+    cached = store.cache_references()
+    rows = []
+    total = 0
+    for record in store.layers():
+        total += record.size
+        rows.append((record.chain_id.short, record.diff_id.short, _human(record.size),
+                     str(counts.get(record.chain_id, 0)),
+                     "yes" if record.chain_id in cached else ""))
+    _table(["LAYER", "DIFF ID", "SIZE", "SHARED BY", "CACHED"], rows)
+    _out(f"Total: {len(rows)} layers, {_human(total)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    p = argparse.ArgumentParser(prog="layerbuild", description="Daemonless image builder.")
+    p.add_argument("--version", action="version", version=f"layerbuild {__version__}")
+    p.add_argument("--root", default=os.environ.get("LAYERBUILD_ROOT", str(DEFAULT_ROOT)),
+                   help="store directory (default: $LAYERBUILD_ROOT or %(default)s)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Command, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("import", cmd_import, "Import a root filesystem tarball as an image")
+    sp.add_argument("file", help="tarball (plain, gzip, zstd, xz or bzip2), or - for stdin")
+    sp.add_argument("name", nargs="?", help="NAME[:TAG] for the image")
+    sp.add_argument("-m", "--message", help="comment for the history entry")
+    sp.add_argument("--source-date-epoch", help="timestamp for created and clamped mtimes")
+    sp = add("load", cmd_load, "Load images from an archive")
+    sp.add_argument("-i", "--input", default="-", help="archive file or OCI layout dir")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print only the loaded names")
+    sp = add("save", cmd_save, "Save images to an archive (OCI layout + manifest.json)")
+    sp.add_argument("images", nargs="+", metavar="IMAGE")
+    sp.add_argument("-o", "--output", help="file to write (default: stdout)")
+    sp.add_argument("--compress", choices=["none", "gzip", "zstd"], default="none",
+                    help="layer compression (default: none, as docker save writes)")
+    sp = add("images", cmd_images, "List images")
+    sp.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    sp = add("inspect", cmd_inspect, "Show images as JSON")
+    sp.add_argument("images", nargs="+", metavar="IMAGE")
+    sp = add("history", cmd_history, "Show the history of an image")
+    sp.add_argument("image")
+    sp.add_argument("--no-trunc", action="store_true")
+    sp = add("tag", cmd_tag, "Give an image another name")
+    sp.add_argument("source")
+    sp.add_argument("target")
+    sp = add("rmi", cmd_rmi, "Remove images (layers still in use stay)")
+    sp.add_argument("images", nargs="+", metavar="IMAGE")
+    sp.add_argument("-f", "--force", action="store_true", help="remove every tag of an ID")
+    sp = add("prune", cmd_prune, "Remove layers no image or cache entry uses, and debris")
+    sp.add_argument("-a", "--all", action="store_true", help="also drop every cache entry")
+    add("du", cmd_du, "Show each layer's size and how many images share it")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = parser().parse_args(argv)
+    try:
+        store = Store(args.root)
+        return int(args.func(store, args))
+    except LayerbuildError as exc:
+        print(f"layerbuild: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("layerbuild: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Turning blobs and directories into stored layers, and stored layers back into blobs.
+
+Every path streams: a blob is hashed, kept (compressed), decompressed, hashed again and
+extracted in one pass; nothing holds a layer in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from layerbuild.digest import CHUNK, Digest, HashingReader, HashingWriter, chain_id, verify
+from layerbuild.errors import FormatError
+from layerbuild.image import Descriptor, layer_media_type
+from layerbuild.layer import Compression, compress_writer, extract_layer, open_decompressed
+from layerbuild.layer import write_layer as _write_layer
+from layerbuild.store import LayerRecord, Store
+
+_MAGIC = {b"\x1f\x8b": Compression.GZIP, b"\x28\xb5\x2f\xfd": Compression.ZSTD}
+
+
+class TeeReader:
+    """A reader that copies every byte read through it into a sink."""
+
+    def __init__(self, raw: BinaryIO, sink: BinaryIO) -> None:
+        self._raw = raw
+        self._sink = sink
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self._sink.write(data)
+        return data
+
+
+class _Peek:
+    """A reader that can look at its first bytes without losing them (for pipes)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.head = raw.read(4)
+
+    def read(self, n: int = -1) -> bytes:
+        head, self.head = self.head, b""
+        if n < 0:
+            return head + self._raw.read()
+        return head + self._raw.read(n - len(head)) if n > len(head) else head
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """A layer now in the store, and whether it was there already."""
+
+    record: LayerRecord
+    existed: bool
+
+
+def content_size(root: Path) -> int:
+    """Bytes of regular-file content under a directory (Docker's layer `size`)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_mode & 0o170000) == 0o100000:
+                total += st.st_size
+    return total
+
+
+def ingest_blob(store: Store, parent: Digest | None, diff_id: Digest, blob: BinaryIO,
+                media_type: str, expected: Digest | None = None,
+                expected_size: int | None = None, lease: Path | None = None,
+                what: str = "layer") -> Ingested:
+    """Store a layer blob (any compression) on `parent`, verifying its digests.
+
+    A layer whose chain is stored already is not read at all ("Already exists").
+    """
+    existing = store.layer(chain_id(parent, diff_id))
+    if existing is not None:
+        if lease is not None:
+            store.hold(lease, existing.chain_id)
+        return Ingested(existing, True)
+    with store.staging() as stage:
+        raw = HashingReader(blob)
+        peek = _Peek(raw)  # type: ignore[arg-type]
+        kind = next((c for m, c in _MAGIC.items() if peek.head.startswith(m)), None)
+        with open(stage / "blob", "wb") as blob_file:
+            if kind is not None:
+                source: BinaryIO = TeeReader(peek, blob_file)  # type: ignore[arg-type, assignment]
+                tar = HashingReader(open_decompressed(source))
+                _extract(tar, stage / "diff", what)
+                _drain(raw)
+                stored = Descriptor(layer_media_type(kind.value), raw.digest, raw.size)
+            else:
+                hashed = HashingWriter(blob_file)
+                with compress_writer(Compression.GZIP, hashed) as gz:  # type: ignore[arg-type]
+                    tar = HashingReader(open_decompressed(TeeReader(peek, gz)))  # type: ignore
+                    _extract(tar, stage / "diff", what)
+                stored = Descriptor(layer_media_type("gzip"), hashed.digest, hashed.size)
+            blob_file.flush()
+            os.fsync(blob_file.fileno())
+        if expected is not None:
+            verify(expected, raw.digest, f"{what} blob")
+        if expected_size is not None and expected_size != raw.size:
+            raise FormatError(f"{what} blob: {raw.size} bytes, expected {expected_size}")
+        verify(diff_id, tar.digest, f"{what} (uncompressed, against the config's diff_id)")
+        record = store.commit_layer(parent, diff_id, stage / "diff",
+                                    content_size(stage / "diff"), tar.size, stored,
+                                    stage / "blob", lease=lease)
+    return Ingested(record, False)
+
+
+def _extract(tar: HashingReader, dest: Path, what: str) -> None:
+    try:
+        extract_layer(tar, dest)  # type: ignore[arg-type]
+        _drain(tar)
+    except (EOFError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+            raise
+        raise FormatError(f"{what}: truncated or corrupt data ({exc})") from None
+
+
+def _drain(reader: HashingReader) -> None:
+    try:
+        reader.drain()
+    except (EOFError, ValueError) as exc:
+        raise FormatError(f"truncated or corrupt data ({exc})") from None
+
+
+def ingest_dir(store: Store, parent: Digest | None, diff: Path, stage: Path,
+               source_date_epoch: int | None = None, lease: Path | None = None) -> Ingested:
+    """Store a staged directory (inside `stage`) as a layer on `parent`; the dir is moved."""
+    blob_path = stage / f"blob-{os.getpid()}"
+    with open(blob_path, "wb") as out:
+        info = _write_layer(diff, out, Compression.GZIP, source_date_epoch)
+        out.flush()
+        os.fsync(out.fileno())
+    existed = store.layer(chain_id(parent, info.diff_id)) is not None
+    stored = Descriptor(layer_media_type("gzip"), info.digest, info.size)
+    record = store.commit_layer(parent, info.diff_id, diff, content_size(diff),
+                                info.uncompressed_size, stored, blob_path, lease=lease)
+    return Ingested(record, existed)
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A layer as it leaves the store: its descriptor and how to open its bytes."""
+
+    descriptor: Descriptor
+    open: Callable[[], BinaryIO]
+
+
+def layer_blob(store: Store, record: LayerRecord, compression: str) -> LayerBlob:
+    """The layer's blob in the asked compression ("none", "gzip", "zstd"), made if needed."""
+    source = record.blobs[0]
+    if compression == "none":
+        desc = Descriptor(layer_media_type("none"), record.diff_id, record.tar_size)
+        return LayerBlob(desc, lambda: _open_tar(store, source.digest))
+    media = layer_media_type(compression)
+    found = next((b for b in record.blobs if b.media_type == media), None)
+    if found is not None:
+        return _stored_blob(store, found)
+    with store.staging() as stage:
+        out_path = stage / "blob"
+        with open(out_path, "wb") as out:
+            hashed = HashingWriter(out)  # type: ignore[arg-type]
+            with compress_writer(Compression(compression), hashed) as comp:  # type: ignore
+                tar = _open_tar(store, source.digest)
+                try:
+                    while chunk := tar.read(CHUNK):
+                        comp.write(chunk)
+                finally:
+                    tar.close()
+            out.flush()
+            os.fsync(out.fileno())
+        desc = Descriptor(media, hashed.digest, hashed.size)
+        store.add_layer_blob(record, desc, out_path)
+    return _stored_blob(store, desc)
+
+
+def _stored_blob(store: Store, desc: Descriptor) -> LayerBlob:
+    path = store.blob_path(desc.digest)
+    return LayerBlob(desc, lambda: open(path, "rb"))
+
+
+def _open_tar(store: Store, digest: Digest) -> BinaryIO:
+    return open_decompressed(open(store.blob_path(digest), "rb"))
