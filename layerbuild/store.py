@@ -100,12 +100,9 @@ class Store:
             for d in (self.layerdb, self.imagedb, self.overlay, self.blobs, self.buildcache,
                       self.tmp):
                 d.mkdir(parents=True, exist_ok=True)
-            probe = self.tmp / f".probe-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
+            self.clean_debris()  # also proves the store writable: it creates the lock file
         except OSError as exc:
             raise StoreError(f"store {self.root} is not usable: {exc.strerror or exc}") from None
-        self.clean_debris()
 
     # --- locking and staging -------------------------------------------------------------
 
@@ -150,10 +147,11 @@ class Store:
         with self.lock():
             orphans = self._leased(live=False)
             for entry in self.tmp.iterdir():
-                if entry.is_dir() and not _is_locked(entry / ".lock"):
+                if not entry.is_dir() or not _is_locked(entry / ".lock"):
                     _rmtree(entry)
-                elif entry.is_file() and entry.name.startswith(".probe-"):
-                    entry.unlink(missing_ok=True)
+            for half_written in [*self.imagedb.glob(".*"),
+                                 *self.repositories.parent.glob(".repositories.json.*")]:
+                half_written.unlink(missing_ok=True)
             records = self.layers()
             cache_ids = {r.cache_id for r in records}
             for entry in self.overlay.iterdir():
@@ -264,9 +262,12 @@ class Store:
         """Chains named by the leases of live (or of dead) staging dirs."""
         out: set[Digest] = set()
         for entry in self.tmp.iterdir():
-            leases = entry / "leases"
-            if leases.exists() and _is_locked(entry / ".lock") == live:
-                out.update(Digest.parse(line) for line in leases.read_text().split())
+            try:
+                if _is_locked(entry / ".lock") == live:
+                    text = (entry / "leases").read_text()
+                    out.update(Digest.parse(line) for line in text.split())
+            except (FileNotFoundError, NotADirectoryError):
+                continue
         return out
 
     def add_layer_blob(self, record: LayerRecord, blob: Descriptor, blob_file: Path) -> None:
@@ -522,12 +523,15 @@ def _is_locked(lock_file: Path) -> bool:
 
 
 def _rmtree(path: Path) -> None:
-    """Remove a tree or a file; layers may hold read-only dirs, made writable on the way."""
+    """Remove a tree or a file, even one that another process is removing too."""
     if path.is_symlink() or not path.is_dir():
         path.unlink(missing_ok=True)
         return
 
-    def retry(func: object, failed: str, _exc: object) -> None:
+    def retry(_func: object, failed: str, exc_info: tuple[type, BaseException, object]) -> None:
+        if isinstance(exc_info[1], FileNotFoundError):
+            return
+        # Layers may hold read-only dirs; a non-root owner must make them writable first.
         os.chmod(os.path.dirname(failed), 0o700)
         if os.path.isdir(failed) and not os.path.islink(failed):
             shutil.rmtree(failed, onerror=retry)

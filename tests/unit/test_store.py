@@ -1,0 +1,162 @@
+"""The store's bookkeeping: commits, dedupe, tags, removal, leases and debris."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from layerbuild.digest import Digest, chain_ids
+from layerbuild.errors import ImageNotFound, StoreError
+from layerbuild.image import OCI_LAYER_GZIP, Descriptor, History, Image, empty_config
+from layerbuild.reference import Reference
+from layerbuild.store import Store
+
+
+def _commit(store: Store, parent: Digest | None, content: bytes,
+            lease: Path | None = None) -> Digest:
+    """Commit a fake layer whose diff_id is the digest of `content`."""
+    diff_id = Digest.of(content)
+    with store.staging() as stage:
+        (stage / "diff").mkdir()
+        (stage / "diff" / "file").write_bytes(content)
+        (stage / "blob").write_bytes(b"blob:" + content)
+        blob = Descriptor(OCI_LAYER_GZIP, Digest.of(b"blob:" + content), len(content) + 5)
+        record = store.commit_layer(parent, diff_id, stage / "diff", len(content), 2048, blob,
+                                    stage / "blob", lease=lease)
+    return record.chain_id
+
+
+def _image(*contents: bytes) -> Image:
+    config = empty_config("2024-01-01T00:00:00Z")
+    for c in contents:
+        config = config.with_layer(Digest.of(c), History(created_by=f"ADD {c!r}"))
+    return Image.from_config(config)
+
+
+def _store_images(store: Store, tag: str, *contents: bytes) -> Image:
+    parent = None
+    for c in contents:
+        parent = _commit(store, parent, c)
+    image = _image(*contents)
+    store.put_image(image, [Reference.parse(tag)])
+    return image
+
+
+def test_layout_is_dockers(store: Store) -> None:
+    base = _commit(store, None, b"base")
+    top = _commit(store, base, b"top")
+    entry = store.layerdb / top.hex
+    assert (entry / "diff").read_text() == str(Digest.of(b"top"))
+    assert (entry / "parent").read_text() == str(base)
+    assert not (store.layerdb / base.hex / "parent").exists()
+    cache_id = (entry / "cache-id").read_text()
+    assert (store.overlay / cache_id / "diff" / "file").read_bytes() == b"top"
+    assert top == chain_ids([Digest.of(b"base"), Digest.of(b"top")])[1]
+    assert (entry / "size").read_text() == "3"
+
+
+def test_same_chain_is_stored_once(store: Store) -> None:
+    first = _commit(store, None, b"base")
+    again = _commit(store, None, b"base")
+    assert first == again
+    assert len(list(store.layerdb.iterdir())) == 1
+    assert len(list(store.overlay.iterdir())) == 1
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_parent_must_exist(store: Store) -> None:
+    with pytest.raises(StoreError, match="parent"):
+        _commit(store, Digest.of(b"nothing"), b"top")
+
+
+def test_tags_resolve_and_move(store: Store) -> None:
+    one = _store_images(store, "app:1", b"base", b"one")
+    assert store.resolve("app:1") == one.id
+    assert store.resolve(one.id.hex[:12]) == one.id
+    assert store.resolve(str(one.id)) == one.id
+    store.tag("app:1", "app:latest")
+    assert store.resolve("app") == one.id
+    two = _store_images(store, "app:1", b"base", b"two")
+    assert store.resolve("app:1") == two.id
+    assert store.resolve("app:latest") == one.id
+    with pytest.raises(ImageNotFound):
+        store.resolve("other:1")
+
+
+def test_removing_an_image_keeps_shared_layers(store: Store) -> None:
+    one = _store_images(store, "one:1", b"base", b"one")
+    two = _store_images(store, "two:1", b"base", b"two")
+    assert store.image_references()[chain_ids(one.config.diff_ids)[0]] == 2
+    untagged, deleted = store.remove_image("one:1")
+    assert untagged == ["one:1"] and deleted == one.id
+    remaining = {r.chain_id for r in store.layers()}
+    assert remaining == set(chain_ids(two.config.diff_ids))
+    assert len(list(store.overlay.iterdir())) == 2
+    assert len(list(store.blobs.iterdir())) == 2
+    assert store.get_image("two:1").id == two.id
+
+
+def test_removing_by_id_with_several_tags_needs_force(store: Store) -> None:
+    image = _store_images(store, "a:1", b"x")
+    store.tag("a:1", "b:1")
+    with pytest.raises(StoreError, match="several tags"):
+        store.remove_image(image.id.hex[:12])
+    assert store.remove_image("b:1") == (["b:1"], None)
+    assert store.remove_image(image.id.hex[:12]) == (["a:1"], image.id)
+    assert store.layers() == []
+
+
+def test_cache_entries_hold_layers(store: Store) -> None:
+    image = _store_images(store, "a:1", b"x", b"y")
+    chains = chain_ids(image.config.diff_ids)
+    (store.buildcache / "k.json").write_text(json.dumps({"layers": [str(chains[1])]}))
+    store.remove_image("a:1")
+    assert {r.chain_id for r in store.layers()} == set(chains)
+    store.prune(all_cache=True)
+    assert store.layers() == []
+
+
+def test_debris_of_a_dead_writer_is_cleaned(store_root: Path) -> None:
+    store = Store(store_root)
+    _store_images(store, "keep:1", b"keep")
+    # A writer that died: its staging dir (unlocked) leased a layer it committed.
+    dead = store.tmp / "12345-dead"
+    dead.mkdir()
+    (dead / "diff").mkdir()
+    (dead / "diff" / "half").write_bytes(b"x")
+    orphan = _commit(store, None, b"orphan")
+    store.hold(dead, orphan)
+    (store.overlay / ("f" * 64)).mkdir()
+    (store.blobs / ("e" * 64)).write_bytes(b"stray")
+    Store(store_root)  # opening the store cleans
+    assert list(store.tmp.iterdir()) == []
+    assert [r.chain_id for r in store.layers()] == [Digest.of(b"keep")]
+    assert len(list(store.overlay.iterdir())) == 1
+    assert len(list(store.blobs.iterdir())) == 1
+
+
+def test_live_leases_protect_layers(store: Store) -> None:
+    with store.staging() as lease:
+        chain = _commit(store, None, b"fresh", lease=lease)
+        assert store.release_layers() == []
+        assert store.layer(chain) is not None
+    assert [r.chain_id for r in store.release_layers()] == [chain]
+
+
+def _commit_in_process(root: str, content: bytes) -> str:
+    return str(_commit(Store(root), None, content))
+
+
+def test_two_processes_commit_the_same_layer(store_root: Path) -> None:
+    Store(store_root)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        chains = pool.starmap(_commit_in_process, [(str(store_root), b"same")] * 8)
+    assert len(set(chains)) == 1
+    store = Store(store_root)
+    assert len(store.layers()) == 1
+    assert len(os.listdir(store.overlay)) == 1
