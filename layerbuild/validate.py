@@ -63,7 +63,7 @@ def validate_layer(stream: BinaryIO, digest: Digest | None, size: int | None,
 
 
 def validate_archive(source: Source) -> list[Image]:
-    """Check an archive: every image of its OCI index and of its manifest.json, if present."""
+    """Check every image of an archive's OCI index and manifest.json; each image once."""
     images: list[Image] = []
 
     def open_blob(digest: Digest) -> BinaryIO:
@@ -75,7 +75,7 @@ def validate_archive(source: Source) -> list[Image]:
         images.extend(_validate_docker(source))
     if not images:
         raise FormatError("archive holds no image")
-    return images
+    return list({image.id: image for image in images}.values())
 
 
 def _validate_index(source: Source, name: str, digest: Digest | None,

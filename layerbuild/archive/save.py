@@ -119,15 +119,15 @@ def _info(name: str, size: int = 0, is_dir: bool = False) -> tarfile.TarInfo:
 
 
 def write_archive(plan: ArchivePlan, sink: BinaryIO) -> None:
-    """Stream an archive plan into a sink as one tar."""
+    """Stream an archive plan into a sink as one tar, the small index files first."""
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in plan.files.items():
+            tar.addfile(_info(name, len(data)), io.BytesIO(data))
         tar.addfile(_info("blobs", is_dir=True))
         tar.addfile(_info("blobs/sha256", is_dir=True))
         for digest, (size, opener) in plan.blobs.items():
             with opener() as stream:
                 tar.addfile(_info(f"blobs/sha256/{digest.hex}", size), stream)
-        for name, data in plan.files.items():
-            tar.addfile(_info(name, len(data)), io.BytesIO(data))
 
 
 def save(store: Store, refs: list[str], output: str, compression: str = "none") -> None:

@@ -59,7 +59,7 @@ def test_truncated_archive(layout: Path, tmp_path: Path) -> None:
     run_cli(target, "images")
     archive = tmp_path / "bb.tar"
     data = archive.read_bytes()
-    for cut in (len(data) // 2, 700, len(data) - 2000):
+    for cut in (len(data) // 3, len(data) // 2, 700):
         bad = tmp_path / f"cut{cut}.tar"
         bad.write_bytes(data[:cut])
         _fails(target, "load", "-i", str(bad), expect="")
@@ -70,7 +70,7 @@ def test_blob_not_matching_its_digest(layout: Path, tmp_path: Path) -> None:
     run_cli(target, "images")
     layer = layout / _manifest(layout)["Layers"][0]
     data = bytearray(layer.read_bytes())
-    data[5000] ^= 0xFF
+    data[len(data) // 2] ^= 0xFF
     layer.write_bytes(bytes(data))
     _fails(target, "load", "-i", str(layout), expect="expected sha256:")
 
@@ -81,7 +81,7 @@ def test_manifest_naming_a_missing_blob(layout: Path, tmp_path: Path) -> None:
     (layout / _manifest(layout)["Layers"][0]).unlink()
     _fails(target, "load", "-i", str(layout), expect="missing")
     (layout / "manifest.json").unlink()
-    _fails(target, "load", "-i", str(layout), expect="has no")
+    _fails(target, "load", "-i", str(layout), expect="missing")
 
 
 def test_diff_ids_not_matching_the_layers(layout: Path, tmp_path: Path) -> None:
@@ -159,6 +159,7 @@ def test_hostile_rootfs_tar_is_refused(case: str, tmp_path: Path) -> None:
 
 def test_unknown_image(tmp_path: Path) -> None:
     target = tmp_path / "t"
+    run_cli(target, "images")
     for args in (("inspect", "nope:1"), ("save", "nope", "-o", str(tmp_path / "x.tar")),
                  ("rmi", "nope"), ("history", "nope"), ("tag", "nope", "other:1")):
         _fails(target, *args, expect="no such image")
