@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +31,23 @@ def _human(size: float) -> str:
             return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
         size /= 1000
     return f"{size:.3g}TB"
+
+
+def _ago(created: str | None) -> str:
+    """Docker's "5 minutes ago" for an RFC 3339 time."""
+    if not created:
+        return ""
+    try:
+        when = datetime.datetime.fromisoformat(re.sub(r"\.\d+", "", created))
+    except ValueError:
+        return created
+    seconds = (datetime.datetime.now(datetime.UTC) - when).total_seconds()
+    for unit, size in (("year", 31536000), ("month", 2592000), ("day", 86400),
+                       ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "Less than a minute ago"
 
 
 def _epoch(args: argparse.Namespace) -> int | None:
@@ -88,7 +107,7 @@ def cmd_images(store: Store, args: argparse.Namespace) -> int:
         size = _human(_image_size(store, config.diff_ids))
         for tag in entry.tags or ("<none>:<none>",):
             name, _, version = tag.rpartition(":")
-            rows.append((name, version, entry.image.id.short, config.created or "", size))
+            rows.append((name, version, entry.image.id.short, _ago(config.created), size))
     if args.quiet:
         for row in dict.fromkeys(r[2] for r in rows):
             _out(row)

@@ -54,13 +54,16 @@ def test_killed_loads_leave_a_clean_store(busybox_rootfs: Path, tmp_path: Path) 
     run_cli(tmp_path / "timing", "load", "-i", str(archive))
     duration = time.monotonic() - started
 
-    for attempt in range(6):
+    interrupted = 0
+    for attempt in range(8):
         proc = subprocess.Popen([sys.executable, "-m", "layerbuild.cli", "--root", str(root),
                                  "load", "-i", str(archive)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.1, max(0.2, duration * 0.9)))
         proc.send_signal(signal.SIGKILL)
         finished = proc.wait() == 0
+        if not finished and os.listdir(root / "tmp"):
+            interrupted += 1  # killed mid-way, with staged debris left behind
         run_cli(root, "images")  # the next command cleans what the killed one left
         tags = _check_consistent(root)
         if finished:
@@ -70,5 +73,6 @@ def test_killed_loads_leave_a_clean_store(busybox_rootfs: Path, tmp_path: Path) 
         # Whatever layers the killed load had stored were released with it.
         assert len(os.listdir(root / "image/overlay2/layerdb/sha256")) == 1
 
+    assert interrupted >= 3, "the kills did not land inside the load"
     run_cli(root, "load", "-i", str(archive))
     assert _check_consistent(root) == {"keep:1", "big:1"}
