@@ -117,20 +117,20 @@ class _Words:
 
     def __init__(self) -> None:
         self.words: list[str] = []
-        self.buf: list[str] = []
+        self.buf = ""
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
-        if ch.isspace():
-            if self.in_word and self.buf:
-                self.words.append("".join(self.buf))
-                self.buf = []
-                self.in_word = False
-        else:
+        if not ch.isspace():
             self.add_raw(ch)
+        elif self.in_word and self.buf:
+            # An empty quoted string leaves in_word set but adds no word, as in BuildKit.
+            self.words.append(self.buf)
+            self.buf = ""
+            self.in_word = False
 
     def add_raw(self, text: str) -> None:
-        self.buf.append(text)
+        self.buf += text
         self.in_word = True
 
     def add_expanded(self, text: str) -> None:
@@ -138,9 +138,9 @@ class _Words:
             self.add_char(ch)
 
     def finish(self) -> list[str]:
-        if self.buf and "".join(self.buf):
-            self.words.append("".join(self.buf))
-        self.buf = []
+        if self.buf:
+            self.words.append(self.buf)
+        self.buf = ""
         self.in_word = False
         return self.words
 
@@ -332,8 +332,8 @@ class _Lexer:
             return "" if empty else word
         if op == "?":
             if empty:
-                default = "is not allowed to be unset" if not found else "is not allowed to be empty"
-                raise ExpansionError(f"{name}: {word or default}")
+                default = "unset" if not found else "empty"
+                raise ExpansionError(f"{name}: {word or 'is not allowed to be ' + default}")
             return value
         if op in ("#", "%"):
             greedy = word.startswith(op)

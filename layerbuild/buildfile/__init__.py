@@ -1,0 +1,106 @@
+"""Buildfiles (Dockerfile syntax): text → stages of typed instructions, with file:line.
+
+Parsing runs in stages, each its own module: :mod:`.parser` (text → nodes: directives,
+continuations, heredocs, flags, exec form), :mod:`.instructions` (nodes → typed values),
+:mod:`.stages` (the whole file: global ARGs, stages, cross-stage checks). Variable expansion
+(:mod:`.expand`) and ARG scoping (:mod:`.args`) are applied by the build, step by step.
+:mod:`.template` renders ``*.j2`` Buildfiles; :mod:`.ignore` reads ``.dockerignore``.
+
+Everything here is pure: no file, process or network access.
+"""
+
+from layerbuild.buildfile.args import (
+    PLATFORM_ARGS,
+    PROXY_ARGS,
+    Platform,
+    Scope,
+    platform_args,
+    unused_build_args,
+)
+from layerbuild.buildfile.convert import build_instruction
+from layerbuild.buildfile.dump import dumps, to_dict
+from layerbuild.buildfile.expand import (
+    EXPANDING_INSTRUCTIONS,
+    ExpansionError,
+    expand,
+    expand_words,
+    expands_variables,
+)
+from layerbuild.buildfile.ignore import IgnorePattern, IgnoreRules
+from layerbuild.buildfile.instructions import (
+    Add,
+    Arg,
+    ArgDecl,
+    Cmd,
+    Copy,
+    Entrypoint,
+    Env,
+    Expose,
+    From,
+    Healthcheck,
+    Instruction,
+    Label,
+    Maintainer,
+    Onbuild,
+    Run,
+    Shell,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
+)
+from layerbuild.buildfile.mounts import Mount
+from layerbuild.buildfile.parser import Directive, Document, Heredoc, Node, parse
+from layerbuild.buildfile.stages import Buildfile, Stage, parse_buildfile
+from layerbuild.buildfile.template import is_template, parse_var_file, render_template
+
+__all__ = [
+    "EXPANDING_INSTRUCTIONS",
+    "PLATFORM_ARGS",
+    "PROXY_ARGS",
+    "Add",
+    "Arg",
+    "ArgDecl",
+    "Buildfile",
+    "Cmd",
+    "Copy",
+    "Directive",
+    "Document",
+    "Entrypoint",
+    "Env",
+    "ExpansionError",
+    "Expose",
+    "From",
+    "Healthcheck",
+    "Heredoc",
+    "IgnorePattern",
+    "IgnoreRules",
+    "Instruction",
+    "Label",
+    "Maintainer",
+    "Mount",
+    "Node",
+    "Onbuild",
+    "Platform",
+    "Run",
+    "Scope",
+    "Shell",
+    "Stage",
+    "StopSignal",
+    "User",
+    "Volume",
+    "Workdir",
+    "build_instruction",
+    "dumps",
+    "expand",
+    "expand_words",
+    "expands_variables",
+    "is_template",
+    "parse",
+    "parse_buildfile",
+    "parse_var_file",
+    "platform_args",
+    "render_template",
+    "to_dict",
+    "unused_build_args",
+]
