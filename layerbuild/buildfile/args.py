@@ -149,8 +149,8 @@ class Scope:
     def apply(self, instr: Instruction, escape: str = "\\") -> Scope:
         """The scope after ``instr``: ARG and ENV expand their values and change it.
 
-        As in Docker, every value of one instruction expands with the variables in force
-        before it: after ``ENV A=new B=$A``, B holds the old A.
+        As in Docker, names and values are expanded, all with the variables in force before
+        the instruction: after ``ENV A=new B=$A``, B holds the old A.
         """
         before = self.environment()
         scope = self
@@ -159,10 +159,10 @@ class Scope:
                 default = decl.default
                 if default is not None:
                     default = expand(default, before, escape)
-                scope = scope.declare_arg(decl.name, default)
+                scope = scope.declare_arg(expand(decl.name, before, escape), default)
         elif isinstance(instr, Env):
             for name, value in instr.pairs:
-                scope = scope.set_env(name, expand(value, before, escape))
+                scope = scope.set_env(expand(name, before, escape), expand(value, before, escape))
         return scope
 
 

@@ -209,7 +209,11 @@ def _shell(req: _Request) -> Shell:
 
 def _healthcheck(req: _Request) -> Healthcheck:
     flags = req.flags(HEALTHCHECK_FLAGS)
-    return Healthcheck(**healthcheck_fields(req.node.rest, flags), **req.where)
+    settings = healthcheck_fields(req.node.rest, flags)
+    return Healthcheck(test=settings.test, interval=settings.interval, timeout=settings.timeout,
+                       start_period=settings.start_period,
+                       start_interval=settings.start_interval, retries=settings.retries,
+                       line=req.node.start_line, end_line=req.node.end_line)
 
 
 def _onbuild(req: _Request) -> Onbuild:

@@ -255,15 +255,16 @@ class _Lexer:
     def name(self) -> str:
         """A variable name: digits, one special parameter, or letters/digits/underscores."""
         first = self.peek()
-        if first.isdigit():
+        if first.isdecimal():
             start = self.pos
-            while self.peek().isdigit():
+            while self.peek().isdecimal():
                 self.next()
             return self.text[start:self.pos]
         if first and first in _SPECIAL_PARAMS:
             return self.next()
         start = self.pos
-        while self.peek() and (self.peek().isalnum() or self.peek() == "_"):
+        while self.peek() and (self.peek().isalpha() or self.peek().isdecimal()
+                               or self.peek() == "_"):
             self.next()
         return self.text[start:self.pos]
 

@@ -7,23 +7,35 @@ Docker keeps the test as ``["NONE"]``, ``["CMD-SHELL", command]`` (shell form) o
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from layerbuild.buildfile.flags import FlagKind, Flags, parse_duration
 from layerbuild.buildfile.parser import parse_json_array
 
-__all__ = ["HEALTHCHECK_FLAGS", "healthcheck_fields"]
+__all__ = ["HEALTHCHECK_FLAGS", "HealthSettings", "healthcheck_fields"]
 
 HEALTHCHECK_FLAGS: dict[str, FlagKind] = {
     name: "string" for name in ("interval", "timeout", "start-period", "start-interval", "retries")
 }
-_DURATION_FLAGS = ("interval", "timeout", "start-period", "start-interval")
 _MIN_DURATION = 1_000_000  # 1ms: Docker refuses shorter non-zero durations
 _WHITESPACE = re.compile(r"\s+")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
-def healthcheck_fields(rest: str, flags: Flags) -> dict[str, object]:
-    """The Healthcheck fields for an argument text and its checked flags.
+@dataclass(frozen=True)
+class HealthSettings:
+    """The values of one HEALTHCHECK, durations in nanoseconds (0 = not set)."""
+
+    test: tuple[str, ...]
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    start_interval: int = 0
+    retries: int = 0
+
+
+def healthcheck_fields(rest: str, flags: Flags) -> HealthSettings:
+    """The settings for a HEALTHCHECK argument text and its checked flags.
 
     Raises ValueError with Docker's wording for a missing or unknown type, extra arguments
     after NONE, a missing command, or a bad duration or retry count.
@@ -36,17 +48,21 @@ def healthcheck_fields(rest: str, flags: Flags) -> dict[str, object]:
     if kind == "NONE":
         if command:
             raise ValueError("HEALTHCHECK NONE takes no arguments")
-        return {"test": ("NONE",)}
+        return HealthSettings(("NONE",))
     if kind != "CMD":
         raise ValueError(f"unknown type {kind!r} in HEALTHCHECK (try CMD)")
     exec_form = parse_json_array(command)
     if not command or (exec_form is not None and not exec_form):
         raise ValueError("missing command after HEALTHCHECK CMD")
     test = ("CMD", *exec_form) if exec_form is not None else ("CMD-SHELL", command)
-    fields: dict[str, object] = {"test": test, "retries": _retries(flags.string("retries"))}
-    for name in _DURATION_FLAGS:
-        fields[name.replace("-", "_")] = _duration(flags.string(name), name)
-    return fields
+    return HealthSettings(
+        test,
+        interval=_duration(flags.string("interval"), "interval"),
+        timeout=_duration(flags.string("timeout"), "timeout"),
+        start_period=_duration(flags.string("start-period"), "start-period"),
+        start_interval=_duration(flags.string("start-interval"), "start-interval"),
+        retries=_retries(flags.string("retries")),
+    )
 
 
 def _duration(text: str | None, name: str) -> int:

@@ -165,6 +165,11 @@ def test_env_values_lose_their_quotes() -> None:
         "two words", "$lit", "esc aped")
 
 
+def test_env_names_expand_too() -> None:
+    _, _, scope = walk('FROM a\nARG K=key\nENV $K=v "quoted"=q\n')
+    assert (scope.lookup("key"), scope.lookup("quoted")) == ("v", "q")
+
+
 def test_scope_is_immutable() -> None:
     scope = Scope.initial({}, {}).enter_stage()
     changed = scope.declare_arg("A", "1").set_env("B", "2")
