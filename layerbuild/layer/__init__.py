@@ -1,0 +1,15 @@
+"""Directory <-> layer tar: overlay and OCI whiteouts, normalised headers, compression."""
+
+from layerbuild.layer.compression import Compression, compress_writer, open_decompressed
+from layerbuild.layer.export import LayerInfo, write_layer
+from layerbuild.layer.extract import ExtractInfo, extract_layer
+
+__all__ = [
+    "Compression",
+    "ExtractInfo",
+    "LayerInfo",
+    "compress_writer",
+    "extract_layer",
+    "open_decompressed",
+    "write_layer",
+]

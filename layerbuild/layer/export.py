@@ -1,0 +1,259 @@
+"""Directory -> layer tar: streamed, normalised, overlay whiteouts turned into OCI ones.
+
+The tree is walked without following symlinks, entries sorted bytewise within each directory
+(whiteouts first), parents before children. diff_id and blob digest come from the same pass.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from layerbuild.digest import Digest, HashingWriter
+from layerbuild.errors import FormatError
+from layerbuild.layer import tarheader as th
+from layerbuild.layer import whiteout
+from layerbuild.layer.compression import FEED_SIZE, Compression, compress_writer
+
+_WH = whiteout.PREFIX.encode()
+_OPAQUE = whiteout.OPAQUE.encode()
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What writing a layer produced: its two digests and two sizes."""
+
+    diff_id: Digest
+    """sha256 of the uncompressed tar."""
+    digest: Digest
+    """sha256 of the bytes written to the sink (compressed)."""
+    size: int
+    """Bytes written to the sink."""
+    uncompressed_size: int
+    """Bytes of the uncompressed tar."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One path of the tree as found by the walk."""
+
+    rel: bytes
+    path: bytes
+    st: os.stat_result
+    xattrs: dict[str, bytes]
+    is_whiteout: bool
+
+    @property
+    def tar_name(self) -> bytes:
+        if not self.is_whiteout:
+            return self.rel
+        head, _, base = self.rel.rpartition(b"/")
+        return (head + b"/" if head else b"") + _WH + base
+
+
+def write_layer(root: Path, sink: BinaryIO, compression: Compression = Compression.NONE,
+                source_date_epoch: int | None = None) -> LayerInfo:
+    """Write the tree under `root` (not `root` itself) to `sink` as a layer tar.
+
+    With `source_date_epoch`, every mtime newer than it is clamped to it. Nothing is held in
+    memory beyond one read buffer; both digests come from this single pass.
+    """
+    if Compression(compression) is Compression.NONE:
+        tar = blob = HashingWriter(sink)  # the blob is the tar: hash it once
+        _export(os.fsencode(root), tar, source_date_epoch)
+        blob.flush()
+    else:
+        blob = HashingWriter(sink)
+        with compress_writer(compression, cast(BinaryIO, blob)) as packed:
+            tar = HashingWriter(cast(BinaryIO, packed))
+            _export(os.fsencode(root), tar, source_date_epoch)
+    return LayerInfo(diff_id=tar.digest, digest=blob.digest, size=blob.size,
+                     uncompressed_size=tar.size)
+
+
+def _export(top: bytes, tar: HashingWriter, source_date_epoch: int | None) -> None:
+    blocks = _Blocks(tar)
+    _Exporter(blocks, source_date_epoch).run(top)
+    blocks.write(th.END_OF_ARCHIVE)
+    blocks.flush()
+
+
+class _Blocks:
+    """The tar stream gathered into FEED_SIZE blocks, file data read straight into them.
+
+    Whole blocks go to the hasher and compressor in one call each and without another copy;
+    the compressor needs whole blocks anyway (see compression.FEED_SIZE).
+    """
+
+    def __init__(self, out: HashingWriter) -> None:
+        self._out = out
+        self._view = memoryview(bytearray(FEED_SIZE))
+        self._pos = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = min(len(view), FEED_SIZE - self._pos)
+            self._view[self._pos : self._pos + n] = view[:n]
+            self._pos += n
+            view = view[n:]
+            if self._pos == FEED_SIZE:
+                self.flush()
+
+    def read_from(self, fd: int, limit: int) -> int:
+        """Append up to `limit` bytes read from `fd`; 0 means end of file."""
+        end = self._pos + min(limit, FEED_SIZE - self._pos)
+        n = os.readv(fd, [self._view[self._pos : end]])
+        self._pos += n
+        if self._pos == FEED_SIZE:
+            self.flush()
+        return n
+
+    def flush(self) -> None:
+        """Pass on what is gathered (a whole block, or the tail at the end)."""
+        if self._pos:
+            self._out.write(self._view[: self._pos])  # type: ignore[arg-type]
+            self._pos = 0
+
+
+def _read_xattrs(path: bytes) -> dict[str, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno == errno.ENOTSUP:  # a filesystem without xattrs has none to keep
+            return {}
+        raise
+    return {name: os.getxattr(path, name, follow_symlinks=False) for name in names}
+
+
+def _is_whiteout(st: os.stat_result, xattrs: dict[str, bytes]) -> bool:
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return True
+    return (stat.S_ISREG(st.st_mode) and st.st_size == 0
+            and whiteout.overlay_value(xattrs, "whiteout") is not None)
+
+
+def _children(top: bytes, rel: bytes) -> list[_Entry]:
+    """The entries of one directory in tar order: whiteouts first, then bytewise by name."""
+    entries = []
+    with os.scandir(os.path.join(top, rel) if rel else top) as it:
+        for de in it:
+            st = de.stat(follow_symlinks=False)
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # a socket has no meaning in an image
+            child = rel + b"/" + de.name if rel else de.name
+            if de.name.startswith(_WH):
+                raise FormatError(f"{os.fsdecode(child)}: no real file may be named .wh.*")
+            xattrs = _read_xattrs(de.path)
+            if feature := whiteout.not_a_diff(xattrs):
+                raise FormatError(f"{os.fsdecode(child)}: overlay {feature} xattr: not a faithful "
+                                  "diff (mount with redirect_dir=off and no metacopy)")
+            entries.append(_Entry(child, de.path, st, xattrs, _is_whiteout(st, xattrs)))
+    entries.sort(key=lambda e: (not e.is_whiteout, e.tar_name))
+    return entries
+
+
+def _walk(top: bytes) -> Iterator[_Entry]:
+    """Depth-first, parents before children, without recursion (paths may be deep)."""
+    stack = [iter(_children(top, b""))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        yield entry
+        if stat.S_ISDIR(entry.st.st_mode):
+            stack.append(iter(_children(top, entry.rel)))
+
+
+class _Exporter:
+    """Writes one tree's entries to an uncompressed tar stream."""
+
+    def __init__(self, out: _Blocks, source_date_epoch: int | None) -> None:
+        self._out = out
+        self._epoch = source_date_epoch
+        self._links: dict[tuple[int, int], bytes] = {}
+
+    def run(self, top: bytes) -> None:
+        root_st = os.stat(top)
+        if not stat.S_ISDIR(root_st.st_mode):
+            raise FormatError(f"{os.fsdecode(top)}: not a directory")
+        if _opaque(_read_xattrs(top)):
+            self._out.write(th.encode(self._opaque_marker(b"", root_st)))
+        for entry in _walk(top):
+            self._entry(entry)
+
+    def _mtime(self, st: os.stat_result) -> int:
+        mtime = st.st_mtime_ns // 1_000_000_000
+        return self._epoch if self._epoch is not None and mtime > self._epoch else mtime
+
+    def _opaque_marker(self, rel: bytes, st: os.stat_result) -> th.Header:
+        # Like Docker: an empty regular file with the dir's owner and permission bits.
+        name = rel + b"/" + _OPAQUE if rel else _OPAQUE
+        return th.Header(name, th.REGULAR, stat.S_IMODE(st.st_mode) & 0o777, st.st_uid,
+                         st.st_gid, mtime=self._mtime(st))
+
+    def _header(self, e: _Entry, kind: bytes, name: bytes = b"", size: int = 0,
+                linkname: bytes = b"", rdev: int = 0) -> bytes:
+        st = e.st
+        xattrs = tuple(sorted((os.fsencode(k), v) for k, v in e.xattrs.items()
+                              if not whiteout.is_overlay_xattr(k))) if e.xattrs else ()
+        return th.encode(th.Header(name or e.rel, kind, stat.S_IMODE(st.st_mode), st.st_uid,
+                                   st.st_gid, size, self._mtime(st), linkname, os.major(rdev),
+                                   os.minor(rdev), xattrs))
+
+    def _entry(self, e: _Entry) -> None:
+        st, mode = e.st, e.st.st_mode
+        if e.is_whiteout:  # Docker's form: mode 0600, the device node's owner and time
+            self._out.write(th.encode(th.Header(e.tar_name, th.REGULAR, 0o600, st.st_uid,
+                                                st.st_gid, mtime=self._mtime(st))))
+            return
+        if stat.S_ISDIR(mode):
+            self._out.write(self._header(e, th.DIRECTORY, name=e.rel + b"/"))
+            if _opaque(e.xattrs):
+                self._out.write(th.encode(self._opaque_marker(e.rel, st)))
+            return
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            if key in self._links:
+                self._out.write(self._header(e, th.HARDLINK, linkname=self._links[key]))
+                return
+            self._links[key] = e.rel
+        if stat.S_ISREG(mode):
+            self._file(e)
+        elif stat.S_ISLNK(mode):
+            self._out.write(self._header(e, th.SYMLINK, linkname=os.readlink(e.path)))
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            kind = th.CHARDEV if stat.S_ISCHR(mode) else th.BLOCKDEV
+            self._out.write(self._header(e, kind, rdev=st.st_rdev))
+        elif stat.S_ISFIFO(mode):
+            self._out.write(self._header(e, th.FIFO))
+        else:
+            raise FormatError(f"{os.fsdecode(e.rel)}: unsupported file type {mode:o}")
+
+    def _file(self, e: _Entry) -> None:
+        """Header, then the content read in blocks straight into the tar stream."""
+        fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_ino != e.st.st_ino:
+                raise FormatError(f"{os.fsdecode(e.rel)}: replaced while being exported")
+            self._out.write(self._header(e, th.REGULAR, size=st.st_size))
+            left = st.st_size
+            while left:
+                n = self._out.read_from(fd, left)
+                if n == 0:
+                    raise FormatError(f"{os.fsdecode(e.rel)}: shrank while being exported")
+                left -= n
+            self._out.write(th.padding(st.st_size))
+        finally:
+            os.close(fd)
+
+
+def _opaque(xattrs: dict[str, bytes]) -> bool:
+    return whiteout.overlay_value(xattrs, "opaque") == b"y"

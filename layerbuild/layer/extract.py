@@ -1,0 +1,282 @@
+"""Layer tar -> directory usable as an overlay lower dir, treating the archive as hostile.
+
+Every name is resolved as if chrooted at the destination: lexically normalised, `..` may not
+climb above the root, parents are opened one component at a time with O_NOFOLLOW (a symlink
+parent is refused), and the leaf is unlinked before it is created, so nothing is ever written
+through a symlink. tarfile only parses; every filesystem write is made here. (tarsafe and
+tarfile's extraction filters are not used: they refuse ordinary root filesystems and have been
+bypassed, see DESIGN.md.)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from layerbuild.digest import CHUNK
+from layerbuild.errors import FormatError, UnsafePath
+from layerbuild.layer import whiteout
+from layerbuild.layer.paths import Resolver, clean
+
+_SUPPORTED = (*tarfile.REGULAR_TYPES, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
+              tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
+_XATTR_PREFIX = "SCHILY.xattr."
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class ExtractInfo:
+    """What extracting a layer did."""
+
+    entries: int
+    """Archive members read, whiteouts included."""
+    whiteouts: int
+    """Whiteout and opaque markers turned into their overlay form."""
+    bytes_written: int
+    """Regular-file content bytes written."""
+    xattrs_skipped: int
+    """xattrs the destination filesystem refused (ENOTSUP/EPERM), as Docker skips them."""
+
+
+class _StrictInfo(tarfile.TarInfo):
+    """A TarInfo whose reader treats a damaged header as an error, not as the end of the archive.
+
+    tarfile stops silently at a truncated or corrupt header after the first member; a layer cut
+    short must not extract as a smaller, apparently whole one.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        buf = tarfile_.fileobj.read(tarfile.BLOCKSIZE)  # type: ignore[union-attr]
+        where = f" after {tarfile_.members[-1].name!r}" if tarfile_.members else ""
+        if not buf:
+            raise FormatError(f"layer tar ends without its end-of-archive blocks{where}")
+        if len(buf) != tarfile.BLOCKSIZE:
+            raise FormatError(f"layer tar is truncated in a header{where}")
+        try:
+            obj = cls.frombuf(buf, tarfile_.encoding, tarfile_.errors)  # type: ignore[arg-type]
+        except tarfile.EOFHeaderError:
+            raise  # a zero block: the end of the archive
+        except tarfile.HeaderError as e:
+            raise FormatError(f"layer tar has a corrupt header{where}: {e}") from None
+        if obj.size < 0:
+            raise FormatError(f"{obj.name!r}: negative size in tar header")
+        obj.offset = tarfile_.fileobj.tell() - tarfile.BLOCKSIZE  # type: ignore[union-attr]
+        return obj._proc_member(tarfile_)  # type: ignore[attr-defined, no-any-return]
+
+
+def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True) -> ExtractInfo:
+    """Extract an uncompressed layer tar from `stream` (may be a pipe) into `dest`.
+
+    OCI whiteouts become overlay ones (0/0 char devices, `trusted.overlay.opaque=y`); with
+    `whiteouts=False` (a plain rootfs) any `.wh.*` name is an error. Owners, modes (setuid
+    included), devices, xattrs, hard links and mtimes are kept, so this needs root for most
+    real layers. The stream is read to its end, past the end-of-archive blocks.
+    """
+    os.makedirs(dest, exist_ok=True)
+    resolver = Resolver(os.open(dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    try:
+        writer = _Writer(resolver, whiteouts)
+        name = ""
+        try:
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictInfo) as tf:
+                while (member := tf.next()) is not None:
+                    name = member.name
+                    writer.member(tf, member)
+                    del tf.members[:-1]  # stream mode would keep every header; keep the last
+        except (tarfile.TarError, EOFError) as e:
+            at = f" at {name!r}" if name else ""
+            raise FormatError(f"corrupt layer tar{at}: {e}") from e
+        except OSError as e:
+            e.add_note(f"while extracting {name!r}")
+            raise
+        writer.finish()
+        while stream.read(CHUNK):  # past the end blocks: let a hashing reader see every byte
+            pass
+    finally:
+        resolver.close()
+    return writer.info()
+
+
+class _Writer:
+    """Applies archive members to the destination tree."""
+
+    def __init__(self, resolver: Resolver, whiteouts: bool) -> None:
+        self._root = resolver
+        self._whiteouts = whiteouts
+        self._dir_mtimes: dict[tuple[str, ...], int] = {}
+        self._buf = bytearray(CHUNK)
+        self._entries = self._wh = self._bytes = self._skipped = 0
+
+    def info(self) -> ExtractInfo:
+        return ExtractInfo(self._entries, self._wh, self._bytes, self._skipped)
+
+    def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        self._entries += 1
+        parts = clean(m.name)
+        if m.type not in _SUPPORTED:
+            raise FormatError(f"{m.name!r}: unsupported tar entry type {m.type!r}")
+        if any(p.startswith(whiteout.PREFIX) for p in parts):
+            if not self._whiteouts:
+                raise FormatError(f"{m.name!r}: whiteout in an archive that may not have any")
+            if any(p.startswith(whiteout.META_PREFIX) for p in parts[:-1]):
+                return  # inside aufs metadata (.wh..wh.plnk/...): nothing of the image
+            if any(p.startswith(whiteout.PREFIX) for p in parts[:-1]):
+                raise FormatError(f"{m.name!r}: entry below a whiteout")
+            self._whiteout(m, parts)
+        elif not parts:
+            if not m.isdir():
+                raise UnsafePath(f"{m.name!r}: names the root but is not a directory")
+            self._metadata(self._root.fd, ".", m, ())
+        elif m.islnk():
+            self._hardlink(m, parts)
+        else:
+            with self._root.parent(parts, m.name, create=True) as pfd:
+                self._create(tf, m, pfd, parts[-1])
+                self._metadata(pfd, parts[-1], m, parts)
+
+    def _create(self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, leaf: str) -> None:
+        """Create the leaf, replacing whatever was there without ever following it."""
+        old = _lstat(pfd, leaf)
+        if m.isdir():
+            if old is not None and stat.S_ISDIR(old.st_mode):
+                return  # keep the dir and what this archive already put in it
+            _remove(pfd, leaf, old)
+            os.mkdir(leaf, 0o700, dir_fd=pfd)
+            if old is not None and _is_whiteout(old) and self._whiteouts:
+                # A dir replacing a whiteout hides what the lower layers had there, as
+                # overlayfs itself marks a dir recreated over a deleted one.
+                _set_opaque(pfd, leaf)
+            return
+        _remove(pfd, leaf, old)
+        if m.isreg():
+            self._file(tf, m, pfd, leaf)
+        elif m.issym():
+            if not m.linkname or "\0" in m.linkname:
+                raise FormatError(f"{m.name!r}: invalid symlink target {m.linkname!r}")
+            os.symlink(m.linkname, leaf, dir_fd=pfd)  # only data: never followed here
+        elif m.ischr() or m.isblk():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            os.mknod(leaf, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=pfd)
+        else:
+            os.mkfifo(leaf, 0o600, dir_fd=pfd)
+
+    def _file(self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, leaf: str) -> None:
+        src = tf.extractfile(m)
+        assert src is not None  # a regular member always has a reader
+        fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        try:
+            view = memoryview(self._buf)
+            while n := src.readinto(view):  # type: ignore[attr-defined]
+                done = 0
+                while done < n:
+                    done += os.write(fd, view[done:n])
+                self._bytes += n
+        finally:
+            os.close(fd)
+
+    def _hardlink(self, m: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        target = clean(m.linkname)
+        if not target:
+            raise UnsafePath(f"{m.name!r}: hard link to the root")
+        if target == parts:
+            raise FormatError(f"{m.name!r}: hard link to itself")
+        with self._root.parent(target, m.name, create=False) as tfd:
+            if _lstat(tfd, target[-1]) is None:
+                raise FormatError(f"{m.name!r}: hard link target {m.linkname!r} does not exist")
+            with self._root.parent(parts, m.name, create=True) as pfd:
+                _remove(pfd, parts[-1], _lstat(pfd, parts[-1]))
+                try:
+                    os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd,
+                            follow_symlinks=False)
+                except PermissionError as e:
+                    raise FormatError(f"{m.name!r}: cannot hard link to {m.linkname!r}") from e
+
+    def _whiteout(self, m: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        base = parts[-1]
+        if base == whiteout.OPAQUE:
+            with self._root.directory(parts[:-1], m.name) as dfd:
+                _set_opaque(dfd, ".")
+            self._wh += 1
+            return
+        name = whiteout.whited_out(base)
+        if base.startswith(whiteout.META_PREFIX):
+            return  # aufs metadata such as .wh..wh.plnk: nothing to create
+        if name in ("", ".", ".."):
+            raise UnsafePath(f"{m.name!r}: invalid whiteout name")
+        with self._root.parent(parts, m.name, create=True) as pfd:
+            old = _lstat(pfd, name)
+            if old is None:
+                os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd)
+                os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+            elif stat.S_ISDIR(old.st_mode):
+                _set_opaque(pfd, name)  # this layer's own dir replaces the one below
+            # any other entry of this layer already hides the lower one: leave it
+        self._wh += 1
+
+    def _metadata(self, pfd: int, leaf: str, m: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        """Owner, then mode (chown clears setuid), then xattrs (chown clears capabilities)."""
+        os.chown(leaf, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        if not m.issym():
+            os.chmod(leaf, m.mode & 0o7777, dir_fd=pfd)  # the leaf was made here: not a link
+        for key, value in sorted(m.pax_headers.items()):
+            name = key[len(_XATTR_PREFIX) :]
+            if not key.startswith(_XATTR_PREFIX) or whiteout.is_overlay_xattr(name):
+                continue
+            try:
+                os.setxattr(f"/proc/self/fd/{pfd}/{leaf}", name,
+                            value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+            except OSError as e:
+                if e.errno not in (errno.ENOTSUP, errno.EPERM):
+                    raise
+                self._skipped += 1
+        mtime = _ns(m.mtime)
+        if m.isdir():
+            self._dir_mtimes[parts] = mtime  # children created later would change it
+        else:
+            os.utime(leaf, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Set directory mtimes, deepest first, now that nothing will be created inside them."""
+        for parts in sorted(self._dir_mtimes, key=len, reverse=True):
+            mtime = self._dir_mtimes[parts]
+            try:
+                with self._root.directory(parts, "/".join(parts), create=False) as dfd:
+                    os.utime(".", ns=(mtime, mtime), dir_fd=dfd, follow_symlinks=False)
+            except (FormatError, FileNotFoundError):
+                continue  # replaced by a later entry: its own metadata stands
+
+
+def _ns(mtime: float) -> int:
+    return mtime * 1_000_000_000 if isinstance(mtime, int) else round(mtime * 1e9)
+
+
+def _lstat(dfd: int, leaf: str) -> os.stat_result | None:
+    try:
+        return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _remove(pfd: int, leaf: str, old: os.stat_result | None) -> None:
+    if old is None:
+        return
+    if stat.S_ISDIR(old.st_mode):
+        shutil.rmtree(leaf, dir_fd=pfd)  # fd-based: does not follow symlinks inside
+    else:
+        os.unlink(leaf, dir_fd=pfd)
+
+
+def _set_opaque(dfd: int, leaf: str) -> None:
+    os.setxattr(f"/proc/self/fd/{dfd}/{leaf}", whiteout.OPAQUE_XATTR, b"y",
+                follow_symlinks=False)
