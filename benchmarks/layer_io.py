@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,8 +36,12 @@ def make_tree(root: Path, size_mb: int) -> int:
         for i in range(count):
             d = root / f"d{count}" / f"sub{i % 50}"
             d.mkdir(parents=True, exist_ok=True)
-            data = rng.randbytes(each) if i % 2 else (words * (each // len(words) + 1))[:each]
-            (d / f"f{i}").write_bytes(data)
+            with open(d / f"f{i}", "wb") as f:  # in pieces: this process must stay small
+                left = each
+                while left:
+                    n = min(left, 1 << 20)
+                    f.write(rng.randbytes(n) if i % 2 else (words * (n // len(words) + 1))[:n])
+                    left -= n
             total += each
     return total
 
@@ -54,11 +57,12 @@ def run_measured(code: str) -> tuple[float, float]:
 
 
 def run_shell(cmd: str) -> tuple[float, float]:
-    """Time a shell pipeline; peak RSS of its largest child."""
+    """Time a shell pipeline; peak RSS of its largest process (GNU time)."""
     start = time.perf_counter()
-    subprocess.run(["bash", "-c", cmd], check=True)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "bash", "-c", cmd], check=True,
+                          capture_output=True, text=True)
     elapsed = time.perf_counter() - start
-    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return elapsed, int(proc.stderr.split()[-1]) / 1024
 
 
 def main() -> None:

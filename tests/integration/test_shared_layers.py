@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 from treeutil import need_root
+
+from layerbuild.archive.sources import TarSource
+from layerbuild.validate import validate_archive
 
 DOCKERFILE = "FROM {base}\nRUN echo {word} > /{word}\nCMD [\"cat\", \"/{word}\"]\n"
 
@@ -36,6 +40,19 @@ def test_shared_base_layer_is_stored_once(lb, docker, busybox_tar: Path, tmp_pat
     du = lb("du").stdout.splitlines()
     base_row = next(line for line in du if line.startswith(base_diff[7:19]))
     assert base_row.split()[-1] == "2"
+
+    both = tmp_path / "both.tar"
+    lb("save", names["one"], names["two"], "-o", str(both))
+    images = validate_archive(TarSource(both))
+    assert len(images) == 2
+    with tarfile.open(both) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    layers = [path for entry in manifest for path in entry["Layers"]]
+    assert len(layers) == 4 and len(set(layers)) == 3  # the base layer is in the archive once
+    docker("rmi", names["one"], names["two"])
+    loaded = docker("load", "-i", str(both)).stdout
+    assert names["one"] in loaded and names["two"] in loaded
+    assert docker("run", "--rm", "--network", "none", names["one"]).stdout == "one\n"
 
     lb("rmi", names["one"])
     assert len(list(layerdb.iterdir())) == 2
