@@ -1,0 +1,41 @@
+"""Overlay mounts and step processes in namespaces: the only layerbuild code that mounts or spawns.
+
+>>> code = run_step(StepRoot((base,), upper, work), RunSpec(("/bin/sh", "-c", "make"), ()),
+...                 on_output=sys.stdout.buffer.write)  # doctest: +SKIP
+
+The names below are imported on first use, so the sandbox's own child process (which imports
+`layerbuild.sandbox.child`, and this file with it) starts without the builder-side modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from layerbuild.sandbox.ops import (
+        copy_into,
+        read_image_file,
+        read_image_files,
+        resolve_in_image,
+        run_step,
+    )
+    from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
+
+_HOMES = {"copy_into": "ops", "read_image_file": "ops", "read_image_files": "ops",
+          "resolve_in_image": "ops", "run_step": "ops", "CopyItem": "spec", "Mount": "spec",
+          "RunSpec": "spec", "StepRoot": "spec"}
+
+__all__ = ["CopyItem", "Mount", "RunSpec", "StepRoot", "copy_into", "read_image_file",
+           "read_image_files", "resolve_in_image", "run_step"]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

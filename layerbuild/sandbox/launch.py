@@ -1,0 +1,195 @@
+"""The builder's side of a sandbox child: start it in namespaces, stream its output, end it.
+
+The child is `unshare … -- python -I -S -c <boot> <dir>`, running `child.main`. Its stdin
+carries the request and then stays open as a lifeline; its stdout is the step's output, its
+stderr diagnostics, and one extra fd its JSON replies. A timeout, Ctrl-C or an exception in the
+output callback kills the step's PID 1 (taking its whole PID namespace) and the init (taking
+its mount namespace, hence every mount); the call returns only once the output pipe is closed,
+that is, once no process of the step is left holding it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from layerbuild.errors import StepFailed, UnsafePath
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[2])
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from layerbuild.sandbox.child import main; main()")
+_DRAIN_AFTER_KILL = 10.0
+_HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _unshare() -> str:
+    found = shutil.which("unshare") or ("/usr/bin/unshare" if os.path.exists(
+        "/usr/bin/unshare") else None)
+    if found is None:
+        raise StepFailed("the sandbox needs util-linux's unshare on PATH")
+    return found
+
+
+def call(request: dict[str, Any], namespaces: Sequence[str],
+         on_output: Callable[[bytes], None] | None = None,
+         timeout: float | None = None) -> dict[str, Any]:
+    """Run one request in a fresh child; its final reply, or StepFailed/UnsafePath."""
+    if os.geteuid() != 0:
+        raise StepFailed("the sandbox needs root (overlay mounts, namespaces)")
+    cmd = [_unshare(), "--mount", "--propagation", "private", *namespaces, "--",
+           sys.executable, "-I", "-S", "-c", _BOOT, _PACKAGE_DIR]
+    out_r, out_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out_w,
+                                stderr=subprocess.PIPE, pass_fds=(ctl_w,),
+                                start_new_session=True, env={"PATH": _HOST_PATH})
+    except OSError as exc:
+        for fd in (out_r, out_w, ctl_r, ctl_w):
+            os.close(fd)
+        raise StepFailed(f"cannot start the sandbox: {exc.strerror}") from None
+    os.close(out_w)
+    os.close(ctl_w)
+    session = _Session(proc, out_r, ctl_r, on_output)
+    try:
+        session.send({**request, "control_fd": ctl_w})
+        session.pump(None if timeout is None else time.monotonic() + timeout)
+    except BaseException:
+        session.kill()
+        raise
+    finally:
+        session.close()
+    if session.timed_out:
+        raise StepFailed(f"timed out after {timeout:g}s; the step and all its processes "
+                         "were killed")
+    return session.result()
+
+
+class _Session:
+    """One running child and the pipes it is read through."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out_r: int, ctl_r: int,
+                 on_output: Callable[[bytes], None] | None) -> None:
+        self.proc = proc
+        self.on_output = on_output
+        self.replies = bytearray()
+        self.diagnostics = bytearray()
+        self.step_pidfd: int | None = None
+        self.timed_out = False
+        self.sel = selectors.DefaultSelector()
+        assert proc.stderr is not None
+        for fd, kind in ((out_r, "out"), (ctl_r, "ctl"), (proc.stderr.fileno(), "err")):
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, kind)
+        self.fds = [out_r, ctl_r]
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Write the request line; stdin stays open as the child's lifeline."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # its stderr will say why
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+
+    def pump(self, deadline: float | None, quiet: bool = False) -> None:
+        """Read until every pipe is closed; past the deadline, kill and keep draining."""
+        while self.sel.get_map():
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = self.sel.select(wait)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                if quiet:
+                    return  # gave up waiting for a child that would not die
+                self.timed_out = True
+                self._signal()
+                deadline, quiet = time.monotonic() + _DRAIN_AFTER_KILL, True
+                continue
+            for key, _ in events:
+                self._read(key.fd, key.data, quiet)
+
+    def _read(self, fd: int, kind: str, quiet: bool) -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.sel.unregister(fd)
+            return
+        if kind == "out":
+            if self.on_output is not None and not quiet:
+                self.on_output(chunk)
+        elif kind == "err":
+            self.diagnostics += chunk
+            del self.diagnostics[:-8192]
+        else:
+            self.replies += chunk
+            self._note_pid()
+
+    def _note_pid(self) -> None:
+        if self.step_pidfd is not None or b'"pid"' not in self.replies:
+            return
+        for line in self.replies.split(b"\n")[:-1]:  # complete lines only
+            message = json.loads(line)
+            if "pid" in message and "status" not in message:
+                with contextlib.suppress(OSError):
+                    self.step_pidfd = os.pidfd_open(message["pid"])
+
+    def kill(self) -> None:
+        """End the child at once, then drain its pipes (output is no longer passed on)."""
+        self._signal()
+        if self.sel.get_map():
+            self.pump(time.monotonic() + _DRAIN_AFTER_KILL, quiet=True)
+
+    def _signal(self) -> None:
+        """SIGKILL the step's PID 1 (and so its namespace) and the init (and its mounts)."""
+        if self.step_pidfd is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.step_pidfd, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+
+    def close(self) -> None:
+        """Close the lifeline and the pipes, and reap the init."""
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        for key in list(self.sel.get_map().values()):
+            self.sel.unregister(key.fd)
+        self.sel.close()
+        for fd in self.fds:
+            os.close(fd)
+        try:
+            self.proc.wait(timeout=_DRAIN_AFTER_KILL)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        if self.step_pidfd is not None:
+            os.close(self.step_pidfd)
+
+    def result(self) -> dict[str, Any]:
+        """The final reply, turned into an exception when it reports one."""
+        final: dict[str, Any] | None = None
+        for line in self.replies.splitlines():
+            if line.strip():
+                message = json.loads(line)
+                if "status" in message:
+                    final = message
+        if final is None:
+            lines = self.diagnostics.decode("utf-8", "replace").strip().splitlines()
+            why = lines[-1] if lines else f"exit status {self.proc.returncode}"
+            raise StepFailed(f"the sandbox failed: {why}")
+        if final["status"] == "ok":
+            return final
+        if final.get("kind") == "unsafe":
+            raise UnsafePath(final["message"])
+        raise StepFailed(final["message"])

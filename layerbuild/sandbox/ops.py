@@ -1,0 +1,79 @@
+"""What the builder calls: run a step, copy into a step, read the image a step sees."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from layerbuild.sandbox.launch import call
+from layerbuild.sandbox.spec import (
+    CopyItem,
+    RunSpec,
+    StepRoot,
+    encode_items,
+    encode_root,
+    encode_run,
+)
+
+_RUN_NAMESPACES = ("--uts", "--ipc", "--pid")
+
+
+def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) -> int:
+    """Mount the overlay in a private namespace, run argv there, stream output, return the code.
+
+    The process is PID 1 of new PID, mount, UTS and IPC namespaces (and a network namespace
+    with only `lo` for `network="none"`), pivoted into the merged overlay, with a fresh /proc,
+    a minimal /dev, a read-only /sys and the host's resolv.conf and hosts; none of their mount
+    points reaches the upper dir. Raises StepFailed when the sandbox cannot be set up or the
+    timeout passes (every process of the step is killed); the command's own failure is just
+    its non-zero exit code (128+N when killed by signal N).
+    """
+    namespaces = _RUN_NAMESPACES + (("--net",) if spec.network == "none" else ())
+    request = {"op": "run", "root": encode_root(root), "run": encode_run(spec)}
+    reply = call(request, namespaces, on_output, spec.timeout)
+    return int(reply["exit"])
+
+
+def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequence[CopyItem],
+              follow_source_symlinks: bool = False) -> None:
+    """Write files into the step's upper dir through the merged view, destinations in-image.
+
+    `source_root` is a directory, or a stack of layer dirs (top first) read as one merged,
+    read-only tree (for COPY --from). A source path may not leave its root (`..` or a symlink
+    out of it raises UnsafePath); absolute symlinks in sources count from the source root.
+    The top-level source symlink is copied as a link unless `follow_source_symlinks`.
+    """
+    source: dict[str, str | list[str] | None]
+    if isinstance(source_root, Path | str):
+        source = {"dir": str(source_root), "layers": None}
+    else:
+        source = {"dir": None, "layers": [str(p) for p in source_root]}
+    request = {"op": "copy", "root": encode_root(root), "source": source,
+               "items": encode_items(list(items)), "follow_symlinks": follow_source_symlinks}
+    call(request, ())
+
+
+def read_image_files(root: StepRoot, paths: Sequence[str], limit: int = 1 << 20
+                     ) -> list[bytes | None]:
+    """Several files of the image at once (one sandbox start), as `read_image_file` reads one."""
+    request = {"op": "read", "root": encode_root(root), "paths": list(paths), "limit": limit}
+    files = call(request, ())["files"]
+    return [base64.b64decode(f) if f is not None else None for f in files]
+
+
+def read_image_file(root: StepRoot, path: str, limit: int = 1 << 20) -> bytes | None:
+    """Read a file of the image (e.g. /etc/passwd), every symlink resolved inside the image.
+
+    The image is the step's upper dir over its lowers, mounted read-only in a private
+    namespace and read after chroot into it. None when the path does not exist; StepFailed
+    when it is not a regular file or is larger than `limit` bytes.
+    """
+    return read_image_files(root, [path], limit)[0]
+
+
+def resolve_in_image(root: StepRoot, path: str) -> str | None:
+    """The canonical path of `path` inside the image (symlinks resolved there), None if missing."""
+    request = {"op": "resolve", "root": encode_root(root), "paths": [path]}
+    found: str | None = call(request, ())["paths"][0]
+    return found

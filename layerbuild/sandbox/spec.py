@@ -1,0 +1,131 @@
+"""What the builder hands the sandbox: a step's filesystem, its process, its mounts, its copies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from layerbuild.errors import StepFailed
+
+MOUNT_KINDS = ("bind", "cache", "tmpfs", "secret")
+NETWORKS = ("default", "host", "none")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A RUN --mount, already resolved to host paths by the caller."""
+
+    kind: str
+    target: str
+    source: Path | None
+    readonly: bool = True
+    size: int | None = None
+    mode: int | None = None
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class StepRoot:
+    """The filesystem a step sees: layer diff dirs (top first), a fresh upper and its workdir."""
+
+    lowers: tuple[Path, ...]
+    upper: Path
+    work: Path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The process of a RUN step and everything it runs with."""
+
+    argv: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str = "/"
+    user: str = "0:0"
+    network: str = "default"
+    hostname: str = "buildkitsandbox"
+    mounts: tuple[Mount, ...] = ()
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class CopyItem:
+    """One file tree to write into the image.
+
+    `source` is relative to the source root; `dest` is absolute in the image. A directory
+    source copies its contents into `dest`, or, with `recursive=False`, only the directory
+    entry itself (for callers that walk the tree themselves). A non-directory goes inside
+    `dest` when `dest` ends with `/`, or is an existing directory and `into_existing_dir`.
+    `uid`/`gid` None keep the source's owner; `mode` None keeps its mode.
+    """
+
+    source: str
+    dest: str
+    uid: int | None = None
+    gid: int | None = None
+    mode: int | None = None
+    recursive: bool = True
+    into_existing_dir: bool = True
+
+
+def parse_user(user: str) -> tuple[int, int, tuple[int, ...]]:
+    """`uid:gid[:g1,g2]` as numbers.
+
+    >>> parse_user("1000:100:10,20")
+    (1000, 100, (10, 20))
+    """
+    parts = user.split(":")
+    try:
+        if len(parts) == 1:
+            return int(parts[0]), int(parts[0]), ()
+        groups = tuple(int(g) for g in parts[2].split(",") if g) if len(parts) > 2 else ()
+        if len(parts) > 3:
+            raise ValueError(user)
+        return int(parts[0]), int(parts[1]), groups
+    except ValueError:
+        raise StepFailed(f"user {user!r} is not numeric uid:gid[:groups]") from None
+
+
+def _absolute(path: str, what: str) -> str:
+    if not path.startswith("/") or "\0" in path:
+        raise StepFailed(f"{what} {path!r} is not an absolute path inside the image")
+    return path
+
+
+def encode_root(root: StepRoot) -> dict[str, Any]:
+    """A step root as plain JSON values."""
+    return {"lowers": [str(p) for p in root.lowers], "upper": str(root.upper),
+            "work": str(root.work)}
+
+
+def encode_mount(m: Mount) -> dict[str, Any]:
+    """A RUN --mount as plain JSON values, checked."""
+    if m.kind not in MOUNT_KINDS:
+        raise StepFailed(f"unknown mount type {m.kind!r}")
+    if m.kind != "tmpfs" and m.source is None:
+        raise StepFailed(f"--mount type={m.kind} target={m.target}: no source")
+    return {"kind": m.kind, "target": _absolute(m.target, "mount target"),
+            "source": str(m.source) if m.source is not None else None,
+            "readonly": m.readonly, "size": m.size, "mode": m.mode, "uid": m.uid,
+            "gid": m.gid}
+
+
+def encode_run(spec: RunSpec) -> dict[str, Any]:
+    """A step's process as plain JSON values, checked."""
+    if not spec.argv:
+        raise StepFailed("nothing to run: empty command")
+    if spec.network not in NETWORKS:
+        raise StepFailed(f"network {spec.network!r} is not one of {', '.join(NETWORKS)}")
+    uid, gid, groups = parse_user(spec.user)
+    return {"argv": list(spec.argv), "env": list(spec.env),
+            "cwd": _absolute(spec.cwd, "working directory"), "uid": uid, "gid": gid,
+            "groups": list(groups), "network": spec.network, "hostname": spec.hostname,
+            "mounts": [encode_mount(m) for m in spec.mounts]}
+
+
+def encode_items(items: list[CopyItem]) -> list[dict[str, Any]]:
+    """Copy items as plain JSON values."""
+    return [{"source": i.source, "dest": _absolute(i.dest, "destination"), "uid": i.uid,
+             "gid": i.gid, "mode": i.mode, "recursive": i.recursive,
+             "into_existing_dir": i.into_existing_dir} for i in items]

@@ -1,0 +1,139 @@
+"""A RUN step set up by the sandbox's init: host fds, scaffold, overlay, staged mounts, process.
+
+Order matters: every host path is opened first; then the staging tmpfs covers the workdir's
+parent (in this mount namespace only); the image is probed through a read-only overlay to
+learn which mount points it lacks; those go into the scaffold layer; then the step's overlay
+is mounted with the scaffold on top of the image's layers and the fresh upper dir below none.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import struct
+from collections.abc import Callable
+
+from layerbuild.errors import StepFailed
+from layerbuild.sandbox import libc, mounts, process
+from layerbuild.sandbox.inroot import ensure
+from layerbuild.sandbox.layers import build_scaffold, enter_staging, mount_overlay, open_dir
+from layerbuild.sandbox.mounts import SYSTEM, Staged
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
+if TYPE_CHECKING:
+    from typing import Any
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_PROBE_FLAGS = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
+
+
+def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], None]
+        ) -> dict[str, Any]:
+    """Set the step up, run it to the end, and return its exit code."""
+    root, spec = req["root"], req["run"]
+    lowers = [open_dir(p, "layer") for p in root["lowers"]]
+    upper = open_dir(root["upper"], "upper dir")
+    work = open_dir(root["work"], "overlay workdir")
+    sources = [_open_source(m) for m in spec["mounts"]]
+    devices = {name: os.open(f"/dev/{name}", os.O_PATH | os.O_CLOEXEC)
+               for name in mounts.DEVICES}
+    resolv = mounts.host_file("/etc/resolv.conf")
+    hosts = mounts.hosts_file(mounts.host_file("/etc/hosts"), spec["hostname"])
+    last_cap = int(mounts.host_file("/proc/sys/kernel/cap_last_cap").strip() or b"40")
+
+    enter_staging(root["work"])
+    for name in ("root", "probe", "scaffold", "empty", "proc", "dev"):
+        os.mkdir(name, 0o755)
+    empty, scaffold = open_dir("empty", "staging"), open_dir("scaffold", "staging")
+    kinds = [_kind(m, fd) for m, fd in zip(spec["mounts"], sources, strict=True)]
+    targets = [(t, k) for _, t, k in SYSTEM] + [
+        (m["target"], k) for m, k in zip(spec["mounts"], kinds, strict=True)]
+
+    mount_overlay("probe", [upper, *lowers, empty], flags=_PROBE_FLAGS)
+    probe = open_dir("probe", "staging")
+    try:
+        canonical = build_scaffold(probe, scaffold, targets)
+    finally:
+        os.close(probe)
+        libc.umount("probe")
+    _check_targets(targets, canonical)
+
+    # nodev, not nosuid: setuid programs must work in a RUN (Docker mounts its rootfs alike).
+    mount_overlay("root", [scaffold, *lowers], upper, work, libc.MS_NODEV)
+    root_fd = open_dir("root", "staging")
+    ensure(root_fd, spec["cwd"], "dir").close()
+    os.close(root_fd)
+
+    staged = _stage_all(spec, sources, devices, resolv, hosts)
+    order = sorted(range(len(targets)), key=lambda i: canonical[i].count("/"))
+    launch = process.Launch(
+        argv=spec["argv"], env=spec["env"], cwd=spec["cwd"], uid=spec["uid"],
+        gid=spec["gid"], groups=spec["groups"], last_cap=last_cap,
+        staged=[s for s in (staged[i] for i in order) if s is not None])
+    libc.sethostname(spec["hostname"])
+    if spec["network"] == "none":
+        _loopback_up()
+    pid, err_r, _alive = process.start(launch)
+    report({"pid": pid})
+    code, error = process.supervise(pid, err_r, lifeline)
+    if error:
+        raise StepFailed(error)
+    return {"exit": code}
+
+
+def _open_source(m: dict[str, Any]) -> int | None:
+    if m["source"] is None:
+        return None
+    try:
+        return os.open(m["source"], os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StepFailed(f"--mount type={m['kind']} target={m['target']}: {m['source']}: "
+                         f"{exc.strerror}") from None
+
+
+def _kind(m: dict[str, Any], fd: int | None) -> str:
+    if m["kind"] == "tmpfs":
+        return "dir"
+    if m["kind"] == "secret":
+        return "file"
+    assert fd is not None
+    return "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+
+
+def _check_targets(targets: list[tuple[str, str]], canonical: list[str]) -> None:
+    """Refuse mounts on the image root, and system mounts an image aims at one place."""
+    seen: dict[str, str] = {}
+    for i, ((path, _), where) in enumerate(zip(targets, canonical, strict=True)):
+        if where == "/":
+            raise StepFailed(f"cannot mount on {path}: it resolves to the image's root")
+        if i < len(SYSTEM):
+            if where in seen:
+                raise StepFailed(f"the image's {path} and {seen[where]} both lead to {where}")
+            seen[where] = path
+
+
+def _stage_all(spec: dict[str, Any], sources: list[int | None], devices: dict[str, int],
+               resolv: bytes, hosts: bytes) -> list[Staged | None]:
+    """Stage every mount, in the order of SYSTEM then the user's; None for one not made."""
+    mounts.stage_dev(devices)
+    has_sys = mounts.stage_sys()
+    mounts.stage_file("resolv.conf", resolv)
+    mounts.stage_file("hosts", hosts)
+    staged: list[Staged | None] = [
+        Staged(name, target, kind) if name != "sys" or has_sys else None
+        for name, target, kind in SYSTEM]
+    for i, (m, fd) in enumerate(zip(spec["mounts"], sources, strict=True)):
+        staged.append(mounts.stage_user(i, m, fd))
+    return staged
+
+
+def _loopback_up() -> None:
+    """Bring up `lo` in the step's new network namespace, as Docker's `--network none` does."""
+    import socket  # only here: most steps share the host's network
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH", b"lo", 0).ljust(40, b"\0")
+        flags = struct.unpack_from("16sH", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | _IFF_UP).ljust(40, b"\0"))
