@@ -118,7 +118,9 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
         os.mkdir(name, 0o755)
     empty = open_dir("empty", "staging")
     mount_overlay("root", lowers or [empty], upper, work)
-    if source["layers"] is not None:
+    if source["layers"] == []:
+        source_fd = empty  # an empty stage (FROM scratch)
+    elif source["layers"] is not None:
         mount_overlay("source", [*source_layers, empty], flags=_RO)
         source_fd = open_dir("source", "staging")
     os.chroot("root")

@@ -16,7 +16,7 @@ import posixpath
 import stat
 
 from layerbuild.errors import StepFailed
-from layerbuild.sandbox.inroot import resolve
+from layerbuild.sandbox.inroot import MAX_LINKS, resolve
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
@@ -156,18 +156,27 @@ class Copier:
             self.links[key] = dest
 
 
-def makedirs(path: str, uid: int, gid: int) -> None:
-    """`mkdir -p` inside the chroot: new directories 0755 and owned by uid:gid."""
+def makedirs(path: str, uid: int, gid: int, links: int = 0) -> None:
+    """`mkdir -p` inside the chroot: new directories 0755 and owned by uid:gid.
+
+    A dangling image symlink on the way has its target made, inside the image (as BuildKit
+    does); the chroot keeps every lookup there.
+    """
     current = "/"
     for comp in path.split("/"):
         if comp in ("", "."):
             continue
-        current = posixpath.join(current, comp)
+        parent, current = current, posixpath.join(current, comp)
         try:
             os.mkdir(current, 0o755)
         except FileExistsError:
-            if not os.path.isdir(current):
+            if os.path.isdir(current):
+                continue
+            if not os.path.islink(current):
                 raise StepFailed(f"{current} is not a directory in the image") from None
+            if links >= MAX_LINKS:
+                raise StepFailed(f"{path}: too many levels of symbolic links") from None
+            makedirs(posixpath.join(parent, os.readlink(current)), uid, gid, links + 1)
             continue
         os.chown(current, uid, gid)
         os.chmod(current, 0o755)

@@ -111,7 +111,7 @@ def _check_targets(targets: list[tuple[str, str]], canonical: list[str]) -> None
             raise StepFailed(f"cannot mount on {path}: it resolves to the image's root")
         if i < len(SYSTEM):
             if where in seen:
-                raise StepFailed(f"the image's {path} and {seen[where]} both lead to {where}")
+                raise StepFailed(f"the image's {seen[where]} and {path} both lead to {where}")
             seen[where] = path
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,6 +100,43 @@ def wait_gone(text: str, seconds: float = 5.0) -> list[int]:
     while (left := processes_with(text)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def make_layer(path: Path, entries: dict[str, object]) -> Path:
+    """A layer dir: "text" is a file, ("link", t) a symlink, ("dir",) a directory,
+    ("whiteout",) an overlay whiteout, ("opaque",) an opaque directory."""
+    path.mkdir(parents=True, exist_ok=True)
+    for rel, what in entries.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(what, str):
+            target.write_text(what)
+        elif what[0] == "link":  # type: ignore[index]
+            target.symlink_to(what[1])  # type: ignore[index]
+        elif what[0] == "whiteout":  # type: ignore[index]
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+        else:
+            target.mkdir()
+            if what[0] == "opaque":  # type: ignore[index]
+                os.setxattr(target, "trusted.overlay.opaque", b"y")
+    return path
+
+
+@pytest.fixture
+def sentinel() -> Iterator[Path]:
+    """An empty host directory no step may touch."""
+    path = Path(tempfile.mkdtemp(prefix="lb-sentinel-", dir="/tmp"))
+    try:
+        yield path
+        assert os.listdir(path) == [], "a step wrote to the host"
+        assert not any(str(path) in point for point, _ in mount_points())
+    finally:
+        for dirpath, dirs, files in os.walk(path, topdown=False):
+            for name in files:
+                os.unlink(os.path.join(dirpath, name))
+            for name in dirs:
+                os.rmdir(os.path.join(dirpath, name))
+        path.rmdir()
 
 
 # ---- tests ----
@@ -313,3 +354,36 @@ def test_setup_failures_are_step_failed(base: Path, tmp_path: Path) -> None:
         sh(new_root(tmp_path, base), "true", cwd="/etc/passwd")
     with pytest.raises(StepFailed, match="user"):
         sh(new_root(tmp_path, base), "true", user="nobody")
+
+
+def test_ctrl_c_kills_the_tree(base: Path, tmp_path: Path) -> None:
+    marker = f"sleep {random.randrange(100000, 999999)}"
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sh(new_root(tmp_path, base), f"{marker} & {marker}")
+    finally:
+        timer.cancel()
+    assert wait_gone(marker) == []
+
+
+def test_builder_death_kills_the_tree(base: Path, tmp_path: Path) -> None:
+    marker = f"sleep {random.randrange(100000, 999999)}"
+    root = new_root(tmp_path, base)
+    script = (f"import sys; sys.path[:0] = {sys.path!r}\n"
+              "from pathlib import Path\n"
+              "from layerbuild.sandbox import RunSpec, StepRoot, run_step\n"
+              f"root = StepRoot((Path({str(base)!r}),), Path({str(root.upper)!r}), "
+              f"Path({str(root.work)!r}))\n"
+              f"spec = RunSpec(('/bin/sh', '-c', 'echo started; {marker} & {marker}'), ())\n"
+              "run_step(root, spec, lambda data: print(data.decode(), flush=True))\n")
+    builder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert builder.stdout is not None
+        assert builder.stdout.readline() == b"started\n"
+        assert processes_with(marker)
+    finally:
+        builder.kill()
+        builder.wait()
+    assert wait_gone(marker) == []
