@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from layerbuild.sandbox.ops import (
         copy_into,
+        export_merged,
         read_image_file,
         read_image_files,
         resolve_in_image,
@@ -24,12 +25,13 @@ if TYPE_CHECKING:
     )
     from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
 
-_HOMES = {"copy_into": "ops", "read_image_file": "ops", "read_image_files": "ops",
-          "resolve_in_image": "ops", "run_step": "ops", "CopyItem": "spec", "Mount": "spec",
-          "RunSpec": "spec", "StepRoot": "spec"}
+_OPS = ("copy_into", "export_merged", "read_image_file", "read_image_files", "resolve_in_image",
+        "run_step")
+_HOMES = {**dict.fromkeys(_OPS, "ops"), **dict.fromkeys(("CopyItem", "Mount", "RunSpec",
+                                                         "StepRoot"), "spec")}
 
-__all__ = ["CopyItem", "Mount", "RunSpec", "StepRoot", "copy_into", "read_image_file",
-           "read_image_files", "resolve_in_image", "run_step"]
+__all__ = ["CopyItem", "Mount", "RunSpec", "StepRoot", "copy_into", "export_merged",
+           "read_image_file", "read_image_files", "resolve_in_image", "run_step"]
 
 
 def __getattr__(name: str) -> Any:

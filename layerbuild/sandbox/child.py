@@ -129,12 +129,33 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
     return {}
 
 
+def op_export(req: dict[str, Any], control: Control) -> dict[str, Any]:
+    """Copy the merged tree of some layers into a host dir, chrooted into that dir."""
+    layers = [open_dir(p, "layer") for p in req["lowers"]]
+    dest = open_dir(req["dest"], "export destination")
+    if not layers:
+        return {}
+    enter_staging(req["dest"], cover=req["dest"])  # dest is reached through its fd
+    os.mkdir("root", 0o755)
+    os.mkdir("empty", 0o755)
+    mount_overlay("root", [*layers, open_dir("empty", "staging")], flags=_RO)
+    source_fd = open_dir("root", "staging")
+    os.fchdir(dest)
+    os.chroot(".")
+    os.chdir("/")
+    item = {"source": ".", "dest": "/", "uid": None, "gid": None, "mode": None,
+            "recursive": True, "into_existing_dir": True}
+    Copier(source_fd, False).copy_all([item])
+    return {}
+
+
 def op_run(req: dict[str, Any], control: Control) -> dict[str, Any]:
     """Run a step (see `step.run`)."""
     return step.run(req, 0, control.send)
 
 
-OPS = {"run": op_run, "copy": op_copy, "read": op_read, "resolve": op_resolve}
+OPS = {"run": op_run, "copy": op_copy, "read": op_read, "resolve": op_resolve,
+       "export": op_export}
 
 
 def main() -> None:

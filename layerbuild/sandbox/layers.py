@@ -27,17 +27,17 @@ def open_dir(path: str, what: str) -> int:
         raise StepFailed(f"{what} {path}: {exc.strerror}") from None
 
 
-def enter_staging(work: str) -> None:
-    """Cover the workdir's parent with a private tmpfs and work from inside it.
+def enter_staging(work: str, *, cover: str | None = None) -> None:
+    """Cover the workdir's parent (or `cover`) with a private tmpfs and work inside it.
 
     Only this mount namespace sees the tmpfs, and every host path needed from under it was
-    opened before, so nothing is created on the host and the name is unique to the step.
+    opened before, so nothing is created on the host and the place is unique to the step.
     """
-    parent = os.path.dirname(os.path.normpath(os.path.abspath(work)))
-    if parent == "/":
-        raise StepFailed(f"the overlay workdir {work} needs a parent directory other than /")
-    libc.mount("tmpfs", parent, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0700")
-    os.chdir(parent)
+    place = cover or os.path.dirname(os.path.normpath(os.path.abspath(work)))
+    if os.path.normpath(os.path.abspath(place)) == "/":
+        raise StepFailed(f"{work} needs a parent directory other than /")
+    libc.mount("tmpfs", place, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0700")
+    os.chdir(place)
 
 
 def mount_overlay(target: str, lowers: list[int], upper: int | None = None,

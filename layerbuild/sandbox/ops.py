@@ -54,6 +54,16 @@ def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequenc
     call(request, ())
 
 
+def export_merged(lowers: Sequence[Path], dest: Path) -> None:
+    """Copy the tree that layer dirs `lowers` (top first) make together into the directory dest.
+
+    Whiteouts and opaque directories are applied by overlayfs itself (a read-only mount in a
+    private namespace); owners, modes, times, links and xattrs are kept. The copy runs
+    chrooted into `dest`, so no symlink of the image can lead a write out of it.
+    """
+    call({"op": "export", "lowers": [str(p) for p in lowers], "dest": str(dest)}, ())
+
+
 def read_image_files(root: StepRoot, paths: Sequence[str], limit: int = 1 << 20
                      ) -> list[bytes | None]:
     """Several files of the image at once (one sandbox start), as `read_image_file` reads one."""

@@ -94,6 +94,8 @@ def _child(launch: Launch, err_w: int, alive_r: int) -> NoReturn:
         os.chdir("/")
         os.chdir(launch.cwd)
         _stdio()
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; exec would keep that
+            signal.signal(sig, signal.SIG_DFL)
         os.umask(0o022)
         libc.drop_capabilities(launch.last_cap)
         os.setgroups(launch.groups)

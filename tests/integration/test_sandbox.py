@@ -214,6 +214,14 @@ def test_user_and_groups(base: Path, tmp_path: Path) -> None:
     assert caps.split() == ["CapEff:", "0000000000000000"]
 
 
+def test_signals_and_umask_as_a_fresh_process(base: Path, tmp_path: Path) -> None:
+    root = new_root(tmp_path, base)
+    code, out = run(root, ("/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"))
+    assert code == 0, out
+    assert out.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
+    assert sh(root, "yes | head -n 1; umask") == (0, "y\n0022\n")
+
+
 def test_docker_default_capabilities(base: Path, tmp_path: Path) -> None:
     code, out = sh(new_root(tmp_path, base), "grep -E '^(Cap|NoNewPrivs)' /proc/self/status")
     assert code == 0

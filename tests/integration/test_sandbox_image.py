@@ -14,6 +14,7 @@ from layerbuild.errors import StepFailed
 from layerbuild.sandbox import (
     Mount,
     RunSpec,
+    export_merged,
     read_image_file,
     read_image_files,
     resolve_in_image,
@@ -163,3 +164,22 @@ def test_resolve_in_image(base: Path, top: Path, tmp_path: Path) -> None:
 
 def _spec(script: str) -> RunSpec:
     return RunSpec(("/bin/sh", "-c", script), ("PATH=/bin",))
+
+
+def test_export_merged_applies_whiteouts_and_stays_in_dest(base: Path, top: Path,
+                                                           tmp_path: Path,
+                                                           sentinel: Path) -> None:
+    extra = make_layer(tmp_path / "extra", {"x/y": ("link", str(sentinel)),
+                                            "etc/motd": "again\n"})
+    dest = tmp_path / "out"
+    dest.mkdir()
+    export_merged((extra, top, base), dest)
+    assert (dest / "etc/motd").read_text() == "again\n"
+    assert sorted(os.listdir(dest / "data")) == ["c"]
+    assert os.readlink(dest / "x/y") == str(sentinel)
+    assert os.readlink(dest / "abs") == "/etc/passwd"
+    assert (dest / "etc/passwd").read_bytes() == (base / "etc/passwd").read_bytes()
+    assert os.stat(dest / "etc/motd.hardlink").st_nlink == 1  # its partner was replaced
+    assert os.stat(dest / "bin/suid-tool").st_mode & 0o7777 == 0o4755
+    assert os.stat(dest / "home/user/notes").st_uid == 1000
+    export_merged((), dest)  # an empty image: nothing to add
