@@ -162,6 +162,7 @@ def main() -> None:
     """Serve the one request on stdin."""
     os.umask(0)
     req = _request()
+    os.set_inheritable(req["control_fd"], False)  # never into the step: it could forge replies
     control = Control(req["control_fd"])
     try:
         result = OPS[req["op"]](req, control)

@@ -222,6 +222,14 @@ def test_signals_and_umask_as_a_fresh_process(base: Path, tmp_path: Path) -> Non
     assert sh(root, "yes | head -n 1; umask") == (0, "y\n0022\n")
 
 
+def test_step_holds_only_stdio(base: Path, tmp_path: Path) -> None:
+    code, out = run(new_root(tmp_path, base), ("/bin/ls", "/proc/self/fd"))
+    assert code == 0
+    assert out.split() == ["0", "1", "2", "3"]  # 3: the directory ls is reading
+    code, out = sh(new_root(tmp_path, base), "readlink /proc/1/fd/0; readlink /proc/1/fd/1")
+    assert out.split()[0] == "/dev/null" and out.split()[1].startswith("pipe:")
+
+
 def test_docker_default_capabilities(base: Path, tmp_path: Path) -> None:
     code, out = sh(new_root(tmp_path, base), "grep -E '^(Cap|NoNewPrivs)' /proc/self/status")
     assert code == 0
