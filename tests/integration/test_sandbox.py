@@ -403,3 +403,10 @@ def test_builder_death_kills_the_tree(base: Path, tmp_path: Path) -> None:
         builder.kill()
         builder.wait()
     assert wait_gone(marker) == []
+
+
+def test_long_layer_stacks(base: Path, tmp_path: Path) -> None:
+    layers = [make_layer(tmp_path / f"l{i}", {f"layers/{i}": f"{i}\n"}) for i in range(300)]
+    root = new_root(tmp_path, *reversed(layers), base)
+    code, out = sh(root, "ls /layers | wc -l; cat /layers/299")
+    assert (code, out.split()) == (0, ["300", "299"])
