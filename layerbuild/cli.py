@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from layerbuild import __version__
@@ -207,6 +208,59 @@ def cmd_du(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise LayerbuildError(f"{what} {item!r}: expected KEY=VALUE")
+        out[key] = value if sep else os.environ.get(key, "")
+    return out
+
+
+def _buildfile(args: argparse.Namespace) -> Path:
+    context = Path(args.context)
+    if args.file:
+        return Path(args.file) if args.file != "-" else Path("/dev/stdin")
+    for name in ("Buildfile", "Buildfile.j2", "Dockerfile"):
+        if (context / name).is_file():
+            return context / name
+    raise LayerbuildError(f"no Buildfile (or Dockerfile) in {context}; use -f FILE")
+
+
+def cmd_build(store: Store, args: argparse.Namespace) -> int:
+    from layerbuild.build.engine import BuildRequest, build
+    from layerbuild.build.outputs import parse_output, write_output
+    from layerbuild.buildfile import parse_var_file
+    from layerbuild.progress import ProgressPrinter
+
+    variables: dict[str, str] = {}
+    for path in args.var_file:
+        try:
+            variables.update(parse_var_file(Path(path).read_text(), path))
+        except OSError as exc:
+            raise LayerbuildError(f"cannot read {path}: {exc.strerror}") from None
+    variables.update(_pairs(args.var, "--var"))
+    outputs = [parse_output(o) for o in args.output]
+    request = BuildRequest(
+        context=Path(args.context), buildfile=_buildfile(args),
+        tags=tuple(Reference.parse(t) for t in args.tag),
+        build_args=_pairs(args.build_arg, "--build-arg"), target=args.target,
+        template=True if args.template else None, template_vars=variables,
+        source_date_epoch=_epoch(args), network=args.network)
+    mode = "quiet" if args.quiet else args.progress
+    image = build(store, request, ProgressPrinter(mode))
+    for output in outputs:
+        write_output(store, image, output, [t.familiar for t in request.tags])
+    if args.quiet:
+        _out(str(image.id))
+        return 0
+    _out(f"Successfully built {image.id}")
+    for tag in request.tags:
+        _out(f"Successfully tagged {tag.familiar}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     p = argparse.ArgumentParser(prog="layerbuild", description="Daemonless image builder.")
@@ -220,6 +274,25 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
+    sp = add("build", cmd_build, "Build an image from a Buildfile")
+    sp.add_argument("context", help="the build context directory")
+    sp.add_argument("-t", "--tag", action="append", default=[], help="NAME[:TAG] (repeatable)")
+    sp.add_argument("-f", "--file", help="Buildfile (default: CONTEXT/Buildfile, then "
+                    "Buildfile.j2, then Dockerfile)")
+    sp.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    sp.add_argument("--target", help="stage to build (default: the last)")
+    sp.add_argument("--no-cache", action="store_true", help="rebuild every step")
+    sp.add_argument("--progress", choices=["auto", "plain", "quiet"], default="auto")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    sp.add_argument("-o", "--output", action="append", default=[], metavar="type=T,dest=D",
+                    help="also write the image: docker, oci, local or tar")
+    sp.add_argument("--network", choices=["default", "none", "host"], default="default")
+    sp.add_argument("--template", action="store_true", help="render the Buildfile with Jinja2")
+    sp.add_argument("--var", action="append", default=[], metavar="K=V",
+                    help="template variable (repeatable)")
+    sp.add_argument("--var-file", action="append", default=[], metavar="FILE",
+                    help="template variables: JSON object or K=V lines")
+    sp.add_argument("--source-date-epoch", help="timestamp for created times and clamped mtimes")
     sp = add("import", cmd_import, "Import a root filesystem tarball as an image")
     sp.add_argument("file", help="tarball (plain, gzip, zstd, xz or bzip2), or - for stdin")
     sp.add_argument("name", nargs="?", help="NAME[:TAG] for the image")

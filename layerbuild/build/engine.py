@@ -1,0 +1,227 @@
+"""Running a build: stages in order, each step on the layers so far, the result into the store.
+
+The engine owns the order of things; what a step does to the config is in `config`, how a
+filesystem step runs is in `steps`, and every mount or process is the sandbox's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from layerbuild.build import config as cfg
+from layerbuild.build.plan import is_layer_step, needed_stages, stage_ref, target_stage
+from layerbuild.build.steps import StepContext, run_filesystem_step
+from layerbuild.buildfile import (
+    Arg,
+    Buildfile,
+    Env,
+    Instruction,
+    Platform,
+    Scope,
+    Stage,
+    Workdir,
+    build_instruction,
+    expand,
+    is_template,
+    parse,
+    parse_buildfile,
+    platform_args,
+    render_template,
+)
+from layerbuild.context import Context, load_ignore
+from layerbuild.digest import Digest, chain_ids
+from layerbuild.errors import BuildfileError, LayerbuildError
+from layerbuild.image import History, Image, ImageConfig, empty_config, host_platform, rfc3339
+from layerbuild.reference import Reference
+from layerbuild.store import Store
+
+COMMENT = "buildkit.dockerfile.v0"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a build is asked to do."""
+
+    context: Path
+    buildfile: Path
+    tags: tuple[Reference, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    template: bool | None = None
+    template_vars: Mapping[str, str] = field(default_factory=dict)
+    source_date_epoch: int | None = None
+    network: str = "default"
+
+
+class Events:
+    """What a build reports while it runs; the CLI draws it, tests may record it."""
+
+    def step(self, number: int, total: int, text: str) -> None:
+        """A step starts."""
+
+    def done(self, seconds: float, cached: bool = False) -> None:
+        """The current step ended."""
+
+    def output(self, data: bytes) -> None:
+        """A RUN step printed something."""
+
+    def note(self, text: str) -> None:
+        """A remark about the build (a warning, say)."""
+
+
+@dataclass
+class StageState:
+    """A stage as built so far: its config, its top layer and the variables in force."""
+
+    config: ImageConfig
+    top: Digest | None
+    scope: Scope
+    cmd_set: bool = False
+
+
+def host_platform_value() -> Platform:
+    """The host's platform as Buildfile ARGs describe it."""
+    arch, variant = host_platform()
+    return Platform("linux", arch, variant or "")
+
+
+def read_buildfile(request: BuildRequest) -> Buildfile:
+    """Read, render (templates) and parse the Buildfile."""
+    path = request.buildfile
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LayerbuildError(f"cannot read {path}: {exc.strerror}") from None
+    templated = request.template if request.template is not None else is_template(str(path))
+    if templated:
+        text = render_template(text, request.template_vars, str(path))
+    return parse_buildfile(text, str(path))
+
+
+class Build:
+    """One build of one Buildfile into one store."""
+
+    def __init__(self, store: Store, request: BuildRequest, events: Events | None = None,
+                 ) -> None:
+        self.store = store
+        self.request = request
+        self.events = events or Events()
+        self.buildfile = read_buildfile(request)
+        self.created = rfc3339(request.source_date_epoch)
+        self.context = Context(request.context, load_ignore(request.context, request.buildfile))
+        platform = host_platform_value()
+        self.scope = Scope.initial(request.build_args, platform_args(platform, platform))
+        for arg in self.buildfile.global_args:
+            self.scope = self.scope.apply(arg, self.buildfile.escape)
+        self.results: dict[int, StageState] = {}
+        self._step = 0
+        self._total = 0
+
+    def run(self) -> Image:
+        """Build the target stage and store the image under the requested tags."""
+        target = target_stage(self.buildfile, self.request.target)
+        stages = needed_stages(self.buildfile, target, self.scope.environment())
+        self._total = sum(1 + len(s.instructions) for s in stages)
+        with self.store.staging() as lease:
+            for stage in stages:
+                self.results[stage.index] = self._build_stage(stage, lease)
+            final = self.results[target.index]
+            image = Image.from_config(replace(final.config, created=self.created))
+            self.store.put_image(image, list(self.request.tags))
+        return image
+
+    def _announce(self, text: str) -> float:
+        self._step += 1
+        self.events.step(self._step, self._total, text)
+        return time.monotonic()
+
+    def _build_stage(self, stage: Stage, lease: Path) -> StageState:
+        started = self._announce(f"FROM {stage.from_instr.image}"
+                                 + (f" AS {stage.name}" if stage.name else ""))
+        state = self._base(stage)
+        self.events.done(time.monotonic() - started)
+        triggers = state.config.config.get("OnBuild") or []
+        if triggers:
+            state.config = state.config.with_config(OnBuild=None)
+            for text in triggers:
+                instr = self._trigger(text, stage)
+                self._total += 1
+                state = self._dispatch(stage, state, instr, lease, label=f"ONBUILD {text}")
+        for instr in stage.instructions:
+            state = self._dispatch(stage, state, instr, lease)
+        return state
+
+    def _trigger(self, text: str, stage: Stage) -> Instruction:
+        doc = parse(text, self.buildfile.path)
+        if len(doc.nodes) != 1:
+            raise BuildfileError(f"bad ONBUILD trigger {text!r}", self.buildfile.path,
+                                 stage.from_instr.line, "FROM")
+        return build_instruction(doc.nodes[0], self.buildfile.path, self.buildfile.escape)
+
+    def _base(self, stage: Stage) -> StageState:
+        instr = stage.from_instr
+        env = self.scope.environment()
+        ref = expand(instr.image, env, self.buildfile.escape)
+        if instr.platform:
+            wanted = expand(instr.platform, env, self.buildfile.escape)
+            host = host_platform_value()
+            if Platform.parse(wanted) != host and wanted not in (str(host), "$BUILDPLATFORM"):
+                raise BuildfileError(f"platform {wanted!r} is not this host's ({host}); "
+                                     "cross-platform builds are not supported",
+                                     self.buildfile.path, instr.line, "FROM")
+        earlier = stage_ref(self.buildfile, ref, stage.index)
+        if earlier is not None:
+            base = self.results[earlier.index]
+            config, top = base.config, base.top
+        elif ref == "scratch":
+            config, top = empty_config(), None
+        else:
+            try:
+                image = self.store.get_image(ref)
+            except LayerbuildError:
+                raise BuildfileError(f"base image {ref!r} is not in the store (bring it in "
+                                     "with `layerbuild load` or `layerbuild import`)",
+                                     self.buildfile.path, instr.line, "FROM") from None
+            config = image.config
+            chains = chain_ids(config.diff_ids)
+            top = chains[-1] if chains else None
+        scope = self.scope.enter_stage(cfg.env_map(config))
+        return StageState(config, top, scope)
+
+    def _dispatch(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
+                  label: str | None = None) -> StageState:
+        text = cfg.describe(instr)
+        started = self._announce(label or f"{instr.instruction} {text}")
+        escape = self.buildfile.escape
+        env = state.scope.environment()
+        if isinstance(instr, Arg | Env):
+            state.scope = state.scope.apply(instr, escape)
+        if isinstance(instr, Workdir):  # changes the config, then makes the dir (a layer)
+            state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
+                                              self.buildfile.path)
+        if is_layer_step(instr):
+            ctx = StepContext(self.store, self.buildfile, self.context, lease, self.results,
+                              stage, self.request, self.events)
+            diff_id, top = run_filesystem_step(ctx, instr, state.config, state.top, env)
+            history = History(created=self.created,
+                              created_by=cfg.created_by(instr, text), comment=COMMENT)
+            state.config = state.config.with_layer(diff_id, history)
+            state.top = top
+        else:
+            state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
+                                              self.buildfile.path)
+            state.cmd_set = state.cmd_set or instr.instruction == "CMD"
+            history = History(created=self.created, created_by=cfg.created_by(instr, text),
+                              comment=COMMENT)
+            state.config = state.config.with_history(history)
+        self.events.done(time.monotonic() - started)
+        return state
+
+
+def build(store: Store, request: BuildRequest, events: Events | None = None) -> Image:
+    """Build a Buildfile into the store; returns the image."""
+    return Build(store, request, events).run()
+

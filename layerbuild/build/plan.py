@@ -1,0 +1,79 @@
+"""Which stages a build needs, in what order, and how steps are numbered (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from layerbuild.buildfile import Add, Buildfile, Copy, Instruction, Run, Stage, Workdir, expand
+from layerbuild.errors import BuildfileError
+
+_HEREDOC_ONLY = re.compile(r"^<<-?(['\"]?)([A-Za-z0-9_]+)\1$")
+
+
+def stage_ref(buildfile: Buildfile, ref: str, before: int) -> Stage | None:
+    """The earlier stage a `--from`/FROM value names (by name or index), or None for an image."""
+    for stage in buildfile.stages[:before]:
+        if stage.name is not None and stage.name == ref.lower():
+            return stage
+    if ref.isdigit() and int(ref) < before:
+        return buildfile.stages[int(ref)]
+    return None
+
+
+def _refs(instr: Instruction) -> list[str]:
+    if isinstance(instr, Copy) and instr.from_:
+        return [instr.from_]
+    if isinstance(instr, Run):
+        return [m.from_ for m in instr.mounts if m.from_]
+    return []
+
+
+def target_stage(buildfile: Buildfile, target: str | None) -> Stage:
+    """The stage to build: `--target`, or the last one."""
+    if target is None:
+        return buildfile.stages[-1]
+    try:
+        return buildfile.stage(target)
+    except KeyError:
+        names = ", ".join(s.name for s in buildfile.stages if s.name) or "none"
+        raise BuildfileError(f"target stage {target!r} not found (stages: {names})",
+                             buildfile.path) from None
+
+
+def needed_stages(buildfile: Buildfile, target: Stage,
+                  global_env: Mapping[str, str]) -> list[Stage]:
+    """The target and every stage it depends on (FROM, COPY --from, RUN --mount from=)."""
+    needed: set[int] = set()
+    todo = [target]
+    while todo:
+        stage = todo.pop()
+        if stage.index in needed:
+            continue
+        needed.add(stage.index)
+        refs = [expand(stage.from_instr.image, global_env, buildfile.escape)]
+        refs += [r for instr in stage.instructions for r in _refs(instr)]
+        for ref in refs:
+            dep = stage_ref(buildfile, ref, stage.index)
+            if dep is not None:
+                todo.append(dep)
+    return [s for s in buildfile.stages if s.index in needed]
+
+
+def run_script(instr: Run) -> str | tuple[str, ...]:
+    """The command a RUN gives its shell, heredocs included.
+
+    A RUN that is only a heredoc runs the heredoc's text as the script; otherwise the shell
+    receives the command and its heredoc bodies and handles them itself, as BuildKit does.
+    """
+    if isinstance(instr.command, tuple) or not instr.heredocs:
+        return instr.command
+    if _HEREDOC_ONLY.match(instr.command.strip()) and len(instr.heredocs) == 1:
+        return instr.heredocs[0].content
+    bodies = "".join(f"{h.content}{h.name}\n" for h in instr.heredocs)
+    return f"{instr.command}\n{bodies}"
+
+
+def is_layer_step(instr: Instruction) -> bool:
+    """Whether a step changes the filesystem (and so makes a layer); WORKDIR makes its dir."""
+    return isinstance(instr, Run | Copy | Add | Workdir)

@@ -1,0 +1,312 @@
+"""Filesystem steps: RUN in the sandbox, COPY and ADD through it; each one makes a layer."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import posixpath
+import shutil
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from layerbuild.build import config as cfg
+from layerbuild.build.plan import run_script, stage_ref
+from layerbuild.build.users import Ids, resolve_chown, resolve_user
+from layerbuild.buildfile import (
+    Add,
+    Buildfile,
+    Copy,
+    IgnoreRules,
+    Instruction,
+    Run,
+    Stage,
+    Workdir,
+    expand,
+)
+from layerbuild.context import Context, ContextError
+from layerbuild.digest import Digest, chain_ids
+from layerbuild.errors import BuildfileError, LayerbuildError, StepFailed
+from layerbuild.image import ImageConfig
+from layerbuild.ingest import ingest_dir
+from layerbuild.layer import extract_layer, open_decompressed
+from layerbuild.sandbox import (
+    CopyItem,
+    Mount,
+    RunSpec,
+    StepRoot,
+    copy_into,
+    read_image_file,
+    run_step,
+)
+from layerbuild.store import Store
+
+if TYPE_CHECKING:
+    from layerbuild.build.engine import BuildRequest, Events, StageState
+
+TAIL_LINES = 15
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a filesystem step may use: the store, the Buildfile, the context, other stages."""
+
+    store: Store
+    buildfile: Buildfile
+    context: Context
+    lease: Path
+    results: Mapping[int, StageState]
+    stage: Stage
+    request: BuildRequest
+    events: Events
+
+    def error(self, instr: Instruction, message: str) -> BuildfileError:
+        return BuildfileError(message, self.buildfile.path, instr.line, instr.instruction)
+
+
+def layer_dirs(store: Store, top: Digest | None) -> list[Path]:
+    """The diff dirs of a layer stack, top first."""
+    dirs = []
+    while top is not None:
+        record = store.layer(top)
+        if record is None:
+            raise LayerbuildError(f"layer {top} is missing from the store")
+        dirs.append(store.diff_dir(record))
+        top = record.parent
+    return dirs
+
+
+def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfig,
+                        top: Digest | None, env: Mapping[str, str]) -> tuple[Digest, Digest]:
+    """Run RUN/COPY/ADD on the stack `top`; returns the new layer's (diff_id, chain ID)."""
+    with ctx.store.staging() as stage:
+        upper, work = stage / "upper", stage / "work"
+        upper.mkdir()
+        work.mkdir()
+        root = StepRoot(tuple(layer_dirs(ctx.store, top)), upper, work)
+        if isinstance(instr, Run):
+            _run(ctx, instr, root, config, env)
+        elif isinstance(instr, Workdir):
+            _workdir(root, config, stage)
+        else:
+            _copy(ctx, instr, root, config, env, stage)  # type: ignore[arg-type]
+        got = ingest_dir(ctx.store, top, upper, stage, ctx.request.source_date_epoch,
+                         lease=ctx.lease)
+    return got.record.diff_id, got.record.chain_id
+
+
+def _workdir(root: StepRoot, config: ImageConfig, stage: Path) -> None:
+    """Create the WORKDIR (and its parents) unless the image has it; an existing one is kept."""
+    empty = stage / "workdir"
+    empty.mkdir(mode=0o755)
+    workdir = str(config.config.get("WorkingDir") or "/")
+    copy_into(root, empty, [CopyItem(".", workdir, 0, 0, 0o755, recursive=False)])
+
+
+def _ids(root: StepRoot, user: str) -> Ids:
+    if not user or user in ("0", "root", "0:0"):
+        return Ids(0, 0)
+    return resolve_user(user, _text(root, "/etc/passwd"), _text(root, "/etc/group"))
+
+
+def _text(root: StepRoot, path: str) -> str | None:
+    data = read_image_file(root, path)
+    return data.decode("utf-8", "replace") if data is not None else None
+
+
+def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
+         env: Mapping[str, str]) -> None:
+    argv = cfg.command_argv(run_script(instr), config)
+    values = dict(env)
+    values.setdefault("PATH", cfg.DEFAULT_PATH.partition("=")[2])
+    ids = _ids(root, str(config.config.get("User") or ""))
+    tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
+    partial = bytearray()
+
+    def on_output(data: bytes) -> None:
+        ctx.events.output(data)
+        partial.extend(data)
+        *lines, rest = bytes(partial).split(b"\n")
+        tail.extend(lines)
+        partial[:] = rest
+
+    spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in values.items()),
+                   cwd=str(config.config.get("WorkingDir") or "/"), user=ids.spec(),
+                   network=instr.network or ctx.request.network,
+                   mounts=tuple(_mounts(ctx, instr)))
+    code = run_step(root, spec, on_output)
+    if partial:
+        tail.append(bytes(partial))
+    if code != 0:
+        shown = "\n".join("  " + line.decode("utf-8", "replace") for line in tail)
+        raise StepFailed(f"{ctx.buildfile.path}:{instr.line}: RUN {cfg.describe(instr)}: "
+                         f"exit code {code}" + (f"\n{shown}" if shown else ""))
+
+
+def _mounts(ctx: StepContext, instr: Run) -> list[Mount]:
+    out = []
+    for m in instr.mounts:
+        if not m.target:
+            raise ctx.error(instr, f"--mount type={m.type} needs a target")
+        if m.type == "cache":
+            ident = m.id or m.target
+            source = ctx.store.root / "cachemounts" / hashlib.sha256(ident.encode()).hexdigest()
+            source.mkdir(parents=True, exist_ok=True)
+            out.append(Mount("cache", m.target, source, readonly=m.readonly, mode=m.mode,
+                             uid=m.uid or 0, gid=m.gid or 0))
+        elif m.type == "tmpfs":
+            out.append(Mount("tmpfs", m.target, None, readonly=False, size=m.size))
+        elif m.type == "bind":
+            if m.from_:
+                raise ctx.error(instr, "--mount type=bind,from= is not supported yet")
+            rel = ctx.context.resolve(m.source or "")
+            out.append(Mount("bind", m.target, ctx.context.root / rel if rel else
+                             ctx.context.root, readonly=m.readonly))
+        else:
+            raise ctx.error(instr, f"--mount type={m.type} is not supported yet")
+    return out
+
+
+def _dest(instr: Copy | Add, config: ImageConfig, env: Mapping[str, str], escape: str) -> str:
+    dest = expand(instr.dest, env, escape)
+    if not dest.startswith("/"):
+        workdir = str(config.config.get("WorkingDir") or "/")
+        dest = posixpath.join(workdir, dest) + ("/" if dest.endswith("/") or dest == "." else "")
+    return dest
+
+
+def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConfig,
+          env: Mapping[str, str], stage: Path) -> None:
+    escape = ctx.buildfile.escape
+    dest = _dest(instr, config, env, escape)
+    owner = (0, 0)
+    if instr.chown:
+        spec = expand(instr.chown, env, escape)
+        owner = resolve_chown(spec, _text(root, "/etc/passwd"), _text(root, "/etc/group"))
+    mode = int(instr.chmod, 8) if instr.chmod else None
+    sources = [expand(s, env, escape) for s in instr.sources]
+    exclude = IgnoreRules.from_patterns([expand(p, env, escape) for p in instr.exclude]) \
+        if instr.exclude else None
+    many = len(sources) + len(instr.heredocs) > 1 or any(set("*?[") & set(s) for s in sources)
+    if many and not dest.endswith("/"):
+        raise ctx.error(instr, "when using more than one source (or a wildcard), the "
+                        "destination must be a directory and end with a /")
+    if instr.heredocs:
+        docs = stage / "heredocs"
+        docs.mkdir()
+        for doc in instr.heredocs:
+            body = expand(doc.content, env, escape) if doc.expand else doc.content
+            (docs / doc.name).write_text(body)
+        items = [CopyItem(doc.name, _into(dest, doc.name, True), owner[0], owner[1],
+                          mode if mode is not None else 0o644) for doc in instr.heredocs]
+        copy_into(root, docs, items)
+    from_ = getattr(instr, "from_", None)
+    if from_:
+        _copy_from(ctx, instr, root, from_, sources, dest, owner, mode, env)
+        return
+    for source in sources:
+        if isinstance(instr, Add) and source.startswith(("http://", "https://")):
+            _add_url(ctx, instr, root, source, dest, owner, mode, stage)
+            continue
+        try:
+            matches = ctx.context.match(source)
+        except ContextError as exc:
+            raise ctx.error(instr, str(exc)) from None
+        if not matches:
+            raise ctx.error(instr, f"{source}: no source files were specified")
+        for rel in matches:
+            full = ctx.context.root / rel if rel else ctx.context.root
+            if isinstance(instr, Add) and full.is_file() and _is_archive(full):
+                _add_archive(ctx, root, full, dest, owner if instr.chown else None, stage)
+                continue
+            items = _items(ctx.context, rel, dest, many, owner, mode, exclude)
+            copy_into(root, ctx.context.root, items)
+
+
+def _into(dest: str, name: str, directory: bool) -> str:
+    return posixpath.join(dest, name) if directory or dest.endswith("/") else dest
+
+
+def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, int],
+           mode: int | None, exclude: IgnoreRules | None) -> list[CopyItem]:
+    """One item per entry: a dir source's contents go into dest, a file goes to/into dest."""
+    entries = list(context.walk(rel, exclude))
+    top = entries[0]
+    items = []
+    if top.is_dir:
+        base = dest.rstrip("/") or "/"
+        items.append(CopyItem(top.rel or ".", base, owner[0], owner[1], 0o755, recursive=False))
+        for entry in entries[1:]:
+            inner = entry.rel[len(top.rel) + 1:] if top.rel else entry.rel
+            items.append(CopyItem(entry.rel, posixpath.join(base, inner), owner[0], owner[1],
+                                  mode, recursive=False))
+    else:
+        target = _into(dest, posixpath.basename(top.rel), many)
+        items.append(CopyItem(top.rel, target, owner[0], owner[1], mode, recursive=False,
+                              into_existing_dir=not dest.endswith("/")))
+    return items
+
+
+def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
+               sources: list[str], dest: str, owner: tuple[int, int], mode: int | None,
+               env: Mapping[str, str]) -> None:
+    earlier = stage_ref(ctx.buildfile, expand(ref, env, ctx.buildfile.escape), ctx.stage.index)
+    if earlier is not None:
+        top = ctx.results[earlier.index].top
+    else:
+        try:
+            image = ctx.store.get_image(ref)
+        except LayerbuildError:
+            raise ctx.error(instr, f"--from={ref}: no such stage or image in the store") from None
+        chains = chain_ids(image.config.diff_ids)
+        top = chains[-1] if chains else None
+    lowers = tuple(layer_dirs(ctx.store, top))
+    uid, gid = (owner if instr.chown else (None, None))
+    items = [CopyItem(s.lstrip("/") or ".", dest, uid, gid, mode,
+                      into_existing_dir=not dest.endswith("/")) for s in sources]
+    copy_into(root, lowers, items)
+
+
+def _is_archive(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(262)
+    return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"
+
+
+def _add_archive(ctx: StepContext, root: StepRoot, path: Path, dest: str,
+                 owner: tuple[int, int] | None, stage: Path) -> None:
+    unpacked = stage / f"add-{os.urandom(4).hex()}"
+    with open(path, "rb") as raw:
+        extract_layer(open_decompressed(raw), unpacked, whiteouts=False)
+    items = [CopyItem(".", dest.rstrip("/") or "/", owner[0] if owner else None,
+                      owner[1] if owner else None, None)]
+    copy_into(root, unpacked, items)
+
+
+def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
+             owner: tuple[int, int], mode: int | None, stage: Path) -> None:
+    name = posixpath.basename(urllib.parse.urlparse(url).path) or "index.html"
+    fetched = stage / f"url-{os.urandom(4).hex()}"
+    fetched.mkdir()
+    target = fetched / name
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            while chunk := response.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+    except OSError as exc:
+        raise ctx.error(instr, f"cannot fetch {url}: {exc}") from None
+    if instr.checksum and instr.checksum != f"sha256:{h.hexdigest()}":
+        raise ctx.error(instr, f"{url}: checksum sha256:{h.hexdigest()} does not match "
+                        f"{instr.checksum}")
+    os.chmod(target, 0o600)
+    item = CopyItem(name, _into(dest, name, False), owner[0], owner[1], mode,
+                    into_existing_dir=not dest.endswith("/"))
+    copy_into(root, fetched, [item])
+    shutil.rmtree(fetched, ignore_errors=True)

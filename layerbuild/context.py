@@ -1,0 +1,193 @@
+"""The build context: ignore rules, source selection for COPY/ADD, walking and checksums.
+
+The context is untrusted input too: a source that climbs out with `..`, or through a symlink
+whose target lies outside, is refused. Symlinks met inside a copied directory are data and
+are copied as links, never followed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import posixpath
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerbuild.buildfile.ignore import IgnoreRules
+from layerbuild.digest import Digest
+from layerbuild.errors import LayerbuildError, UnsafePath
+
+_MAX_LINKS = 40
+_WILDCARDS = frozenset("*?[")
+
+
+class ContextError(LayerbuildError):
+    """A COPY/ADD source that cannot be taken from the build context."""
+
+
+def load_ignore(context: Path, buildfile: Path | None) -> IgnoreRules:
+    """Ignore rules; `<Buildfile>.dockerignore` beside the Buildfile wins over `.dockerignore`."""
+    candidates = [context / ".dockerignore"]
+    if buildfile is not None:
+        candidates.insert(0, buildfile.with_name(buildfile.name + ".dockerignore"))
+    for path in candidates:
+        if path.is_file():
+            return IgnoreRules.parse(path.read_text(), str(path))
+    return IgnoreRules()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file, dir, symlink or special file of the context, by relative path."""
+
+    rel: str
+    st: os.stat_result
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+
+class Context:
+    """A build context directory and its ignore rules."""
+
+    def __init__(self, root: Path, rules: IgnoreRules | None = None) -> None:
+        self.root = root.resolve()
+        self.rules = rules or IgnoreRules()
+
+    def _abs(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else str(self.root)
+
+    def resolve(self, rel: str, follow_last: bool = True) -> str:
+        """A context path with symlinks resolved inside the context; escaping ones refused."""
+        parts = list(_clean(rel, rel))
+        done: list[str] = []
+        hops = 0
+        while parts:
+            comp = parts.pop(0)
+            current = "/".join([*done, comp])
+            try:
+                st = os.lstat(self._abs(current))
+            except FileNotFoundError:
+                raise ContextError(f"{rel}: not found in the build context") from None
+            if stat.S_ISLNK(st.st_mode) and (parts or follow_last):
+                hops += 1
+                if hops > _MAX_LINKS:
+                    raise ContextError(f"{rel}: too many levels of symbolic links")
+                target = os.readlink(self._abs(current))
+                base = "" if target.startswith("/") else "/".join(done)
+                joined = posixpath.join(base, target.lstrip("/")) if base else target.lstrip("/")
+                if target.startswith("/") or _climbs(joined):
+                    raise UnsafePath(f"{rel}: symlink {current} -> {target} leads outside "
+                                     "the build context")
+                parts = list(_clean(joined, rel)) + parts
+                done = []
+                continue
+            done.append(comp)
+        return "/".join(done)
+
+    def match(self, pattern: str) -> list[str]:
+        """Context paths a COPY source names (wildcards allowed), in sorted order."""
+        parts = _clean(pattern, pattern)
+        if not any(_WILDCARDS & set(p) for p in parts):
+            rel = self.resolve("/".join(parts))
+            if rel and self.rules.excluded(rel):
+                raise ContextError(f"{pattern}: excluded by .dockerignore")
+            return [rel]
+        found = [""]
+        for comp in parts:
+            nxt = []
+            for base in found:
+                if _WILDCARDS & set(comp):
+                    try:
+                        names = sorted(os.listdir(self._abs(self.resolve(base))))
+                    except (NotADirectoryError, FileNotFoundError):
+                        continue
+                    nxt.extend(posixpath.join(base, n) if base else n for n in names
+                               if fnmatch.fnmatchcase(n, comp))
+                else:
+                    candidate = posixpath.join(base, comp) if base else comp
+                    if os.path.lexists(self._abs(self.resolve(candidate, follow_last=False))):
+                        nxt.append(candidate)
+            found = nxt
+        return sorted(rel for rel in found if not self.rules.excluded(rel))
+
+    def walk(self, rel: str, exclude: IgnoreRules | None = None) -> Iterator[Entry]:
+        """`rel` and, for a directory, everything below it not ignored; parents first."""
+        top = self.resolve(rel)
+        st = os.lstat(self._abs(top))
+        yield Entry(top, st)
+        if stat.S_ISDIR(st.st_mode):
+            yield from self._below(top, top, exclude)
+
+    def _below(self, top: str, rel: str, exclude: IgnoreRules | None) -> Iterator[Entry]:
+        with os.scandir(self._abs(rel)) as it:
+            children = sorted(it, key=lambda e: e.name)
+        for child in children:
+            path = f"{rel}/{child.name}" if rel else child.name
+            st = child.stat(follow_symlinks=False)
+            inner = path[len(top) + 1:] if top else path
+            is_dir = stat.S_ISDIR(st.st_mode)
+            excluded = self.rules.excluded(path) or bool(exclude and exclude.excluded(inner))
+            if not excluded:
+                yield Entry(path, st)
+            # An excluded dir is still entered when a `!` pattern may re-include a child.
+            reinclude = self.rules.has_exclusions or bool(exclude and exclude.has_exclusions)
+            if is_dir and (not excluded or reinclude):
+                yield from self._below(top, path, exclude)
+
+    def checksum(self, rels: list[str], exclude: IgnoreRules | None = None) -> Digest:
+        """A digest over the selected sources' paths, types, modes, owners, links and content.
+
+        Never mtimes: a fresh checkout of the same tree gives the same checksum.
+        """
+        h = hashlib.sha256()
+        for rel in rels:
+            h.update(f"source {rel}\n".encode())
+            for entry in self.walk(rel, exclude):
+                h.update(json.dumps(self._header(entry)).encode() + b"\n")
+        return Digest(h.hexdigest())
+
+    def _header(self, entry: Entry) -> list[object]:
+        st = entry.st
+        path = self._abs(entry.rel)
+        if stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as f:
+                content = hashlib.file_digest(f, "sha256").hexdigest()
+        elif stat.S_ISLNK(st.st_mode):
+            content = os.readlink(path)
+        else:
+            content = ""
+        try:
+            xattrs = sorted((k, os.getxattr(path, k, follow_symlinks=False).hex())
+                            for k in os.listxattr(path, follow_symlinks=False))
+        except OSError:
+            xattrs = []
+        return [entry.rel, stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
+                st.st_gid, content, xattrs]
+
+
+def _clean(path: str, original: str) -> tuple[str, ...]:
+    parts: list[str] = []
+    for comp in path.replace("\\", "/").split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not parts:
+                raise UnsafePath(f"{original}: outside the build context")
+            parts.pop()
+        else:
+            parts.append(comp)
+    return tuple(parts)
+
+
+def _climbs(path: str) -> bool:
+    try:
+        _clean(path, path)
+    except UnsafePath:
+        return True
+    return False
