@@ -1,0 +1,105 @@
+"""Cache keys, miss explanations, the stat cache and the index in the store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from layerbuild.buildfile import parse_buildfile
+from layerbuild.cache import (
+    CachedStep,
+    CacheIndex,
+    StatCache,
+    StepInputs,
+    instruction_form,
+    source_digests,
+    why_missed,
+)
+from layerbuild.context import Context
+from layerbuild.digest import Digest
+from layerbuild.image import History
+from layerbuild.store import Store
+
+
+def _instr(text: str, line_offset: int = 0):  # type: ignore[no-untyped-def]
+    return parse_buildfile("FROM scratch\n" + "\n" * line_offset + text).stages[0].instructions[0]
+
+
+def test_line_numbers_do_not_change_the_key() -> None:
+    a = StepInputs("p", instruction_form(_instr("RUN make")))
+    b = StepInputs("p", instruction_form(_instr("RUN make", line_offset=5)))
+    assert a.key() == b.key()
+    assert StepInputs("p", instruction_form(_instr("RUN make all"))).key() != a.key()
+    assert StepInputs("q", a.instruction).key() != a.key()
+    assert StepInputs("p", a.instruction, {"A": "1"}).key() != a.key()
+
+
+def test_explanations_name_the_cause() -> None:
+    base = StepInputs("p", {"i": "COPY"}, {"V": "1"}, {"a.txt": "x", "b.txt": "y"})
+    assert why_missed(None, base) == "not built before"
+    assert why_missed(base, StepInputs("p", {"i": "RUN"}, {"V": "1"}, base.files)) == \
+        "the instruction changed"
+    changed = StepInputs("p", base.instruction, {"V": "1"}, {"a.txt": "x", "b.txt": "z"})
+    assert why_missed(base, changed) == "file b.txt changed"
+    gone = StepInputs("p", base.instruction, {"V": "1"}, {"a.txt": "x"})
+    assert why_missed(base, gone) == "file b.txt was removed"
+    arg = StepInputs("p", base.instruction, {"V": "2"}, base.files)
+    assert why_missed(base, arg) == "build arg or variable V changed"
+    assert why_missed(base, StepInputs("q", base.instruction, {"V": "1"}, base.files)) == \
+        "an earlier step or the base image changed"
+
+
+def test_stat_cache_reads_a_file_only_when_its_stat_changes(tmp_path: Path,
+                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import layerbuild.cache as cache_module
+
+    reads = []
+    real = cache_module.hashlib.file_digest
+
+    def counting(f, algo):  # type: ignore[no-untyped-def]
+        reads.append(f.name)
+        return real(f, algo)
+
+    monkeypatch.setattr(cache_module.hashlib, "file_digest", counting)
+    f = tmp_path / "f"
+    f.write_text("one")
+    cache = StatCache(tmp_path / "stat.json")
+    first = cache.digest(str(f), os.stat(f))
+    cache.save()
+    reloaded = StatCache(tmp_path / "stat.json")
+    assert reloaded.digest(str(f), os.stat(f)) == first
+    assert len(reads) == 1  # the second answer came from the saved cache
+    os.utime(f, (5, 5))  # touched, same content: read again, same digest
+    assert reloaded.digest(str(f), os.stat(f)) == first and len(reads) == 2
+    f.write_text("two")
+    assert reloaded.digest(str(f), os.stat(f)) != first
+
+
+def test_source_digests_ignore_mtimes_but_see_modes(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "d").mkdir(parents=True)
+    (ctx / "d/a").write_text("a")
+    os.symlink("a", ctx / "d/link")
+    stats = StatCache(tmp_path / "s.json")
+    context = Context(ctx)
+    before = source_digests(context, ["d"], None, stats)
+    os.utime(ctx / "d/a", (1, 1))
+    assert source_digests(context, ["d"], None, stats) == before
+    os.chmod(ctx / "d/a", 0o600)
+    after = source_digests(context, ["d"], None, stats)
+    assert after["d/a"] != before["d/a"] and after["d/link"] == before["d/link"]
+
+
+def test_entries_hold_their_layers_in_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    index = CacheIndex(store.buildcache)
+    chain = Digest.of(b"c")
+    step = CachedStep(History(created="2024-01-01T00:00:00Z", created_by="RUN x"), chain,
+                      Digest.of(b"d"))
+    index.put("k" * 64, step)
+    assert index.get("k" * 64) == step
+    assert index.get("x" * 64) is None
+    assert store.cache_references() == {chain}
+    inputs = StepInputs("p", {"i": 1}, {"A": "1"})
+    index.remember("slot", inputs)
+    assert index.last_inputs("slot") == inputs
