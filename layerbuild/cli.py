@@ -247,7 +247,8 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
         tags=tuple(Reference.parse(t) for t in args.tag),
         build_args=_pairs(args.build_arg, "--build-arg"), target=args.target,
         template=True if args.template else None, template_vars=variables,
-        source_date_epoch=_epoch(args), network=args.network)
+        source_date_epoch=_epoch(args), network=args.network, no_cache=args.no_cache,
+        no_cache_filter=tuple(s.lower() for s in args.no_cache_filter))
     mode = "quiet" if args.quiet else args.progress
     image = build(store, request, ProgressPrinter(mode))
     for output in outputs:
@@ -282,6 +283,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     sp.add_argument("--target", help="stage to build (default: the last)")
     sp.add_argument("--no-cache", action="store_true", help="rebuild every step")
+    sp.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
+                    help="rebuild every step of this stage (repeatable)")
     sp.add_argument("--progress", choices=["auto", "plain", "quiet"], default="auto")
     sp.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     sp.add_argument("-o", "--output", action="append", default=[], metavar="type=T,dest=D",

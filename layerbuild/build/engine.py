@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from layerbuild.build import config as cfg
+from layerbuild.build.keys import cacheable, step_inputs
 from layerbuild.build.plan import is_layer_step, needed_stages, stage_ref, target_stage
 from layerbuild.build.steps import StepContext, run_filesystem_step
 from layerbuild.buildfile import (
@@ -31,6 +32,7 @@ from layerbuild.buildfile import (
     platform_args,
     render_template,
 )
+from layerbuild.cache import CachedStep, CacheIndex, why_missed
 from layerbuild.context import Context, load_ignore
 from layerbuild.digest import Digest, chain_ids
 from layerbuild.errors import BuildfileError, LayerbuildError
@@ -54,6 +56,8 @@ class BuildRequest:
     template_vars: Mapping[str, str] = field(default_factory=dict)
     source_date_epoch: int | None = None
     network: str = "default"
+    no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
 
 
 class Events:
@@ -80,6 +84,8 @@ class StageState:
     top: Digest | None
     scope: Scope
     cmd_set: bool = False
+    key: str = ""
+    missed: bool = False
 
 
 def host_platform_value() -> Platform:
@@ -117,6 +123,8 @@ class Build:
         for arg in self.buildfile.global_args:
             self.scope = self.scope.apply(arg, self.buildfile.escape)
         self.results: dict[int, StageState] = {}
+        self.cache = CacheIndex(store.buildcache)
+        self.stats = self.cache.stat_cache(request.context)
         self._step = 0
         self._total = 0
 
@@ -128,8 +136,11 @@ class Build:
         with self.store.staging() as lease:
             for stage in stages:
                 self.results[stage.index] = self._build_stage(stage, lease)
+            self.stats.save()
             final = self.results[target.index]
-            image = Image.from_config(replace(final.config, created=self.created))
+            # A fully cached build keeps the time its steps were made, and so its image ID.
+            created = final.config.history[-1].created if final.config.history else None
+            image = Image.from_config(replace(final.config, created=created or self.created))
             self.store.put_image(image, list(self.request.tags))
         return image
 
@@ -146,12 +157,13 @@ class Build:
         triggers = state.config.config.get("OnBuild") or []
         if triggers:
             state.config = state.config.with_config(OnBuild=None)
-            for text in triggers:
+            for n, text in enumerate(triggers):
                 instr = self._trigger(text, stage)
                 self._total += 1
-                state = self._dispatch(stage, state, instr, lease, label=f"ONBUILD {text}")
-        for instr in stage.instructions:
-            state = self._dispatch(stage, state, instr, lease)
+                state = self._dispatch(stage, state, instr, lease, f"onbuild{n}",
+                                       label=f"ONBUILD {text}")
+        for n, instr in enumerate(stage.instructions):
+            state = self._dispatch(stage, state, instr, lease, str(n))
         return state
 
     def _trigger(self, text: str, stage: Stage) -> Instruction:
@@ -175,9 +187,9 @@ class Build:
         earlier = stage_ref(self.buildfile, ref, stage.index)
         if earlier is not None:
             base = self.results[earlier.index]
-            config, top = base.config, base.top
+            config, top, key = base.config, base.top, base.key
         elif ref == "scratch":
-            config, top = empty_config(), None
+            config, top, key = empty_config(), None, "scratch"
         else:
             try:
                 image = self.store.get_image(ref)
@@ -185,40 +197,78 @@ class Build:
                 raise BuildfileError(f"base image {ref!r} is not in the store (bring it in "
                                      "with `layerbuild load` or `layerbuild import`)",
                                      self.buildfile.path, instr.line, "FROM") from None
-            config = image.config
+            config, key = image.config, f"image:{image.id}"
             chains = chain_ids(config.diff_ids)
             top = chains[-1] if chains else None
         scope = self.scope.enter_stage(cfg.env_map(config))
-        return StageState(config, top, scope)
+        return StageState(config, top, scope, key=key)
+
+    def _use_cache(self, stage: Stage) -> bool:
+        if self.request.no_cache:
+            return False
+        return not (stage.name and stage.name in self.request.no_cache_filter)
 
     def _dispatch(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
-                  label: str | None = None) -> StageState:
+                  position: str, label: str | None = None) -> StageState:
         text = cfg.describe(instr)
         started = self._announce(label or f"{instr.instruction} {text}")
-        escape = self.buildfile.escape
         env = state.scope.environment()
+        inputs = step_inputs(state.key, instr, env, self.buildfile, stage.index, self.context,
+                             self.stats, lambda i: self.results[i].key, self._image_key)
+        key = inputs.key()
+        slot = f"{self.request.buildfile.resolve()}:{stage.index}:{position}"
+        cached = self.cache.get(key) if self._use_cache(stage) and cacheable(inputs) else None
+        if cached is not None and cached.chain_id is not None:
+            if self.store.layer(cached.chain_id) is None:
+                cached = None
+            else:
+                self.store.hold(lease, cached.chain_id)
+        if cached is None and not state.missed:
+            state.missed = True
+            reason = why_missed(self.cache.last_inputs(slot), inputs)
+            if self._use_cache(stage):
+                self.events.note(f"  cache miss: {reason}")
+        self._apply(stage, state, instr, lease, env, text, cached)
+        if cached is None:
+            top = state.top if is_layer_step(instr) else None
+            diff = state.config.diff_ids[-1] if top is not None else None
+            self.cache.put(key, CachedStep(state.config.history[-1], top, diff))
+            self.cache.remember(slot, inputs)
+        state.key = key
+        self.events.done(time.monotonic() - started, cached=cached is not None)
+        return state
+
+    def _image_key(self, ref: str) -> str:
+        try:
+            return f"image:{self.store.resolve(ref)}"
+        except LayerbuildError:
+            return f"missing:{ref}"
+
+    def _apply(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
+               env: dict[str, str], text: str, cached: CachedStep | None) -> None:
+        """Change the stage's state by one step: from the cache, or by running it."""
+        escape = self.buildfile.escape
         if isinstance(instr, Arg | Env):
             state.scope = state.scope.apply(instr, escape)
         if isinstance(instr, Workdir):  # changes the config, then makes the dir (a layer)
             state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
                                               self.buildfile.path)
+        history = cached.history if cached is not None else History(
+            created=self.created, created_by=cfg.created_by(instr, text), comment=COMMENT)
         if is_layer_step(instr):
-            ctx = StepContext(self.store, self.buildfile, self.context, lease, self.results,
-                              stage, self.request, self.events)
-            diff_id, top = run_filesystem_step(ctx, instr, state.config, state.top, env)
-            history = History(created=self.created,
-                              created_by=cfg.created_by(instr, text), comment=COMMENT)
+            if cached is not None and cached.diff_id is not None:
+                diff_id, top = cached.diff_id, cached.chain_id
+            else:
+                ctx = StepContext(self.store, self.buildfile, self.context, lease,
+                                  self.results, stage, self.request, self.events)
+                diff_id, top = run_filesystem_step(ctx, instr, state.config, state.top, env)
             state.config = state.config.with_layer(diff_id, history)
             state.top = top
         else:
             state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
                                               self.buildfile.path)
             state.cmd_set = state.cmd_set or instr.instruction == "CMD"
-            history = History(created=self.created, created_by=cfg.created_by(instr, text),
-                              comment=COMMENT)
             state.config = state.config.with_history(history)
-        self.events.done(time.monotonic() - started)
-        return state
 
 
 def build(store: Store, request: BuildRequest, events: Events | None = None) -> Image:
