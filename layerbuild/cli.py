@@ -248,9 +248,11 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
         build_args=_pairs(args.build_arg, "--build-arg"), target=args.target,
         template=True if args.template else None, template_vars=variables,
         source_date_epoch=_epoch(args), network=args.network, no_cache=args.no_cache,
-        no_cache_filter=tuple(s.lower() for s in args.no_cache_filter))
+        no_cache_filter=tuple(s.lower() for s in args.no_cache_filter), dry_run=args.dry_run)
     mode = "quiet" if args.quiet else args.progress
-    image = build(store, request, ProgressPrinter(mode))
+    image = build(store, request, ProgressPrinter("plain" if args.dry_run else mode))
+    if image is None:
+        return 0
     for output in outputs:
         write_output(store, image, output, [t.familiar for t in request.tags])
     if args.quiet:
@@ -283,6 +285,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     sp.add_argument("--target", help="stage to build (default: the last)")
     sp.add_argument("--no-cache", action="store_true", help="rebuild every step")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="show which steps would come from the cache and which would run")
     sp.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
                     help="rebuild every step of this stage (repeatable)")
     sp.add_argument("--progress", choices=["auto", "plain", "quiet"], default="auto")

@@ -34,7 +34,7 @@ from layerbuild.buildfile import (
 )
 from layerbuild.cache import CachedStep, CacheIndex, why_missed
 from layerbuild.context import Context, load_ignore
-from layerbuild.digest import Digest, chain_ids
+from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_ids
 from layerbuild.errors import BuildfileError, LayerbuildError
 from layerbuild.image import History, Image, ImageConfig, empty_config, host_platform, rfc3339
 from layerbuild.reference import Reference
@@ -58,6 +58,7 @@ class BuildRequest:
     network: str = "default"
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
+    dry_run: bool = False
 
 
 class Events:
@@ -128,8 +129,12 @@ class Build:
         self._step = 0
         self._total = 0
 
-    def run(self) -> Image:
-        """Build the target stage and store the image under the requested tags."""
+    def run(self) -> Image | None:
+        """Build the target stage and store the image under the requested tags.
+
+        A dry run works out every step's cache key and reports hits and misses, but runs
+        nothing and stores nothing (it returns None).
+        """
         target = target_stage(self.buildfile, self.request.target)
         stages = needed_stages(self.buildfile, target, self.scope.environment())
         self._total = sum(1 + len(s.instructions) for s in stages)
@@ -137,6 +142,8 @@ class Build:
             for stage in stages:
                 self.results[stage.index] = self._build_stage(stage, lease)
             self.stats.save()
+            if self.request.dry_run:
+                return None
             final = self.results[target.index]
             # A fully cached build keeps the time its steps were made, and so its image ID.
             created = final.config.history[-1].created if final.config.history else None
@@ -229,13 +236,16 @@ class Build:
             if self._use_cache(stage):
                 self.events.note(f"  cache miss: {reason}")
         self._apply(stage, state, instr, lease, env, text, cached)
-        if cached is None:
+        if cached is None and not self.request.dry_run:
             top = state.top if is_layer_step(instr) else None
             diff = state.config.diff_ids[-1] if top is not None else None
             self.cache.put(key, CachedStep(state.config.history[-1], top, diff))
             self.cache.remember(slot, inputs)
         state.key = key
-        self.events.done(time.monotonic() - started, cached=cached is not None)
+        if self.request.dry_run and cached is None:
+            self.events.note("  would run")
+        else:
+            self.events.done(time.monotonic() - started, cached=cached is not None)
         return state
 
     def _image_key(self, ref: str) -> str:
@@ -258,6 +268,8 @@ class Build:
         if is_layer_step(instr):
             if cached is not None and cached.diff_id is not None:
                 diff_id, top = cached.diff_id, cached.chain_id
+            elif self.request.dry_run:  # keys do not depend on results: keep planning
+                diff_id, top = EMPTY_LAYER_DIFF_ID, state.top
             else:
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
                                   self.results, stage, self.request, self.events)
@@ -271,7 +283,7 @@ class Build:
             state.config = state.config.with_history(history)
 
 
-def build(store: Store, request: BuildRequest, events: Events | None = None) -> Image:
+def build(store: Store, request: BuildRequest, events: Events | None = None) -> Image | None:
     """Build a Buildfile into the store; returns the image."""
     return Build(store, request, events).run()
 

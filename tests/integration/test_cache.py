@@ -175,3 +175,18 @@ def test_two_builds_at_once_share_their_common_layers(lb, ctx: Path, store_root:
     chains = os.listdir(store_root / "image/overlay2/layerdb/sha256")
     assert len(chains) == len(set(chains))
     assert list((store_root / "tmp").iterdir()) == []
+
+
+def test_dry_run_shows_the_plan_and_builds_nothing(lb, ctx: Path, store_root: Path) -> None:
+    _build(lb, ctx)
+    (ctx / "late.txt").write_text("changed")
+    layers = sorted(os.listdir(store_root / "image/overlay2/layerdb/sha256"))
+    proc = lb("build", "--dry-run", "-t", "app:2", str(ctx))
+    assert "Successfully" not in proc.stdout
+    lines = proc.stderr.splitlines()
+    copy = lines.index("[6/7] COPY late.txt /late.txt")
+    assert lines[copy + 1:copy + 3] == ["  cache miss: file late.txt changed", "  would run"]
+    assert lines[lines.index("[5/7] RUN echo \"$USED\" > /used && ls -ln /data > /listing")
+                 + 1] == "  CACHED"
+    assert sorted(os.listdir(store_root / "image/overlay2/layerdb/sha256")) == layers
+    assert "app:2" not in lb("images").stdout.replace(" ", ":")
