@@ -152,7 +152,7 @@ class CacheIndex:
 
 
 class StatCache:
-    """(path, size, mtime, ctime, inode) -> content sha256, so unchanged files are not re-read."""
+    """(path, size, mtime, ctime, inode, mode) -> entry digest: unchanged files are not re-read."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -162,14 +162,17 @@ class StatCache:
         except (OSError, ValueError):
             self._entries = {}
 
-    def digest(self, full: str, st: os.stat_result) -> str:
-        """The sha256 of a regular file's content, read only when its stat changed."""
-        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    def entry_digest(self, full: str, st: os.stat_result) -> str:
+        """The digest of an entry's header and content, worked out only when its stat changed.
+
+        ctime moves on every change of content, mode, owner or xattrs, so an entry whose
+        (size, mtime, ctime, inode, mode) is unchanged is unchanged.
+        """
+        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
         known = self._entries.get(full)
-        if known is not None and known[:4] == sig:
-            return str(known[4])
-        with open(full, "rb") as f:
-            value = hashlib.file_digest(f, "sha256").hexdigest()
+        if known is not None and known[:5] == sig:
+            return str(known[5])
+        value = _entry_header(full, st)
         self._entries[full] = [*sig, value]
         self._dirty = True
         return value
@@ -189,23 +192,27 @@ def source_digests(context: Context, rels: list[str], exclude: IgnoreRules | Non
     out: dict[str, str] = {}
     for rel in rels:
         for entry in context.walk(rel, exclude):
-            st = entry.st
             full = os.path.join(context.root, entry.rel) if entry.rel else str(context.root)
-            if stat.S_ISREG(st.st_mode):
-                content = stats.digest(full, st)
-            elif stat.S_ISLNK(st.st_mode):
-                content = os.readlink(full)
-            else:
-                content = ""
-            try:
-                names = sorted(os.listxattr(full, follow_symlinks=False))
-                xattrs = [[n, os.getxattr(full, n, follow_symlinks=False).hex()] for n in names]
-            except OSError:
-                xattrs = []
-            header = json.dumps([stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
-                                 st.st_gid, content, xattrs])
-            out[entry.rel or "."] = hashlib.sha256(header.encode()).hexdigest()
+            out[entry.rel or "."] = stats.entry_digest(full, entry.st)
     return out
+
+
+def _entry_header(full: str, st: os.stat_result) -> str:
+    if stat.S_ISREG(st.st_mode):
+        with open(full, "rb") as f:
+            content = hashlib.file_digest(f, "sha256").hexdigest()
+    elif stat.S_ISLNK(st.st_mode):
+        content = os.readlink(full)
+    else:
+        content = ""
+    try:
+        names = sorted(os.listxattr(full, follow_symlinks=False))
+        xattrs = [[n, os.getxattr(full, n, follow_symlinks=False).hex()] for n in names]
+    except OSError:
+        xattrs = []
+    header = json.dumps([stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
+                         st.st_gid, content, xattrs])
+    return hashlib.sha256(header.encode()).hexdigest()
 
 
 def _name(text: str) -> str:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild import __version__
-from layerbuild.archive import find_images, import_rootfs, open_archive, save, store_images
 from layerbuild.digest import chain_ids
 from layerbuild.errors import LayerbuildError
 from layerbuild.reference import Reference
@@ -62,6 +61,8 @@ def _epoch(args: argparse.Namespace) -> int | None:
 
 
 def cmd_import(store: Store, args: argparse.Namespace) -> int:
+    from layerbuild.archive import import_rootfs
+
     tag = Reference.parse(args.name) if args.name else None
     image = import_rootfs(store, args.file, tag, _epoch(args), args.message)
     _out(str(image.id))
@@ -69,6 +70,8 @@ def cmd_import(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_load(store: Store, args: argparse.Namespace) -> int:
+    from layerbuild.archive import find_images, open_archive, store_images
+
     with store.staging() as stage:
         source = open_archive(args.input, stage)
         try:
@@ -86,6 +89,8 @@ def cmd_load(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_save(store: Store, args: argparse.Namespace) -> int:
+    from layerbuild.archive import save
+
     output = args.output or "-"
     if output == "-" and sys.stdout.isatty():
         raise LayerbuildError("refusing to write an archive to a terminal: use -o FILE")

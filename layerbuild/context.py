@@ -132,7 +132,8 @@ class Context:
             st = child.stat(follow_symlinks=False)
             inner = path[len(top) + 1:] if top else path
             is_dir = stat.S_ISDIR(st.st_mode)
-            excluded = self.rules.excluded(path) or bool(exclude and exclude.excluded(inner))
+            excluded = (bool(self.rules.patterns) and self.rules.excluded(path)) or bool(
+                exclude and exclude.excluded(inner))
             if not excluded:
                 yield Entry(path, st)
             # An excluded dir is still entered when a `!` pattern may re-include a child.

@@ -12,9 +12,6 @@ import re
 import traceback
 from collections.abc import Mapping
 
-import jinja2
-import jinja2.sandbox
-
 from layerbuild.errors import BuildfileError
 
 __all__ = ["is_template", "parse_var_file", "render_template"]
@@ -34,6 +31,9 @@ def render_template(text: str, variables: Mapping[str, str], path: str = "Buildf
     Raises BuildfileError with the template line for an undefined variable, a syntax error
     or any other failure while rendering.
     """
+    import jinja2  # only templated builds pay for loading Jinja2
+    import jinja2.sandbox
+
     env = jinja2.sandbox.SandboxedEnvironment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     try:

@@ -64,15 +64,15 @@ def test_stat_cache_reads_a_file_only_when_its_stat_changes(tmp_path: Path,
     f = tmp_path / "f"
     f.write_text("one")
     cache = StatCache(tmp_path / "stat.json")
-    first = cache.digest(str(f), os.stat(f))
+    first = cache.entry_digest(str(f), os.stat(f))
     cache.save()
     reloaded = StatCache(tmp_path / "stat.json")
-    assert reloaded.digest(str(f), os.stat(f)) == first
+    assert reloaded.entry_digest(str(f), os.stat(f)) == first
     assert len(reads) == 1  # the second answer came from the saved cache
     os.utime(f, (5, 5))  # touched, same content: read again, same digest
-    assert reloaded.digest(str(f), os.stat(f)) == first and len(reads) == 2
+    assert reloaded.entry_digest(str(f), os.stat(f)) == first and len(reads) == 2
     f.write_text("two")
-    assert reloaded.digest(str(f), os.stat(f)) != first
+    assert reloaded.entry_digest(str(f), os.stat(f)) != first
 
 
 def test_source_digests_ignore_mtimes_but_see_modes(tmp_path: Path) -> None:
