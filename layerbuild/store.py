@@ -450,6 +450,14 @@ class Store:
                 continue
         return refs
 
+    def _cache_entry_whole(self, entry: Path) -> bool:
+        """Whether every layer a cache entry names is still stored."""
+        try:
+            chains = [Digest.parse(c) for c in json.loads(entry.read_bytes())["layers"]]
+        except (OSError, ValueError, KeyError, TypeError, FormatError):
+            return False
+        return all(self.layer(c) is not None for c in chains)
+
     def image_references(self) -> dict[Digest, int]:
         """How many stored images use each chain ID."""
         counts: dict[Digest, int] = {}
@@ -494,8 +502,8 @@ class Store:
     def prune(self, all_cache: bool = False) -> list[LayerRecord]:
         """Remove build cache entries (all, or those whose layers are gone), then free layers."""
         with self.lock():
-            if all_cache:
-                for entry in self.buildcache.glob("*.json"):
+            for entry in self.buildcache.glob("*.json"):
+                if all_cache or not self._cache_entry_whole(entry):
                     entry.unlink()
             self.clean_debris()
             return self.release_layers()

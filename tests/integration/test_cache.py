@@ -190,3 +190,19 @@ def test_dry_run_shows_the_plan_and_builds_nothing(lb, ctx: Path, store_root: Pa
                  + 1] == "  CACHED"
     assert sorted(os.listdir(store_root / "image/overlay2/layerdb/sha256")) == layers
     assert "app:2" not in lb("images").stdout.replace(" ", ":")
+
+
+def test_cache_mounts_persist_and_stay_out_of_layers(lb, ctx: Path) -> None:
+    (ctx / "Buildfile").write_text(
+        "FROM base\nARG RUN_ID\n"
+        "RUN --mount=type=cache,target=/var/cache/app echo $RUN_ID >> /var/cache/app/log "
+        "&& cat /var/cache/app/log > /seen\n")
+    lb("build", "-t", "cm:1", "--build-arg", "RUN_ID=one", str(ctx))
+    lb("build", "-t", "cm:2", "--build-arg", "RUN_ID=two", str(ctx))
+    info = json.loads(lb("inspect", "cm:2").stdout)[0]
+    top = Path(info["Store"]["Layers"][-1]["DiffDir"])
+    assert (top / "seen").read_text() == "one\ntwo\n"  # the cache dir outlived the first build
+    assert not (top / "var/cache/app/log").exists()
+    # The cache mount's content is not part of the key: same inputs, same step, a hit.
+    proc = lb("build", "-t", "cm:3", "--build-arg", "RUN_ID=two", str(ctx))
+    assert "cache miss" not in proc.stderr
