@@ -8,8 +8,6 @@ are copied as links, never followed.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import os
 import posixpath
 import stat
@@ -18,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from layerbuild.buildfile.ignore import IgnoreRules
-from layerbuild.digest import Digest
 from layerbuild.errors import LayerbuildError, UnsafePath
 
 _MAX_LINKS = 40
@@ -140,36 +137,6 @@ class Context:
             reinclude = self.rules.has_exclusions or bool(exclude and exclude.has_exclusions)
             if is_dir and (not excluded or reinclude):
                 yield from self._below(top, path, exclude)
-
-    def checksum(self, rels: list[str], exclude: IgnoreRules | None = None) -> Digest:
-        """A digest over the selected sources' paths, types, modes, owners, links and content.
-
-        Never mtimes: a fresh checkout of the same tree gives the same checksum.
-        """
-        h = hashlib.sha256()
-        for rel in rels:
-            h.update(f"source {rel}\n".encode())
-            for entry in self.walk(rel, exclude):
-                h.update(json.dumps(self._header(entry)).encode() + b"\n")
-        return Digest(h.hexdigest())
-
-    def _header(self, entry: Entry) -> list[object]:
-        st = entry.st
-        path = self._abs(entry.rel)
-        if stat.S_ISREG(st.st_mode):
-            with open(path, "rb") as f:
-                content = hashlib.file_digest(f, "sha256").hexdigest()
-        elif stat.S_ISLNK(st.st_mode):
-            content = os.readlink(path)
-        else:
-            content = ""
-        try:
-            xattrs = sorted((k, os.getxattr(path, k, follow_symlinks=False).hex())
-                            for k in os.listxattr(path, follow_symlinks=False))
-        except OSError:
-            xattrs = []
-        return [entry.rel, stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
-                st.st_gid, content, xattrs]
 
 
 def _clean(path: str, original: str) -> tuple[str, ...]:
