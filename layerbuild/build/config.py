@@ -13,8 +13,10 @@ from dataclasses import replace
 from typing import Any
 
 from layerbuild.buildfile import (
+    Add,
     Arg,
     Cmd,
+    Copy,
     Entrypoint,
     Env,
     Expose,
@@ -23,6 +25,7 @@ from layerbuild.buildfile import (
     Label,
     Maintainer,
     Onbuild,
+    Run,
     Shell,
     StopSignal,
     User,
@@ -149,12 +152,139 @@ def _apply(config: ImageConfig, instr: Instruction, x: Any, cmd_set: bool) -> Im
     return config
 
 
-def created_by(instr: Instruction, text: str) -> str:
-    """The history `created_by` of a step, in BuildKit's wording."""
+def with_default_path(config: ImageConfig) -> ImageConfig:
+    """The config with Docker's default PATH appended to Env when it sets none (BuildKit makes
+    sure every stage has a PATH, and writes it into the image)."""
+    if "PATH" in env_map(config):
+        return config
+    return with_env(config, {"PATH": DEFAULT_PATH.partition("=")[2]})
+
+
+def go_quote(text: str) -> str:
+    """A string as Go's `%q` writes it (strconv.Quote)."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable() and code != 0x7F:
+            out.append(ch)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out) + '"'
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v"}
+
+
+def go_duration(nanoseconds: int) -> str:
+    """A duration as Go's time.Duration.String() writes it: 1m30s, 5s, 1.5s, 300ms, 0s."""
+    if nanoseconds == 0:
+        return "0s"
+    if nanoseconds < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if nanoseconds >= size:
+                return _decimal(nanoseconds, size) + unit
+    hours, rest = divmod(nanoseconds, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    text = _decimal(rest, 1_000_000_000) + "s"
+    if hours or minutes:
+        text = f"{minutes}m" + text
+    if hours:
+        text = f"{hours}h" + text
+    return text
+
+
+def _decimal(value: int, unit: int) -> str:
+    whole, frac = divmod(value, unit)
+    digits = str(frac).rjust(len(str(unit)) - 1, "0").rstrip("0") if frac else ""
+    return f"{whole}.{digits}" if digits else str(whole)
+
+
+def _go_list(words: list[str], quoted: bool) -> str:
+    """A string slice as Go's `%q` (quoted) or `%v` writes it."""
+    return "[" + " ".join(go_quote(w) if quoted else w for w in words) + "]"
+
+
+def _healthcheck_text(instr: Healthcheck) -> str:
+    """Go's `%q` of BuildKit's HealthConfig: the test, the durations, then the retries as a
+    quoted rune. BuildKit versions that know --start-interval print it after the start period."""
+    durations = [instr.interval, instr.timeout, instr.start_period]
+    if instr.start_interval:
+        durations.append(instr.start_interval)
+    fields = [_go_list(list(instr.test), True), *(go_quote(go_duration(d)) for d in durations),
+              _go_rune(instr.retries)]
+    return "&{" + " ".join(fields) + "}"
+
+
+def _go_rune(value: int) -> str:
+    """An int as Go's `%q` writes it: a quoted character."""
+    ch = chr(value)
+    if ch == "'":
+        return "'\\''"
+    if ch in _GO_ESCAPES:
+        return f"'{_GO_ESCAPES[ch]}'"
+    if ch.isprintable() and value != 0x7F:
+        return f"'{ch}'"
+    return "'" + go_quote(ch)[1:-1] + "'"
+
+
+def run_history(argv: list[str], args: Mapping[str, str | None], env: Mapping[str, str]) -> str:
+    """BuildKit's text for a RUN: `|N name=value …` for the stage's ARGs (the value in force,
+    which an ENV of the same name overrides), then the command line."""
+    pairs = [f"{name}={env.get(name, value or '')}" for name, value in args.items()]
+    prefix = [f"|{len(pairs)}", *pairs] if pairs else []
+    return " ".join([*prefix, *argv])
+
+
+def created_by(instr: Instruction, config: ImageConfig, env: Mapping[str, str],
+               escape: str = "\\", args: Mapping[str, str | None] | None = None,
+               script: str | tuple[str, ...] = "") -> str | None:
+    """The history `created_by` of a step, in BuildKit's wording; None for ONBUILD, which
+    BuildKit records in the config only.
+
+    `config` is the config the step sees (for WORKDIR, the one it made); `env` the variables
+    before it; `args` the ARGs declared in the stage; `script` what a RUN runs.
+    """
+    def x(word: str) -> str:
+        return expand(word, env, escape)
+
     name = instr.instruction
-    if name in ("RUN", "COPY", "ADD"):
-        return f"{name} {text} # buildkit"
-    return f"{name} {text}"
+    if isinstance(instr, Onbuild):
+        return None
+    if isinstance(instr, Run):
+        return f"RUN {run_history(command_argv(script, config), args or {}, env)} # buildkit"
+    if isinstance(instr, Copy | Add):
+        words = [x(s) for s in instr.sources] + [f"<<{h.name}" for h in instr.heredocs]
+        return f"{name} {' '.join([*words, x(instr.dest)])} # buildkit"
+    if isinstance(instr, Env | Label):
+        return f"{name} " + " ".join(f"{x(k)}={x(v)}" for k, v in instr.pairs)
+    if isinstance(instr, Arg):
+        return "ARG " + " ".join(d.name if d.default is None else f"{d.name}={x(d.default)}"
+                                 for d in instr.args)
+    if isinstance(instr, Expose):
+        ports = sorted(set(_ports([x(p) for p in instr.ports])))
+        return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in ports) + "]"
+    if isinstance(instr, Volume):
+        return f"VOLUME {_go_list([x(p) for p in instr.paths], False)}"
+    if isinstance(instr, Shell):
+        return f"SHELL {_go_list(list(instr.shell), False)}"
+    if isinstance(instr, Cmd | Entrypoint):
+        return f"{name} {_go_list(command_argv(instr.command, config), True)}"
+    if isinstance(instr, Healthcheck):
+        return f"HEALTHCHECK {_healthcheck_text(instr)}"
+    if isinstance(instr, Workdir):
+        return f"WORKDIR {config.config.get('WorkingDir') or '/'}"
+    if isinstance(instr, User | StopSignal):
+        return f"{name} {x(describe(instr))}"
+    return f"{name} {describe(instr)}"
 
 
 def describe(instr: Instruction) -> str:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from layerbuild.build import config as cfg
 from layerbuild.build.keys import cacheable, step_inputs
-from layerbuild.build.plan import is_layer_step, needed_stages, stage_ref, target_stage
+from layerbuild.build.plan import (
+    is_layer_step,
+    needed_stages,
+    run_script,
+    stage_ref,
+    target_stage,
+)
 from layerbuild.build.steps import StepContext, run_filesystem_step
 from layerbuild.buildfile import (
     Arg,
@@ -21,6 +27,7 @@ from layerbuild.buildfile import (
     Env,
     Instruction,
     Platform,
+    Run,
     Scope,
     Stage,
     Workdir,
@@ -196,7 +203,8 @@ class Build:
             base = self.results[earlier.index]
             config, top, key = base.config, base.top, base.key
         elif ref == "scratch":
-            config, top, key = empty_config(), None, "scratch"
+            # BuildKit's empty image: WorkingDir "/" (PATH is added below, as to any base)
+            config, top, key = empty_config().with_config(WorkingDir="/"), None, "scratch"
         else:
             try:
                 image = self.store.get_image(ref)
@@ -207,6 +215,7 @@ class Build:
             config, key = image.config, f"image:{image.id}"
             chains = chain_ids(config.diff_ids)
             top = chains[-1] if chains else None
+        config = cfg.with_default_path(config)
         scope = self.scope.enter_stage(cfg.env_map(config))
         return StageState(config, top, scope, key=key)
 
@@ -235,11 +244,11 @@ class Build:
             reason = why_missed(self.cache.last_inputs(slot), inputs)
             if self._use_cache(stage):
                 self.events.note(f"  cache miss: {reason}")
-        self._apply(stage, state, instr, lease, env, text, cached)
+        history = self._apply(stage, state, instr, lease, env, text, cached)
         if cached is None and not self.request.dry_run:
             top = state.top if is_layer_step(instr) else None
             diff = state.config.diff_ids[-1] if top is not None else None
-            self.cache.put(key, CachedStep(state.config.history[-1], top, diff))
+            self.cache.put(key, CachedStep(history, top, diff))
             self.cache.remember(slot, inputs)
         state.key = key
         if self.request.dry_run and cached is None:
@@ -255,8 +264,9 @@ class Build:
             return f"missing:{ref}"
 
     def _apply(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
-               env: dict[str, str], text: str, cached: CachedStep | None) -> None:
-        """Change the stage's state by one step: from the cache, or by running it."""
+               env: dict[str, str], text: str, cached: CachedStep | None) -> History:
+        """Change the stage's state by one step: from the cache, or by running it; returns the
+        step's history entry (one without `created_by` is not recorded: ONBUILD)."""
         escape = self.buildfile.escape
         if isinstance(instr, Arg | Env):
             state.scope = state.scope.apply(instr, escape)
@@ -264,7 +274,9 @@ class Build:
             state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
                                               self.buildfile.path)
         history = cached.history if cached is not None else History(
-            created=self.created, created_by=cfg.created_by(instr, text), comment=COMMENT)
+            created=self.created, comment=COMMENT, created_by=cfg.created_by(
+                instr, state.config, env, escape, state.scope.args,
+                run_script(instr) if isinstance(instr, Run) else ""))
         if is_layer_step(instr):
             if cached is not None and cached.diff_id is not None:
                 diff_id, top = cached.diff_id, cached.chain_id
@@ -280,7 +292,9 @@ class Build:
             state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
                                               self.buildfile.path)
             state.cmd_set = state.cmd_set or instr.instruction == "CMD"
-            state.config = state.config.with_history(history)
+            if history.created_by is not None:
+                state.config = state.config.with_history(history)
+        return history
 
 
 def build(store: Store, request: BuildRequest, events: Events | None = None) -> Image | None:

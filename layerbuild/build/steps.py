@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from layerbuild.build import config as cfg
 from layerbuild.build.plan import run_script, stage_ref
-from layerbuild.build.users import Ids, resolve_chown, resolve_user
+from layerbuild.build.users import Ids, home_dir, resolve_chown, resolve_user
 from layerbuild.buildfile import (
     Add,
     Buildfile,
@@ -41,6 +41,7 @@ from layerbuild.sandbox import (
     StepRoot,
     copy_into,
     read_image_file,
+    read_image_files,
     run_step,
 )
 from layerbuild.store import Store
@@ -101,17 +102,24 @@ def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfi
 
 
 def _workdir(root: StepRoot, config: ImageConfig, stage: Path) -> None:
-    """Create the WORKDIR (and its parents) unless the image has it; an existing one is kept."""
+    """Create the WORKDIR (and its parents) unless the image has it; an existing one is kept.
+
+    What it creates belongs to the USER in force, as BuildKit makes it.
+    """
     empty = stage / "workdir"
     empty.mkdir(mode=0o755)
     workdir = str(config.config.get("WorkingDir") or "/")
-    copy_into(root, empty, [CopyItem(".", workdir, 0, 0, 0o755, recursive=False)])
+    ids, _home = _ids(root, str(config.config.get("User") or ""))
+    copy_into(root, empty, [CopyItem(".", workdir, ids.uid, ids.gid, 0o755, recursive=False)])
 
 
-def _ids(root: StepRoot, user: str) -> Ids:
-    if not user or user in ("0", "root", "0:0"):
-        return Ids(0, 0)
-    return resolve_user(user, _text(root, "/etc/passwd"), _text(root, "/etc/group"))
+def _ids(root: StepRoot, user: str) -> tuple[Ids, str]:
+    """The USER's numeric ids, and its home directory (for HOME)."""
+    passwd, group = (d.decode("utf-8", "replace") if d is not None else None
+                     for d in read_image_files(root, ["/etc/passwd", "/etc/group"]))
+    ids = Ids(0, 0) if not user or user in ("0", "root", "0:0") else resolve_user(
+        user, passwd, group)
+    return ids, home_dir(ids.uid, passwd)
 
 
 def _text(root: StepRoot, path: str) -> str | None:
@@ -124,7 +132,8 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
     argv = cfg.command_argv(run_script(instr), config)
     values = dict(env)
     values.setdefault("PATH", cfg.DEFAULT_PATH.partition("=")[2])
-    ids = _ids(root, str(config.config.get("User") or ""))
+    ids, home = _ids(root, str(config.config.get("User") or ""))
+    values.setdefault("HOME", home)
     tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
     partial = bytearray()
 
@@ -202,7 +211,7 @@ def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConf
         for doc in instr.heredocs:
             body = expand(doc.content, env, escape) if doc.expand else doc.content
             (docs / doc.name).write_text(body)
-        items = [CopyItem(doc.name, _into(dest, doc.name, True), owner[0], owner[1],
+        items = [CopyItem(doc.name, _into(dest, doc.name, many), owner[0], owner[1],
                           mode if mode is not None else 0o644) for doc in instr.heredocs]
         copy_into(root, docs, items)
     from_ = getattr(instr, "from_", None)
@@ -219,12 +228,15 @@ def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConf
             raise ctx.error(instr, str(exc)) from None
         if not matches:
             raise ctx.error(instr, f"{source}: no source files were specified")
+        wildcard = bool(set("*?[") & set(source))
         for rel in matches:
             full = ctx.context.root / rel if rel else ctx.context.root
             if isinstance(instr, Add) and full.is_file() and _is_archive(full):
                 _add_archive(ctx, root, full, dest, owner if instr.chown else None, stage)
                 continue
-            items = _items(ctx.context, rel, dest, many, owner, mode, exclude)
+            # a source that is a symlink is followed, and copied under its own name
+            name = posixpath.basename(rel if wildcard else posixpath.normpath(source))
+            items = _items(ctx.context, rel, dest, many, owner, mode, exclude, name)
             copy_into(root, ctx.context.root, items)
 
 
@@ -233,7 +245,7 @@ def _into(dest: str, name: str, directory: bool) -> str:
 
 
 def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, int],
-           mode: int | None, exclude: IgnoreRules | None) -> list[CopyItem]:
+           mode: int | None, exclude: IgnoreRules | None, name: str) -> list[CopyItem]:
     """One item per entry: a dir source's contents go into dest, a file goes to/into dest."""
     entries = list(context.walk(rel, exclude))
     top = entries[0]
@@ -246,7 +258,7 @@ def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, 
             items.append(CopyItem(entry.rel, posixpath.join(base, inner), owner[0], owner[1],
                                   mode, recursive=False))
     else:
-        target = _into(dest, posixpath.basename(top.rel), many)
+        target = _into(dest, name, many)
         items.append(CopyItem(top.rel, target, owner[0], owner[1], mode, recursive=False,
                               into_existing_dir=not dest.endswith("/")))
     return items
@@ -269,7 +281,7 @@ def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
     uid, gid = (owner if instr.chown else (None, None))
     items = [CopyItem(s.lstrip("/") or ".", dest, uid, gid, mode,
                       into_existing_dir=not dest.endswith("/")) for s in sources]
-    copy_into(root, lowers, items)
+    copy_into(root, lowers, items, follow_source_symlinks=True)
 
 
 def _is_archive(path: Path) -> bool:

@@ -60,6 +60,17 @@ def resolve_user(spec: str, passwd: str | None, group: str | None) -> Ids:
     return Ids(uid, gid, extra if not grp else ())
 
 
+def home_dir(uid: int, passwd: str | None) -> str:
+    """The home directory of a uid in the image's passwd text, "/" without one (what runc
+    gives a step's HOME when the environment has none).
+
+    >>> home_dir(1000, "user:x:1000:1000::/home/user:/bin/sh")
+    '/home/user'
+    """
+    entry = next((u for u in _table(passwd, 7) if u[2] == str(uid)), None)
+    return entry[5] if entry is not None and entry[5] else "/"
+
+
 def resolve_group(spec: str, group: str | None) -> int:
     """A numeric gid for a group name or number."""
     if spec.isdigit():

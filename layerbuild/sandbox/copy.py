@@ -52,14 +52,17 @@ class Copier:
             parent = res.fds[-2] if len(res.fds) > 1 else self.source_fd
             name = res.names[-1] if res.names else None
             st = os.fstat(res.fd)
+            # A followed symlink is copied under its own name, as Docker does.
+            shown = posixpath.basename(posixpath.normpath(source))
             try:
-                self._copy_top(parent, name, st, dest, item)
+                self._copy_top(parent, name, st, dest, item,
+                               name if shown in ("", ".", "..", "/") else shown)
             except OSError as exc:
                 where = exc.filename or dest
                 raise StepFailed(f"copying {source} to {dest}: {where}: {exc.strerror}") from None
 
     def _copy_top(self, parent: int, name: str | None, st: os.stat_result, dest: str,
-                  item: dict[str, Any]) -> None:
+                  item: dict[str, Any], shown: str | None) -> None:
         uid, gid = item["uid"] or 0, item["gid"] or 0
         if stat.S_ISDIR(st.st_mode) and item["recursive"]:
             makedirs(dest, uid, gid)
@@ -73,7 +76,7 @@ class Copier:
             raise StepFailed(f"{item['source']}: not a directory")
         if not stat.S_ISDIR(st.st_mode) and (
                 dest.endswith("/") or (item["into_existing_dir"] and os.path.isdir(dest))):
-            dest = posixpath.join(dest, name or "")
+            dest = posixpath.join(dest, shown or "")
         makedirs(posixpath.dirname(dest.rstrip("/")) or "/", uid, gid)
         self._entry(parent, name, st, dest.rstrip("/") or "/", item, recurse=False)
 

@@ -120,6 +120,10 @@ def test_sources_stay_in_their_root(base: Path, ctx: Path, tmp_path: Path) -> No
     assert (root.upper / "id/a").read_text() == "a\n"
     copy_into(root, ctx, [CopyItem("inner", "/il")])
     assert os.readlink(root.upper / "il") == "dir"
+    # a followed link keeps its own name in the destination dir (Docker's COPY --from)
+    copy_into(root, ctx, [CopyItem("dir/link", "/followed/")], follow_source_symlinks=True)
+    assert (root.upper / "followed/link").read_text() == "a\n"
+    assert not (root.upper / "followed/a").exists()
 
 
 def test_destinations_resolve_inside_the_image(base: Path, ctx: Path, tmp_path: Path,
