@@ -1,0 +1,336 @@
+"""Conformance with Docker's BuildKit: the same Buildfile, built from the same base by
+`layerbuild build` and by `DOCKER_BUILDKIT=1 docker build` (Docker 20.10, BuildKit 0.8),
+must give the same root filesystem, the same config and the same history.
+
+Each case is a folder under tests/data/conformance/<case>/ with a Dockerfile, its context
+files and a `case.toml`:
+
+    build_args = {NAME = "value"}   # --build-arg for both builds
+    target = "stage"                # --target for both builds
+    mtimes = ["/app"]               # files below these keep their context mtimes (BuildKit does)
+    setup = "special"               # a function below that adds what git cannot hold
+    requires = "other-case"         # built first; its image is named lbconformance-<case>:1
+    docker = false                  # layerbuild only (features Docker 20.10 lacks offline)
+    [expect]                        # file contents the layerbuild image must hold
+    "/path" = "text"
+
+Both images end up in Docker: ours through `layerbuild save` + `docker load`, so the file
+systems are compared as Docker sees them (`docker create` + `docker export`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pprint
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from treeutil import docker_ok, need, need_root
+
+from layerbuild.archive.sources import TarSource
+from layerbuild.validate import validate_archive
+
+CASES = Path(__file__).resolve().parent.parent / "data" / "conformance"
+DOCKER = "/usr/bin/docker"  # the 20.10 client: it drives BuildKit with DOCKER_BUILDKIT=1
+BASE = "lbconformance-base:1"
+MTIME = 1_600_000_000  # every context file gets this mtime, so kept mtimes are visible
+# What Docker itself puts into every container it creates.
+ADDED_BY_DOCKER = frozenset({".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf",
+                             "etc/mtab", "dev", "proc", "sys"})
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes",
+               "Labels", "Healthcheck", "StopSignal", "Shell", "OnBuild")
+
+
+def _cases() -> list[str]:
+    return sorted(p.name for p in CASES.iterdir() if (p / "Dockerfile").is_file())
+
+
+def docker(*args: str, check: bool = True, input_: bytes | None = None,
+           ) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run([DOCKER, *args], capture_output=True, input=input_, timeout=300,
+                          env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed:\n"
+                             f"{proc.stdout.decode()}{proc.stderr.decode()}")
+    return proc
+
+
+@dataclass
+class World:
+    """The layerbuild store and the Docker names this module made."""
+
+    root: Path
+    work: Path
+    tags: list[str] = field(default_factory=list)
+    built: dict[str, tuple[str, str]] = field(default_factory=dict)
+    prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    def lb(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "layerbuild.cli", "--root", str(self.root),
+                               *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+        if proc.returncode != 0:
+            raise AssertionError(f"layerbuild {' '.join(args)} failed:\n"
+                                 f"{proc.stdout}{proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterator[World]:
+    need_root()
+    need(docker_ok() and Path(DOCKER).exists(),
+         "needs a running Docker engine and its 20.10 client at /usr/bin/docker")
+    w = World(tmp_path_factory.mktemp("conformance-store"),
+              tmp_path_factory.mktemp("conformance"))
+    w.lb("import", str(busybox_tar), BASE)
+    docker("import", str(busybox_tar), BASE)
+    w.tags.append(BASE)
+    try:
+        yield w
+    finally:
+        for tag in w.tags:
+            docker("rmi", "-f", tag, check=False)
+        docker("image", "prune", "-f", check=False)
+
+
+# --- contexts ---------------------------------------------------------------------------
+
+def setup_special(ctx: Path) -> None:
+    """Setuid/setgid files, a hard-link pair, symlinks and a file owned by a user."""
+    special = ctx / "special"
+    special.mkdir()
+    for name, mode in (("suid", 0o4755), ("sgid", 0o2711), ("sticky-dir", 0o1777)):
+        path = special / name
+        if name.endswith("dir"):
+            path.mkdir()
+        else:
+            path.write_text(f"{name}\n")
+        os.chmod(path, mode)
+    (special / "hard1").write_text("linked\n")
+    os.link(special / "hard1", special / "hard2")
+    (special / "rel-link").symlink_to("hard1")
+    (special / "abs-link").symlink_to("/etc/motd")
+    (special / "dangling").symlink_to("nowhere")
+    (special / "owned").write_text("owned by 1000\n")
+    os.chown(special / "owned", 1000, 1000)
+
+
+def setup_archive(ctx: Path) -> None:
+    """bundle.tar.gz: dirs, a setuid file, a symlink, a hard link, owners, set mtimes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        def add(name: str, kind: bytes, mode: int, data: bytes = b"", link: str = "",
+                uid: int = 0) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.uid, info.gid = kind, mode, uid, uid
+            info.mtime, info.linkname, info.size = MTIME - 1000, link, len(data)
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        add("pkg", tarfile.DIRTYPE, 0o750)
+        add("pkg/bin", tarfile.DIRTYPE, 0o755)
+        add("pkg/bin/tool", tarfile.REGTYPE, 0o4755, b"#!/bin/sh\necho tool\n")
+        add("pkg/bin/tool-link", tarfile.SYMTYPE, 0o777, link="tool")
+        add("pkg/bin/tool-hard", tarfile.LNKTYPE, 0o4755, link="pkg/bin/tool")
+        add("pkg/data.txt", tarfile.REGTYPE, 0o640, b"data\n", uid=1000)
+    (ctx / "bundle.tar.gz").write_bytes(buf.getvalue())
+
+
+def setup_ctxlinks(ctx: Path) -> None:
+    """Symlinks named as COPY sources: BuildKit follows them (and keeps their names)."""
+    (ctx / "one-link.txt").symlink_to("one.txt")
+    (ctx / "docs-link").symlink_to("docs")
+
+
+SETUPS: dict[str, Callable[[Path], None]] = {"special": setup_special,
+                                             "archive": setup_archive,
+                                             "ctxlinks": setup_ctxlinks}
+
+
+def _fix_mtimes(ctx: Path) -> None:
+    for dirpath, dirs, files in os.walk(ctx):
+        for name in [*dirs, *files]:
+            os.utime(Path(dirpath) / name, (MTIME, MTIME), follow_symlinks=False)
+    os.utime(ctx, (MTIME, MTIME))
+
+
+def make_context(world: World, case: str, spec: dict[str, Any]) -> Path:
+    ctx = world.work / case
+    shutil.copytree(CASES / case, ctx, symlinks=True)
+    (ctx / "case.toml").unlink()
+    for name in spec.get("setup", "").split():
+        SETUPS[name](ctx)
+    _fix_mtimes(ctx)
+    return ctx
+
+
+# --- what an image is, as Docker sees it ---------------------------------------------
+
+@dataclass
+class Rootfs:
+    entries: dict[str, tuple[object, ...]]
+    mtimes: dict[str, int]
+    hardlinks: list[list[str]]
+
+
+def _skipped(name: str) -> bool:
+    return name in ADDED_BY_DOCKER or name.split("/", 1)[0] in ("dev", "proc", "sys")
+
+
+def export_rootfs(image: str) -> Rootfs:
+    """Every entry of a container made from the image: what Docker would run."""
+    cid = docker("create", image, "true").stdout.decode().strip()
+    try:
+        data = docker("export", cid).stdout
+    finally:
+        docker("rm", "-f", cid, check=False)
+    entries: dict[str, tuple[object, ...]] = {}
+    mtimes: dict[str, int] = {}
+    digests: dict[str, str] = {}
+    links: dict[str, str] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for m in tar:
+            name = m.name.removeprefix("./").rstrip("/")
+            if not name or _skipped(name):
+                continue
+            if m.isreg():
+                f = tar.extractfile(m)
+                assert f is not None
+                digests[name] = hashlib.sha256(f.read()).hexdigest()
+                what: object = digests[name]
+            elif m.islnk():
+                links[name] = m.linkname.removeprefix("./")
+                what = None
+            elif m.issym():
+                what = m.linkname
+            elif m.ischr() or m.isblk():
+                what = (m.devmajor, m.devminor)
+            else:
+                what = None
+            kind = "file" if m.islnk() else m.type.decode()
+            entries[name] = (kind, oct(m.mode), m.uid, m.gid, m.size, what)
+            if not m.isdir():
+                mtimes[name] = int(m.mtime)
+    groups: dict[str, list[str]] = {}
+    for name, target in links.items():
+        kind, mode, uid, gid, _size, _ = entries[name]
+        entries[name] = (kind, mode, uid, gid, entries[target][4], digests[target])
+        groups.setdefault(target, [target]).append(name)
+    hardlinks = sorted(sorted(g) for g in groups.values())
+    return Rootfs(entries, mtimes, hardlinks)
+
+
+def inspect(image: str) -> dict[str, Any]:
+    info = json.loads(docker("image", "inspect", image).stdout)[0]
+    config = info["Config"] or {}
+    out = {key: config.get(key) or None for key in CONFIG_KEYS}
+    out["Author"] = info.get("Author") or None
+    return out
+
+
+def history(image: str) -> list[tuple[str, bool]]:
+    """(created_by, empty_layer) of every step after the base image's."""
+    with tarfile.open(fileobj=io.BytesIO(docker("save", image).stdout), mode="r:") as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        config = json.load(tar.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
+    return [(h.get("created_by", ""), bool(h.get("empty_layer")))
+            for h in config["history"][1:]]
+
+
+def run_default(image: str) -> str:
+    """What the image prints when Docker runs it as built (its ENTRYPOINT/CMD, USER, WORKDIR);
+    an image without either runs `id` and `pwd`."""
+    config = json.loads(docker("image", "inspect", image).stdout)[0]["Config"] or {}
+    command = [] if config.get("Cmd") or config.get("Entrypoint") else [
+        "/bin/sh", "-c", "id && pwd"]
+    proc = docker("run", "--rm", "--network", "none", image, *command, check=False)
+    return f"exit {proc.returncode}\n" + proc.stdout.decode() + proc.stderr.decode()
+
+
+# --- the builds -----------------------------------------------------------------------
+
+def _spec(case: str) -> dict[str, Any]:
+    return tomllib.loads((CASES / case / "case.toml").read_text())
+
+
+def _build_args(spec: dict[str, Any]) -> list[str]:
+    out = [f"--build-arg={k}={v}" for k, v in spec.get("build_args", {}).items()]
+    if spec.get("target"):
+        out.append(f"--target={spec['target']}")
+    return out
+
+
+def build_both(world: World, case: str) -> tuple[str, str]:
+    """Build a case with both tools; returns (ours as loaded into Docker, Docker's)."""
+    if case in world.built:
+        return world.built[case]
+    spec = _spec(case)
+    if spec.get("requires"):
+        build_both(world, spec["requires"])
+    ctx = make_context(world, case, spec)
+    name = f"lbconformance-{case}:1"
+    ours = f"lbconformance-{world.prefix}-lb-{case}:1"
+    args = _build_args(spec)
+    compare = spec.get("docker", True)
+    proc = None
+    if compare:
+        world.tags.append(name)
+        proc = subprocess.Popen([DOCKER, "build", "--network", "host", "-q", "-t", name,
+                                 *args, str(ctx)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    world.lb("build", "-t", name, "-f", str(ctx / "Dockerfile"), *args, str(ctx))
+    world.lb("tag", name, ours)
+    archive = world.work / f"{case}.tar"
+    world.lb("save", ours, "-o", str(archive))
+    validate_archive(TarSource(archive))
+    world.tags.append(ours)
+    docker("load", "-i", str(archive))
+    if proc is not None:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"docker build of {case} failed:\n{out.decode()}{err.decode()}"
+    world.built[case] = (ours, name if compare else "")
+    return world.built[case]
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_conformance(world: World, case: str) -> None:
+    spec = _spec(case)
+    ours, theirs = build_both(world, case)
+    mine = export_rootfs(ours)
+    for path, text in spec.get("expect", {}).items():
+        rel = path.lstrip("/")
+        assert rel in mine.entries, f"{path} missing"
+        assert mine.entries[rel][5] == hashlib.sha256(text.encode()).hexdigest(), path
+    output = run_default(ours)
+    if not theirs:
+        if "output" in spec:
+            assert output == "exit 0\n" + spec["output"]
+        return
+    docker_fs = export_rootfs(theirs)
+    kept = [p.strip("/") for p in spec.get("mtimes", [])]
+    mtimes = {p: t for p, t in docker_fs.mtimes.items()
+              if any(p == k or p.startswith(k + "/") for k in kept)}
+    assert bool(mtimes) == bool(kept), "no files to compare the mtimes of"
+    differences = {
+        "files": _diff(mine.entries, docker_fs.entries),
+        "hard links": _diff({"groups": mine.hardlinks}, {"groups": docker_fs.hardlinks}),
+        "mtimes": _diff({p: mine.mtimes.get(p) for p in mtimes}, mtimes),
+        "config": _diff(inspect(ours), inspect(theirs)),
+        "history": _diff(dict(enumerate(history(ours))), dict(enumerate(history(theirs)))),
+        "output": _diff({"run": output}, {"run": run_default(theirs)}),
+    }
+    remaining = {k: v for k, v in differences.items() if v}
+    assert not remaining, "(layerbuild, Docker):\n" + pprint.pformat(remaining, width=100)
