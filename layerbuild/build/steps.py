@@ -40,6 +40,7 @@ from layerbuild.sandbox import (
     RunSpec,
     StepRoot,
     copy_into,
+    glob_in_image,
     read_image_file,
     read_image_files,
     run_step,
@@ -216,7 +217,7 @@ def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConf
         copy_into(root, docs, items)
     from_ = getattr(instr, "from_", None)
     if from_:
-        _copy_from(ctx, instr, root, from_, sources, dest, owner, mode, env)
+        _copy_from(ctx, instr, root, from_, sources, dest, owner, mode, env, stage)
         return
     for source in sources:
         if isinstance(instr, Add) and source.startswith(("http://", "https://")):
@@ -266,7 +267,7 @@ def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, 
 
 def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
                sources: list[str], dest: str, owner: tuple[int, int], mode: int | None,
-               env: Mapping[str, str]) -> None:
+               env: Mapping[str, str], stage: Path) -> None:
     earlier = stage_ref(ctx.buildfile, expand(ref, env, ctx.buildfile.escape), ctx.stage.index)
     if earlier is not None:
         top = ctx.results[earlier.index].top
@@ -280,8 +281,29 @@ def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
     lowers = tuple(layer_dirs(ctx.store, top))
     uid, gid = (owner if instr.chown else (None, None))
     items = [CopyItem(s.lstrip("/") or ".", dest, uid, gid, mode,
-                      into_existing_dir=not dest.endswith("/")) for s in sources]
+                      into_existing_dir=not dest.endswith("/"))
+             for s in _expand_wildcards(ctx, instr, lowers, sources, stage)]
     copy_into(root, lowers, items, follow_source_symlinks=True)
+
+
+def _expand_wildcards(ctx: StepContext, instr: Copy | Add, lowers: tuple[Path, ...],
+                      sources: list[str], stage: Path) -> list[str]:
+    """Sources of another stage or image with their wildcards matched in its filesystem."""
+    patterns = ["/" + s.lstrip("/") for s in sources if set("*?[") & set(s)]
+    if not patterns:
+        return sources
+    view = stage / "glob"
+    for sub in ("upper", "work"):
+        (view / sub).mkdir(parents=True)
+    found = dict(zip(patterns, glob_in_image(StepRoot(lowers, view / "upper", view / "work"),
+                                             patterns), strict=True))
+    out = []
+    for source in sources:
+        matches = found.get("/" + source.lstrip("/"), [source])
+        if not matches:
+            raise ctx.error(instr, f"{source}: no source files were specified")
+        out.extend(matches)
+    return out
 
 
 def _is_archive(path: Path) -> bool:

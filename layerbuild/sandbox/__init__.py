@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from layerbuild.sandbox.ops import (
         copy_into,
         export_merged,
+        glob_in_image,
         read_image_file,
         read_image_files,
         resolve_in_image,
@@ -25,13 +26,13 @@ if TYPE_CHECKING:
     )
     from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
 
-_OPS = ("copy_into", "export_merged", "read_image_file", "read_image_files", "resolve_in_image",
-        "run_step")
+_OPS = ("copy_into", "export_merged", "glob_in_image", "read_image_file", "read_image_files",
+        "resolve_in_image", "run_step")
 _HOMES = {**dict.fromkeys(_OPS, "ops"), **dict.fromkeys(("CopyItem", "Mount", "RunSpec",
                                                          "StepRoot"), "spec")}
 
 __all__ = ["CopyItem", "Mount", "RunSpec", "StepRoot", "copy_into", "export_merged",
-           "read_image_file", "read_image_files", "resolve_in_image", "run_step"]
+           "glob_in_image", "read_image_file", "read_image_files", "resolve_in_image", "run_step"]
 
 
 def __getattr__(name: str) -> Any:

@@ -103,6 +103,16 @@ def op_resolve(req: dict[str, Any], control: Control) -> dict[str, Any]:
     return {"paths": out}
 
 
+def op_glob(req: dict[str, Any], control: Control) -> dict[str, Any]:
+    """Image paths matching wildcard patterns (dot files too), sorted, after chroot into it."""
+    import glob  # only here: the other operations start without it
+
+    _image_view(req)
+    os.chroot("root")
+    os.chdir("/")
+    return {"matches": [sorted(glob.glob(p, include_hidden=True)) for p in req["patterns"]]}
+
+
 def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
     """Write items into the step's upper dir through its merged overlay, chrooted into it."""
     root, source = req["root"], req["source"]
@@ -155,7 +165,7 @@ def op_run(req: dict[str, Any], control: Control) -> dict[str, Any]:
 
 
 OPS = {"run": op_run, "copy": op_copy, "read": op_read, "resolve": op_resolve,
-       "export": op_export}
+       "export": op_export, "glob": op_glob}
 
 
 def main() -> None:

@@ -82,6 +82,14 @@ def read_image_file(root: StepRoot, path: str, limit: int = 1 << 20) -> bytes | 
     return read_image_files(root, [path], limit)[0]
 
 
+def glob_in_image(root: StepRoot, patterns: Sequence[str]) -> list[list[str]]:
+    """For each absolute wildcard pattern (`*`, `?`, `[…]`), the image's matching paths, sorted;
+    `*` matches dot files too, as in Docker's COPY. Symlinks resolve inside the image."""
+    request = {"op": "glob", "root": encode_root(root), "patterns": list(patterns)}
+    matches: list[list[str]] = call(request, ())["matches"]
+    return matches
+
+
 def resolve_in_image(root: StepRoot, path: str) -> str | None:
     """The canonical path of `path` inside the image (symlinks resolved there), None if missing."""
     request = {"op": "resolve", "root": encode_root(root), "paths": [path]}

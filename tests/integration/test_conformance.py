@@ -145,6 +145,11 @@ def setup_archive(ctx: Path) -> None:
     (ctx / "bundle.tar.gz").write_bytes(buf.getvalue())
 
 
+def setup_emptydir(ctx: Path) -> None:
+    """tree/empty: an empty directory (git keeps none)."""
+    (ctx / "tree/empty").mkdir()
+
+
 def setup_ctxlinks(ctx: Path) -> None:
     """Symlinks named as COPY sources: BuildKit follows them (and keeps their names)."""
     (ctx / "one-link.txt").symlink_to("one.txt")
@@ -153,7 +158,8 @@ def setup_ctxlinks(ctx: Path) -> None:
 
 SETUPS: dict[str, Callable[[Path], None]] = {"special": setup_special,
                                              "archive": setup_archive,
-                                             "ctxlinks": setup_ctxlinks}
+                                             "ctxlinks": setup_ctxlinks,
+                                             "emptydir": setup_emptydir}
 
 
 def _fix_mtimes(ctx: Path) -> None:

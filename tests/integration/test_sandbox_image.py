@@ -15,6 +15,7 @@ from layerbuild.sandbox import (
     Mount,
     RunSpec,
     export_merged,
+    glob_in_image,
     read_image_file,
     read_image_files,
     resolve_in_image,
@@ -160,6 +161,18 @@ def test_resolve_in_image(base: Path, top: Path, tmp_path: Path) -> None:
     assert resolve_in_image(root, "/rel") == "/etc/group"
     assert resolve_in_image(root, "/../../bin/../etc") == "/etc"
     assert resolve_in_image(root, "/hostonly") is None
+
+
+def test_glob_in_image(base: Path, top: Path, tmp_path: Path) -> None:
+    root = new_root(tmp_path, top, base)
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host/file").write_text("x")
+    got = glob_in_image(root, ["/etc/motd*", "/data/*", "/bin/suid-t??l", "/nothing/*",
+                               f"{tmp_path}/host/*", "/etc/pass[w]d"])
+    assert got == [["/etc/motd.hardlink"], ["/data/c"], ["/bin/suid-tool"], [], [],
+                   ["/etc/passwd"]]  # whiteouts, opaque dirs; never the host's files
+    dots = make_layer(tmp_path / "dots", {"d/.hidden": "h\n", "d/shown": "s\n"})
+    assert glob_in_image(new_root(tmp_path, dots), ["/d/*"]) == [["/d/.hidden", "/d/shown"]]
 
 
 def _spec(script: str) -> RunSpec:
