@@ -130,6 +130,7 @@ def _apply(config: ImageConfig, instr: Instruction, x: Any, cmd_set: bool) -> Im
     if isinstance(instr, User):
         return config.with_config(User=x(instr.user))
     if isinstance(instr, Workdir):
+        # Cleaned, as BuildKit does since 0.10 (0.8 kept an absolute path as written: "/w/")
         current = section.get("WorkingDir") or "/"
         target = posixpath.normpath(posixpath.join(current, x(instr.path)))
         return config.with_config(WorkingDir=target)

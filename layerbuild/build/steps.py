@@ -235,10 +235,9 @@ def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConf
             if isinstance(instr, Add) and full.is_file() and _is_archive(full):
                 _add_archive(ctx, root, full, dest, owner if instr.chown else None, stage)
                 continue
-            # a source that is a symlink is followed, and copied under its own name
-            name = posixpath.basename(rel if wildcard else posixpath.normpath(source))
-            items = _items(ctx.context, rel, dest, many, owner, mode, exclude, name)
-            copy_into(root, ctx.context.root, items)
+            named = rel if wildcard else posixpath.normpath(source).lstrip("/")
+            items, single = _items(ctx.context, rel, dest, many, owner, mode, exclude, named)
+            copy_into(root, ctx.context.root, items, follow_source_symlinks=single)
 
 
 def _into(dest: str, name: str, directory: bool) -> str:
@@ -246,8 +245,13 @@ def _into(dest: str, name: str, directory: bool) -> str:
 
 
 def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, int],
-           mode: int | None, exclude: IgnoreRules | None, name: str) -> list[CopyItem]:
-    """One item per entry: a dir source's contents go into dest, a file goes to/into dest."""
+           mode: int | None, exclude: IgnoreRules | None, named: str,
+           ) -> tuple[list[CopyItem], bool]:
+    """One item per entry: a dir source's contents go into dest, a file goes to/into dest.
+
+    A file is copied from the path the Buildfile `named` (a symlink there is followed and the
+    copy keeps the link's name, as in Docker); says whether the items are that one file.
+    """
     entries = list(context.walk(rel, exclude))
     top = entries[0]
     items = []
@@ -259,10 +263,10 @@ def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, 
             items.append(CopyItem(entry.rel, posixpath.join(base, inner), owner[0], owner[1],
                                   mode, recursive=False))
     else:
-        target = _into(dest, name, many)
-        items.append(CopyItem(top.rel, target, owner[0], owner[1], mode, recursive=False,
+        target = _into(dest, posixpath.basename(named), many)
+        items.append(CopyItem(named, target, owner[0], owner[1], mode, recursive=False,
                               into_existing_dir=not dest.endswith("/")))
-    return items
+    return items, not top.is_dir
 
 
 def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
@@ -314,6 +318,8 @@ def _is_archive(path: Path) -> bool:
 
 def _add_archive(ctx: StepContext, root: StepRoot, path: Path, dest: str,
                  owner: tuple[int, int] | None, stage: Path) -> None:
+    """Extract a local archive into dest; `--chown` owns what it extracts, as in BuildKit
+    0.23+ (older BuildKit, Docker 20.10's among them, left the archive's owners)."""
     unpacked = stage / f"add-{os.urandom(4).hex()}"
     with open(path, "rb") as raw:
         extract_layer(open_decompressed(raw), unpacked, whiteouts=False)

@@ -11,8 +11,12 @@ files and a `case.toml`:
     setup = "special"               # a function below that adds what git cannot hold
     requires = "other-case"         # built first; its image is named lbconformance-<case>:1
     docker = false                  # layerbuild only (features Docker 20.10 lacks offline)
+    output = "text"                 # what the layerbuild image prints when run (docker = false)
+    ignore = ["/path"]              # left out of the file comparison (BuildKit-version matters)
     [expect]                        # file contents the layerbuild image must hold
     "/path" = "text"
+    [owners]                        # uid and gid of files in the layerbuild image
+    "/path" = [1000, 1000]
 
 Both images end up in Docker: ours through `layerbuild save` + `docker load`, so the file
 systems are compared as Docker sees them (`docker create` + `docker export`).
@@ -153,6 +157,7 @@ def setup_emptydir(ctx: Path) -> None:
 def setup_ctxlinks(ctx: Path) -> None:
     """Symlinks named as COPY sources: BuildKit follows them (and keeps their names)."""
     (ctx / "one-link.txt").symlink_to("one.txt")
+    (ctx / "one-link").symlink_to("one.txt")
     (ctx / "docs-link").symlink_to("docs")
 
 
@@ -320,12 +325,18 @@ def test_conformance(world: World, case: str) -> None:
         rel = path.lstrip("/")
         assert rel in mine.entries, f"{path} missing"
         assert mine.entries[rel][5] == hashlib.sha256(text.encode()).hexdigest(), path
+    for path, ids in spec.get("owners", {}).items():
+        assert list(mine.entries[path.lstrip("/")][2:4]) == ids, path
     output = run_default(ours)
     if not theirs:
         if "output" in spec:
             assert output == "exit 0\n" + spec["output"]
         return
     docker_fs = export_rootfs(theirs)
+    for prefix in (p.strip("/") for p in spec.get("ignore", [])):
+        for fs in (mine, docker_fs):
+            fs.entries = {p: e for p, e in fs.entries.items()
+                          if p != prefix and not p.startswith(prefix + "/")}
     kept = [p.strip("/") for p in spec.get("mtimes", [])]
     mtimes = {p: t for p, t in docker_fs.mtimes.items()
               if any(p == k or p.startswith(k + "/") for k in kept)}
