@@ -10,9 +10,13 @@ files and a `case.toml`:
     mtimes = ["/app"]               # files below these keep their context mtimes (BuildKit does)
     setup = "special"               # a function below that adds what git cannot hold
     requires = "other-case"         # built first; its image is named lbconformance-<case>:1
+
+Image names in Dockerfiles (`lbconformance-base:1`, `lbconformance-<case>:1`) get a per-session
+prefix, so that test runs sharing the Docker engine never remove each other's images.
     docker = false                  # layerbuild only (features Docker 20.10 lacks offline)
     output = "text"                 # what the layerbuild image prints when run (docker = false)
     ignore = ["/path"]              # left out of the file comparison (BuildKit-version matters)
+    absent = ["/path"]              # paths the layerbuild image must not have
     [expect]                        # file contents the layerbuild image must hold
     "/path" = "text"
     [owners]                        # uid and gid of files in the layerbuild image
@@ -48,7 +52,7 @@ from layerbuild.validate import validate_archive
 
 CASES = Path(__file__).resolve().parent.parent / "data" / "conformance"
 DOCKER = "/usr/bin/docker"  # the 20.10 client: it drives BuildKit with DOCKER_BUILDKIT=1
-BASE = "lbconformance-base:1"
+NAMES = "lbconformance-"
 MTIME = 1_600_000_000  # every context file gets this mtime, so kept mtimes are visible
 # What Docker itself puts into every container it creates.
 ADDED_BY_DOCKER = frozenset({".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf",
@@ -79,7 +83,11 @@ class World:
     work: Path
     tags: list[str] = field(default_factory=list)
     built: dict[str, tuple[str, str]] = field(default_factory=dict)
-    prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    prefix: str = field(default_factory=lambda: f"{NAMES}{uuid.uuid4().hex[:6]}-")
+
+    def image(self, name: str) -> str:
+        """This session's name for an image that Dockerfiles call `lbconformance-<name>:1`."""
+        return f"{self.prefix}{name}:1"
 
     def lb(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([sys.executable, "-m", "layerbuild.cli", "--root", str(self.root),
@@ -97,9 +105,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Iterat
          "needs a running Docker engine and its 20.10 client at /usr/bin/docker")
     w = World(tmp_path_factory.mktemp("conformance-store"),
               tmp_path_factory.mktemp("conformance"))
-    w.lb("import", str(busybox_tar), BASE)
-    docker("import", str(busybox_tar), BASE)
-    w.tags.append(BASE)
+    base = w.image("base")
+    w.lb("import", str(busybox_tar), base)
+    docker("import", str(busybox_tar), base)
+    w.tags.append(base)
     try:
         yield w
     finally:
@@ -149,6 +158,22 @@ def setup_archive(ctx: Path) -> None:
     (ctx / "bundle.tar.gz").write_bytes(buf.getvalue())
 
 
+def setup_tars(ctx: Path) -> None:
+    """Uncompressed, xz and bzip2 tars (ADD extracts them all)."""
+    for name, mode in (("plain.tar", "w"), ("xz.tar.xz", "w:xz"), ("bz.tar.bz2", "w:bz2")):
+        with tarfile.open(ctx / name, mode) as tar:
+            data = f"from {name}\n".encode()
+            info = tarfile.TarInfo(f"{name.split('.')[0]}/file")
+            info.size, info.mode, info.mtime = len(data), 0o644, MTIME - 5
+            tar.addfile(info, io.BytesIO(data))
+
+
+def setup_gitdir(ctx: Path) -> None:
+    """A .git directory (one the repository cannot hold), for .dockerignore to leave out."""
+    (ctx / ".git").mkdir()
+    (ctx / ".git/config").write_text("[core]\n")
+
+
 def setup_emptydir(ctx: Path) -> None:
     """tree/empty: an empty directory (git keeps none)."""
     (ctx / "tree/empty").mkdir()
@@ -164,7 +189,9 @@ def setup_ctxlinks(ctx: Path) -> None:
 SETUPS: dict[str, Callable[[Path], None]] = {"special": setup_special,
                                              "archive": setup_archive,
                                              "ctxlinks": setup_ctxlinks,
-                                             "emptydir": setup_emptydir}
+                                             "emptydir": setup_emptydir,
+                                             "tars": setup_tars,
+                                             "gitdir": setup_gitdir}
 
 
 def _fix_mtimes(ctx: Path) -> None:
@@ -178,6 +205,8 @@ def make_context(world: World, case: str, spec: dict[str, Any]) -> Path:
     ctx = world.work / case
     shutil.copytree(CASES / case, ctx, symlinks=True)
     (ctx / "case.toml").unlink()
+    dockerfile = ctx / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(NAMES, world.prefix))
     for name in spec.get("setup", "").split():
         SETUPS[name](ctx)
     _fix_mtimes(ctx)
@@ -288,8 +317,8 @@ def build_both(world: World, case: str) -> tuple[str, str]:
     if spec.get("requires"):
         build_both(world, spec["requires"])
     ctx = make_context(world, case, spec)
-    name = f"lbconformance-{case}:1"
-    ours = f"lbconformance-{world.prefix}-lb-{case}:1"
+    name = world.image(case)
+    ours = world.image(f"lb-{case}")
     args = _build_args(spec)
     compare = spec.get("docker", True)
     proc = None
@@ -325,6 +354,8 @@ def test_conformance(world: World, case: str) -> None:
         rel = path.lstrip("/")
         assert rel in mine.entries, f"{path} missing"
         assert mine.entries[rel][5] == hashlib.sha256(text.encode()).hexdigest(), path
+    for path in spec.get("absent", []):
+        assert path.lstrip("/") not in mine.entries, path
     for path, ids in spec.get("owners", {}).items():
         assert list(mine.entries[path.lstrip("/")][2:4]) == ids, path
     output = run_default(ours)
