@@ -10,9 +10,6 @@ files and a `case.toml`:
     mtimes = ["/app"]               # files below these keep their context mtimes (BuildKit does)
     setup = "special"               # a function below that adds what git cannot hold
     requires = "other-case"         # built first; its image is named lbconformance-<case>:1
-
-Image names in Dockerfiles (`lbconformance-base:1`, `lbconformance-<case>:1`) get a per-session
-prefix, so that test runs sharing the Docker engine never remove each other's images.
     docker = false                  # layerbuild only (features Docker 20.10 lacks offline)
     output = "text"                 # what the layerbuild image prints when run (docker = false)
     ignore = ["/path"]              # left out of the file comparison (BuildKit-version matters)
@@ -23,7 +20,12 @@ prefix, so that test runs sharing the Docker engine never remove each other's im
     "/path" = [1000, 1000]
 
 Both images end up in Docker: ours through `layerbuild save` + `docker load`, so the file
-systems are compared as Docker sees them (`docker create` + `docker export`).
+systems are compared as Docker sees them (`docker create` + `docker export`). Directory mtimes
+are not compared: Docker 20.10 gives the directories COPY makes the time of the build, where
+layerbuild keeps the context's (as it does for files, like BuildKit).
+
+Image names in Dockerfiles (`lbconformance-base:1`, `lbconformance-<case>:1`) get a per-session
+prefix, so that test runs sharing the Docker engine never remove each other's images.
 """
 
 from __future__ import annotations
