@@ -130,7 +130,18 @@ def _text(root: StepRoot, path: str) -> str | None:
 
 def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
          env: Mapping[str, str]) -> None:
-    argv = cfg.command_argv(run_script(instr), config)
+    script = run_script(instr)
+    mounts = _mounts(ctx, instr)
+    if isinstance(script, str) and script.startswith("#!") and instr.heredocs:
+        # A heredoc with a shebang runs as its own executable, as BuildKit does.
+        path = root.upper.parent / f"heredoc-{instr.heredocs[0].name}"
+        path.write_text(script)
+        path.chmod(0o755)
+        target = f"/dev/pipes/{instr.heredocs[0].name}"
+        mounts.append(Mount("bind", target, path, readonly=True))
+        argv = [target]
+    else:
+        argv = cfg.command_argv(script, config)
     values = dict(env)
     values.setdefault("PATH", cfg.DEFAULT_PATH.partition("=")[2])
     ids, home = _ids(root, str(config.config.get("User") or ""))
@@ -148,7 +159,7 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
     spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in values.items()),
                    cwd=str(config.config.get("WorkingDir") or "/"), user=ids.spec(),
                    network=instr.network or ctx.request.network,
-                   mounts=tuple(_mounts(ctx, instr)))
+                   mounts=tuple(mounts))
     code = run_step(root, spec, on_output)
     if partial:
         tail.append(bytes(partial))
@@ -272,14 +283,16 @@ def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, 
 def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
                sources: list[str], dest: str, owner: tuple[int, int], mode: int | None,
                env: Mapping[str, str], stage: Path) -> None:
-    earlier = stage_ref(ctx.buildfile, expand(ref, env, ctx.buildfile.escape), ctx.stage.index)
+    expanded = expand(ref, env, ctx.buildfile.escape)
+    earlier = stage_ref(ctx.buildfile, expanded, ctx.stage.index)
     if earlier is not None:
         top = ctx.results[earlier.index].top
     else:
         try:
-            image = ctx.store.get_image(ref)
+            image = ctx.store.get_image(expanded)
         except LayerbuildError:
-            raise ctx.error(instr, f"--from={ref}: no such stage or image in the store") from None
+            raise ctx.error(instr, f"--from={expanded}: no such stage or image in the store",
+                            ) from None
         chains = chain_ids(image.config.diff_ids)
         top = chains[-1] if chains else None
     lowers = tuple(layer_dirs(ctx.store, top))

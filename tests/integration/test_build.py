@@ -135,3 +135,21 @@ def test_dockerignore_and_outputs(lb, base: str, tmp_path: Path) -> None:
     assert not (local / "src/skip.log").exists()
     with tarfile.open(dest) as tar:
         assert "manifest.json" in tar.getnames()
+
+
+def test_shebang_heredoc_and_from_with_a_variable(lb, base: str, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, """\
+FROM base AS awk
+RUN <<EOF
+#!/bin/awk -f
+BEGIN { print "hi from awk" > "/awk.txt" }
+EOF
+FROM scratch
+ARG SOURCE=base
+COPY --from=${SOURCE} /bin/busybox /bb
+COPY --from=awk /awk.txt /awk.txt
+""")
+    lb("build", "-t", "heredoc:1", str(ctx))
+    layers = json.loads(lb("inspect", "heredoc:1").stdout)[0]["Store"]["Layers"]
+    assert (Path(layers[0]["DiffDir"]) / "bb").is_file()
+    assert (Path(layers[1]["DiffDir"]) / "awk.txt").read_text() == "hi from awk\n"
