@@ -223,6 +223,20 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def _secrets(values: list[str]) -> dict[str, Path]:
+    """`--secret id=ID,src=FILE` as id -> file."""
+    out = {}
+    for value in values:
+        fields = dict(part.partition("=")[::2] for part in value.split(","))
+        ident, source = fields.get("id"), fields.get("src") or fields.get("source")
+        if not ident or not source:
+            raise LayerbuildError(f"--secret {value!r}: expected id=ID,src=FILE")
+        if not Path(source).is_file():
+            raise LayerbuildError(f"--secret {ident}: {source} is not a file")
+        out[ident] = Path(source)
+    return out
+
+
 def _buildfile(args: argparse.Namespace) -> Path:
     context = Path(args.context)
     if args.file:
@@ -253,7 +267,8 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
         build_args=_pairs(args.build_arg, "--build-arg"), target=args.target,
         template=True if args.template else None, template_vars=variables,
         source_date_epoch=_epoch(args), network=args.network, no_cache=args.no_cache,
-        no_cache_filter=tuple(s.lower() for s in args.no_cache_filter), dry_run=args.dry_run)
+        no_cache_filter=tuple(s.lower() for s in args.no_cache_filter), dry_run=args.dry_run,
+        secrets=_secrets(args.secret))
     mode = "quiet" if args.quiet else args.progress
     image = build(store, request, ProgressPrinter("plain" if args.dry_run else mode))
     if image is None:
@@ -298,6 +313,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     sp.add_argument("-o", "--output", action="append", default=[], metavar="type=T,dest=D",
                     help="also write the image: docker, oci, local or tar")
+    sp.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
+                    help="a secret for RUN --mount=type=secret (never stored in the image)")
     sp.add_argument("--network", choices=["default", "none", "host"], default="default")
     sp.add_argument("--template", action="store_true", help="render the Buildfile with Jinja2")
     sp.add_argument("--var", action="append", default=[], metavar="K=V",

@@ -48,13 +48,49 @@ def run_cli(root: Path, *args: str, check: bool = True, input_: bytes | None = N
 
 
 @pytest.fixture
-def lb(store_root: Path) -> Run:
-    """The CLI on this test's store."""
+def lb(store_root: Path, tmp_path: Path) -> Iterator[Run]:
+    """The CLI on this test's store.
+
+    Afterwards, every image the test built is checked as a user would use it: its archive
+    passes `validate_archive` and `docker load` (when an engine runs), the store holds no
+    staging debris, and no mount of the store is left behind.
+    """
+    built: list[str] = []
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_cli(store_root, *args, check=check)
+        proc = run_cli(store_root, *args, check=check)
+        if args and args[0] == "build" and proc.returncode == 0 and "--dry-run" not in args:
+            built.append(proc.stdout.split("Successfully built ")[-1].split()[0]
+                         if "Successfully built" in proc.stdout else proc.stdout.strip())
+        return proc
 
-    return run
+    yield run
+    if (store_root / "tmp").exists():
+        assert list((store_root / "tmp").iterdir()) == [], "staging debris left in the store"
+    with open("/proc/self/mountinfo") as f:
+        leaked = [line for line in f if str(store_root) in line]
+    assert leaked == [], f"mounts left behind: {leaked}"
+    _check_built(store_root, tmp_path, built)
+
+
+def _check_built(store_root: Path, tmp_path: Path, built: list[str]) -> None:
+    from layerbuild.archive.sources import TarSource
+    from layerbuild.validate import validate_archive
+
+    engine = docker_ok()
+    present = run_cli(store_root, "images", "-q").stdout.split()
+    for image_id in dict.fromkeys(built):
+        if not image_id.startswith("sha256:") or image_id[7:19] not in present:
+            continue  # removed by the test itself
+        archive = tmp_path / f"built-{image_id[7:19]}.tar"
+        run_cli(store_root, "save", image_id, "-o", str(archive))
+        validate_archive(TarSource(archive))
+        if engine:
+            loaded = subprocess.run(["docker", "load", "-i", str(archive)],
+                                    capture_output=True, text=True)
+            assert loaded.returncode == 0, loaded.stderr
+            subprocess.run(["docker", "rmi", image_id], capture_output=True)
+        archive.unlink()
 
 
 class Docker:

@@ -66,6 +66,7 @@ class BuildRequest:
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
     dry_run: bool = False
+    secrets: Mapping[str, Path] = field(default_factory=dict)
 
 
 class Events:

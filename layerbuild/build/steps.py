@@ -40,6 +40,7 @@ from layerbuild.sandbox import (
     RunSpec,
     StepRoot,
     copy_into,
+    export_merged,
     glob_in_image,
     read_image_file,
     read_image_files,
@@ -131,7 +132,7 @@ def _text(root: StepRoot, path: str) -> str | None:
 def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
          env: Mapping[str, str]) -> None:
     script = run_script(instr)
-    mounts = _mounts(ctx, instr)
+    mounts = _mounts(ctx, instr, env, root.upper.parent)
     if isinstance(script, str) and script.startswith("#!") and instr.heredocs:
         # A heredoc with a shebang runs as its own executable, as BuildKit does.
         path = root.upper.parent / f"heredoc-{instr.heredocs[0].name}"
@@ -169,10 +170,10 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
                          f"exit code {code}" + (f"\n{shown}" if shown else ""))
 
 
-def _mounts(ctx: StepContext, instr: Run) -> list[Mount]:
+def _mounts(ctx: StepContext, instr: Run, env: Mapping[str, str], stage: Path) -> list[Mount]:
     out = []
     for m in instr.mounts:
-        if not m.target:
+        if not m.target and m.type != "secret":
             raise ctx.error(instr, f"--mount type={m.type} needs a target")
         if m.type == "cache":
             ident = m.id or m.target
@@ -182,15 +183,49 @@ def _mounts(ctx: StepContext, instr: Run) -> list[Mount]:
                              uid=m.uid or 0, gid=m.gid or 0))
         elif m.type == "tmpfs":
             out.append(Mount("tmpfs", m.target, None, readonly=False, size=m.size))
+        elif m.type == "bind" and m.from_:
+            tree = _stage_tree(ctx, instr, m.from_, env, stage)
+            sub = posixpath.normpath("/" + (m.source or "")).lstrip("/")
+            out.append(Mount("bind", m.target, tree / sub if sub else tree,
+                             readonly=m.readonly))
         elif m.type == "bind":
-            if m.from_:
-                raise ctx.error(instr, "--mount type=bind,from= is not supported yet")
             rel = ctx.context.resolve(m.source or "")
             out.append(Mount("bind", m.target, ctx.context.root / rel if rel else
                              ctx.context.root, readonly=m.readonly))
+        elif m.type == "secret":
+            ident = m.id or posixpath.basename(m.target or "")
+            if not ident:
+                raise ctx.error(instr, "--mount type=secret needs an id or a target")
+            source = ctx.request.secrets.get(ident)
+            if source is None:
+                if m.required:
+                    raise ctx.error(instr, f"secret {ident!r} is required but was not given "
+                                    "(--secret id=ID,src=FILE)")
+                continue
+            out.append(Mount("secret", m.target or f"/run/secrets/{ident}", Path(source),
+                             mode=m.mode, uid=m.uid or 0, gid=m.gid or 0))
         else:
-            raise ctx.error(instr, f"--mount type={m.type} is not supported yet")
+            raise ctx.error(instr, f"--mount type={m.type} is not supported")
     return out
+
+
+def _stage_tree(ctx: StepContext, instr: Run, ref: str, env: Mapping[str, str],
+                stage: Path) -> Path:
+    """A stage's or image's merged filesystem as a plain directory, for a bind mount."""
+    expanded = expand(ref, env, ctx.buildfile.escape)
+    earlier = stage_ref(ctx.buildfile, expanded, ctx.stage.index)
+    if earlier is not None:
+        top = ctx.results[earlier.index].top
+    else:
+        try:
+            chains = chain_ids(ctx.store.get_image(expanded).config.diff_ids)
+        except LayerbuildError:
+            raise ctx.error(instr, f"from={expanded}: no such stage or image") from None
+        top = chains[-1] if chains else None
+    tree = stage / f"from-{len(list(stage.glob('from-*')))}"
+    tree.mkdir()
+    export_merged(tuple(layer_dirs(ctx.store, top)), tree)
+    return tree
 
 
 def _dest(instr: Copy | Add, config: ImageConfig, env: Mapping[str, str], escape: str) -> str:
@@ -247,7 +282,11 @@ def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConf
                 _add_archive(ctx, root, full, dest, owner if instr.chown else None, stage)
                 continue
             named = rel if wildcard else posixpath.normpath(source).lstrip("/")
-            items, single = _items(ctx.context, rel, dest, many, owner, mode, exclude, named)
+            target, into = dest, many
+            if getattr(instr, "parents", False) and rel:  # keep the source's own path
+                target = posixpath.join(dest, rel if full.is_dir() else posixpath.dirname(rel))
+                target, into = target.rstrip("/") + "/", True
+            items, single = _items(ctx.context, rel, target, into, owner, mode, exclude, named)
             copy_into(root, ctx.context.root, items, follow_source_symlinks=single)
 
 

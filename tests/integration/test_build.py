@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from treeutil import need_root
 
-from layerbuild.archive.sources import TarSource
+from layerbuild.archive.sources import DirSource, TarSource
 from layerbuild.validate import validate_archive
 
 HELLO = """\
@@ -135,6 +135,15 @@ def test_dockerignore_and_outputs(lb, base: str, tmp_path: Path) -> None:
     assert not (local / "src/skip.log").exists()
     with tarfile.open(dest) as tar:
         assert "manifest.json" in tar.getnames()
+    layout = tmp_path / "layout"
+    lb("build", "-o", f"type=oci,dest={layout}", str(ctx))
+    assert len(validate_archive(DirSource(layout))) == 1
+    assert (layout / "oci-layout").is_file()
+    rootfs_tar = tmp_path / "rootfs.tar"
+    lb("build", "-o", f"type=tar,dest={rootfs_tar}", str(ctx))
+    with tarfile.open(rootfs_tar) as tar:
+        names = set(tar.getnames())
+    assert {"./src/keep.txt", "./bin/busybox"} <= names and "./src/skip.log" not in names
 
 
 def test_shebang_heredoc_and_from_with_a_variable(lb, base: str, tmp_path: Path) -> None:
