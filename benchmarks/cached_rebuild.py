@@ -59,6 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {**os.environ, "LAYERBUILD_ROOT": str(work / "store"), "DOCKER_BUILDKIT": "1"}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed layerbuild has its bytecode
         tar = make_base(work)
         lb = [sys.executable, "-m", "layerbuild.cli"]
         subprocess.run([*lb, "import", str(tar), "lbbench-base"], check=True, env=env,

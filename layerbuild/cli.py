@@ -249,7 +249,6 @@ def _buildfile(args: argparse.Namespace) -> Path:
 
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
     from layerbuild.build.engine import BuildRequest, build
-    from layerbuild.build.outputs import parse_output, write_output
     from layerbuild.buildfile import parse_var_file
     from layerbuild.progress import ProgressPrinter
 
@@ -260,7 +259,11 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
         except OSError as exc:
             raise LayerbuildError(f"cannot read {path}: {exc.strerror}") from None
     variables.update(_pairs(args.var, "--var"))
-    outputs = [parse_output(o) for o in args.output]
+    outputs = []
+    if args.output:
+        from layerbuild.build.outputs import parse_output, write_output
+
+        outputs = [parse_output(o) for o in args.output]
     request = BuildRequest(
         context=Path(args.context), buildfile=_buildfile(args),
         tags=tuple(Reference.parse(t) for t in args.tag),

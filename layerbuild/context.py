@@ -119,24 +119,31 @@ class Context:
         st = os.lstat(self._abs(top))
         yield Entry(top, st)
         if stat.S_ISDIR(st.st_mode):
-            yield from self._below(top, top, exclude)
+            yield from self._below(top, exclude)
 
-    def _below(self, top: str, rel: str, exclude: IgnoreRules | None) -> Iterator[Entry]:
+    def _children(self, rel: str) -> list[tuple[str, os.stat_result]]:
         with os.scandir(self._abs(rel)) as it:
-            children = sorted(it, key=lambda e: e.name)
-        for child in children:
-            path = f"{rel}/{child.name}" if rel else child.name
-            st = child.stat(follow_symlinks=False)
-            inner = path[len(top) + 1:] if top else path
-            is_dir = stat.S_ISDIR(st.st_mode)
-            excluded = (bool(self.rules.patterns) and self.rules.excluded(path)) or bool(
-                exclude and exclude.excluded(inner))
+            found = [(f"{rel}/{e.name}" if rel else e.name, e.stat(follow_symlinks=False))
+                     for e in it]
+        found.sort(reverse=True)  # popped from the end: in name order
+        return found
+
+    def _below(self, top: str, exclude: IgnoreRules | None) -> Iterator[Entry]:
+        """Everything below `top`, depth first in name order, without recursion."""
+        rules = self.rules if self.rules.patterns else None
+        # An excluded dir is still entered when a `!` pattern may re-include a child.
+        reinclude = bool(rules and rules.has_exclusions) or bool(
+            exclude and exclude.has_exclusions)
+        cut = len(top) + 1 if top else 0
+        stack = self._children(top)
+        while stack:
+            path, st = stack.pop()
+            excluded = bool(rules and rules.excluded(path)) or bool(
+                exclude and exclude.excluded(path[cut:]))
             if not excluded:
                 yield Entry(path, st)
-            # An excluded dir is still entered when a `!` pattern may re-include a child.
-            reinclude = self.rules.has_exclusions or bool(exclude and exclude.has_exclusions)
-            if is_dir and (not excluded or reinclude):
-                yield from self._below(top, path, exclude)
+            if stat.S_ISDIR(st.st_mode) and (not excluded or reinclude):
+                stack.extend(self._children(path))
 
 
 def _clean(path: str, original: str) -> tuple[str, ...]:

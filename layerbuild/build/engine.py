@@ -20,7 +20,6 @@ from layerbuild.build.plan import (
     stage_ref,
     target_stage,
 )
-from layerbuild.build.steps import StepContext, run_filesystem_step
 from layerbuild.buildfile import (
     Arg,
     Buildfile,
@@ -284,6 +283,9 @@ class Build:
             elif self.request.dry_run:  # keys do not depend on results: keep planning
                 diff_id, top = EMPTY_LAYER_DIFF_ID, state.top
             else:
+                # Loaded here: a fully cached build never needs the sandbox or layer code.
+                from layerbuild.build.steps import StepContext, run_filesystem_step
+
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
                                   self.results, stage, self.request, self.events)
                 diff_id, top = run_filesystem_step(ctx, instr, state.config, state.top, env)

@@ -7,8 +7,6 @@ import hashlib
 import os
 import posixpath
 import shutil
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,6 +380,9 @@ def _add_archive(ctx: StepContext, root: StepRoot, path: Path, dest: str,
 
 def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
              owner: tuple[int, int], mode: int | None, stage: Path) -> None:
+    import urllib.parse  # only ADD of a URL pays for loading the HTTP client
+    import urllib.request
+
     name = posixpath.basename(urllib.parse.urlparse(url).path) or "index.html"
     fetched = stage / f"url-{os.urandom(4).hex()}"
     fetched.mkdir()
