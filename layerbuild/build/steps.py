@@ -210,20 +210,26 @@ def _mounts(ctx: StepContext, instr: Run, env: Mapping[str, str], stage: Path) -
 def _stage_tree(ctx: StepContext, instr: Run, ref: str, env: Mapping[str, str],
                 stage: Path) -> Path:
     """A stage's or image's merged filesystem as a plain directory, for a bind mount."""
-    expanded = expand(ref, env, ctx.buildfile.escape)
-    earlier = stage_ref(ctx.buildfile, expanded, ctx.stage.index)
-    if earlier is not None:
-        top = ctx.results[earlier.index].top
-    else:
-        try:
-            chains = chain_ids(ctx.store.get_image(expanded).config.diff_ids)
-        except LayerbuildError:
-            raise ctx.error(instr, f"from={expanded}: no such stage or image") from None
-        top = chains[-1] if chains else None
+    top = _source_top(ctx, instr, ref, env)
     tree = stage / f"from-{len(list(stage.glob('from-*')))}"
     tree.mkdir()
     export_merged(tuple(layer_dirs(ctx.store, top)), tree)
     return tree
+
+
+def _source_top(ctx: StepContext, instr: Instruction, ref: str,
+                env: Mapping[str, str]) -> Digest | None:
+    """The top layer of the earlier stage or the stored image that a `from` value names."""
+    expanded = expand(ref, env, ctx.buildfile.escape)
+    earlier = stage_ref(ctx.buildfile, expanded, ctx.stage.index)
+    if earlier is not None:
+        return ctx.results[earlier.index].top
+    try:
+        chains = chain_ids(ctx.store.get_image(expanded).config.diff_ids)
+    except LayerbuildError:
+        raise ctx.error(instr, f"--from={expanded}: no such stage or image in the store",
+                        ) from None
+    return chains[-1] if chains else None
 
 
 def _dest(instr: Copy | Add, config: ImageConfig, env: Mapping[str, str], escape: str) -> str:
@@ -320,19 +326,7 @@ def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, 
 def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
                sources: list[str], dest: str, owner: tuple[int, int], mode: int | None,
                env: Mapping[str, str], stage: Path) -> None:
-    expanded = expand(ref, env, ctx.buildfile.escape)
-    earlier = stage_ref(ctx.buildfile, expanded, ctx.stage.index)
-    if earlier is not None:
-        top = ctx.results[earlier.index].top
-    else:
-        try:
-            image = ctx.store.get_image(expanded)
-        except LayerbuildError:
-            raise ctx.error(instr, f"--from={expanded}: no such stage or image in the store",
-                            ) from None
-        chains = chain_ids(image.config.diff_ids)
-        top = chains[-1] if chains else None
-    lowers = tuple(layer_dirs(ctx.store, top))
+    lowers = tuple(layer_dirs(ctx.store, _source_top(ctx, instr, ref, env)))
     uid, gid = (owner if instr.chown else (None, None))
     items = [CopyItem(s.lstrip("/") or ".", dest, uid, gid, mode,
                       into_existing_dir=not dest.endswith("/"))
