@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tarfile
-from io import BytesIO
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from tartools import build, entry
 from treeutil import need_root
 
 
@@ -87,52 +88,34 @@ def test_manifest_naming_a_missing_blob(layout: Path, tmp_path: Path) -> None:
 def test_diff_ids_not_matching_the_layers(layout: Path, tmp_path: Path) -> None:
     target = tmp_path / "t"
     run_cli(target, "images")
-    entry = _manifest(layout)
-    config = json.loads((layout / entry["Config"]).read_text())
+    listed = _manifest(layout)
+    config = json.loads((layout / listed["Config"]).read_text())
     config["rootfs"]["diff_ids"][0] = "sha256:" + "0" * 64
     data = json.dumps(config).encode()
-    import hashlib
-
     name = f"blobs/sha256/{hashlib.sha256(data).hexdigest()}"
     (layout / name).write_bytes(data)
-    entry["Config"] = name
-    (layout / "manifest.json").write_text(json.dumps([entry]))
+    listed["Config"] = name
+    (layout / "manifest.json").write_text(json.dumps([listed]))
     _fails(target, "load", "-i", str(layout), expect="diff_id")
     config["rootfs"]["diff_ids"].append("sha256:" + "1" * 64)
     data = json.dumps(config).encode()
     name = f"blobs/sha256/{hashlib.sha256(data).hexdigest()}"
     (layout / name).write_bytes(data)
-    entry["Config"] = name
-    (layout / "manifest.json").write_text(json.dumps([entry]))
+    listed["Config"] = name
+    (layout / "manifest.json").write_text(json.dumps([listed]))
     _fails(target, "load", "-i", str(layout), expect="diff_ids")
 
 
-def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, BytesIO(data) if data is not None else None)
-    return path
-
-
-def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = link
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    return info
-
-
+# (name, type, link target, content); {outside} and {outside_rel} are filled in per test.
 HOSTILE = {
-    "dotdot": [(_info("../escaped"), b"x")],
-    "deep-dotdot": [(_info("a/../../escaped"), b"x")],
-    "symlink-then-write": [(_info("link", tarfile.SYMTYPE, "{outside}"), None),
-                           (_info("link/escaped"), b"x")],
-    "symlink-chain": [(_info("x", tarfile.SYMTYPE, "."), None),
-                      (_info("esc", tarfile.SYMTYPE, "x/.."), None),
-                      (_info("esc/escaped"), b"x")],
-    "hardlink-out": [(_info("l", tarfile.LNKTYPE, "../../../{outside_rel}/victim"), None)],
+    "dotdot": [("../escaped", tarfile.REGTYPE, "", b"x")],
+    "deep-dotdot": [("a/../../escaped", tarfile.REGTYPE, "", b"x")],
+    "symlink-then-write": [("link", tarfile.SYMTYPE, "{outside}", b""),
+                           ("link/escaped", tarfile.REGTYPE, "", b"x")],
+    "symlink-chain": [("x", tarfile.SYMTYPE, ".", b""),
+                      ("esc", tarfile.SYMTYPE, "x/..", b""),
+                      ("esc/escaped", tarfile.REGTYPE, "", b"x")],
+    "hardlink-out": [("l", tarfile.LNKTYPE, "../../../{outside_rel}/victim", b"")],
 }
 
 
@@ -144,12 +127,10 @@ def test_hostile_rootfs_tar_is_refused(case: str, tmp_path: Path) -> None:
     (outside / "victim").write_text("untouched")
     target = tmp_path / "t"
     run_cli(target, "images")
-    members = []
-    for info, data in HOSTILE[case]:
-        info = _info(info.name, info.type, info.linkname.format(
-            outside=outside, outside_rel=str(outside).lstrip("/")))
-        members.append((info, data))
-    bad = _tar(tmp_path / f"{case}.tar", members)
+    bad = tmp_path / f"{case}.tar"
+    bad.write_bytes(build(*(entry(name, kind, data, linkname=link.format(
+        outside=outside, outside_rel=str(outside).lstrip("/")))
+        for name, kind, link, data in HOSTILE[case])))
     _fails(target, "import", str(bad), "hostile:1", expect="")
     assert sorted(os.listdir(outside)) == ["victim"]
     assert (outside / "victim").read_text() == "untouched"

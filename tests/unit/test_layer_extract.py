@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from tartools import T0, build, entry
 
 from layerbuild.digest import HashingReader
 from layerbuild.errors import FormatError
@@ -27,7 +28,6 @@ from layerbuild.layer import (
 )
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown, trusted.*)")
-T0 = 1_600_000_000
 CAPABILITY = bytes.fromhex("0100000200200000000000000000000000000000")
 
 
@@ -106,27 +106,6 @@ def tar_of(root: Path, kind: Compression = Compression.NONE) -> bytes:
     out = io.BytesIO()
     write_layer(root, out, kind)
     return out.getvalue()
-
-
-def build(*entries: tuple[tarfile.TarInfo, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in entries:
-            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
-
-
-def entry(name: str, type: bytes = tarfile.REGTYPE, data: bytes = b"", **kw: object
-          ) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type = type
-    info.size = len(data)
-    info.mode = 0o755 if type == tarfile.DIRTYPE else 0o644
-    info.mtime = T0
-    info.uid, info.gid = os.getuid(), os.getgid()  # so that most cases run without root too
-    for key, value in kw.items():
-        setattr(info, key, value)
-    return info, data
 
 
 def extract(data: bytes, dest: Path, **kw: bool) -> ExtractInfo:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tartools import build, entry
 
 from layerbuild.errors import FormatError, UnsafePath
 from layerbuild.layer import ExtractInfo, extract_layer, open_decompressed
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown)")
-T0 = 1_600_000_000
 
 
 def state(top: Path, skip: Path) -> dict[str, tuple[object, ...]]:
@@ -63,27 +63,6 @@ def arena(tmp_path: Path) -> Arena:
     (sentinel / "etc" / "passwd").write_bytes(b"root:x:0:0::/root:/bin/sh\n")
     (sentinel / "secret").write_bytes(b"s3cret")
     return Arena(tmp_path, dest, sentinel, state(tmp_path, dest))
-
-
-def build(*entries: tuple[tarfile.TarInfo, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in entries:
-            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
-
-
-def entry(name: str, type: bytes = tarfile.REGTYPE, data: bytes = b"", **kw: object
-          ) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type = type
-    info.size = len(data)
-    info.mode = 0o755 if type == tarfile.DIRTYPE else 0o644
-    info.mtime = T0
-    info.uid, info.gid = os.getuid(), os.getgid()  # so that most cases run without root too
-    for key, value in kw.items():
-        setattr(info, key, value)
-    return info, data
 
 
 def symlink(name: str, target: str) -> tuple[tarfile.TarInfo, bytes]:
