@@ -296,3 +296,22 @@ def rfc3339(epoch: int | None = None) -> str:
     if epoch is not None:
         return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def timestamp(created: str) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time (any precision), or None if it is not one.
+
+    >>> timestamp("1970-01-01T00:01:00.123456789Z")
+    60.123456
+    """
+    head, dot, rest = created.partition(".")
+    if dot:  # Python reads at most microseconds
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        head = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    try:
+        when = _dt.datetime.fromisoformat(head)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    return when.timestamp()

@@ -56,6 +56,8 @@ class Ingested:
 
     record: LayerRecord
     existed: bool
+    newest: int = 0
+    """The newest mtime in the layer (seconds), when it was made from a directory."""
 
 
 def content_size(root: Path) -> int:
@@ -141,7 +143,7 @@ def ingest_dir(store: Store, parent: Digest | None, diff: Path, stage: Path,
     stored = Descriptor(layer_media_type("gzip"), info.digest, info.size)
     record = store.commit_layer(parent, info.diff_id, diff, content_size(diff),
                                 info.uncompressed_size, stored, blob_path, lease=lease)
-    return Ingested(record, existed)
+    return Ingested(record, existed, info.newest)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,7 @@ from treeutil import docker_ok, make_busybox_rootfs, make_tar, need
 from layerbuild.store import Store
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
+BUSYBOX = "/bin/busybox"  # static, from Debian's busybox-static
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +39,13 @@ def store(store_root: Path) -> Store:
 
 
 def run_cli(root: Path, *args: str, check: bool = True, input_: bytes | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run `layerbuild --root ROOT ARGS…` as a user would, in a new process."""
+            timeout: float = 600, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    """Run `layerbuild --root ROOT ARGS…` as a user would, in a new process (`env` adds to
+    the environment)."""
     proc = subprocess.run([sys.executable, "-m", "layerbuild.cli", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env} if env else None)
     if check and proc.returncode != 0:
         raise AssertionError(f"layerbuild {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
@@ -52,13 +57,14 @@ def lb(store_root: Path, tmp_path: Path) -> Iterator[Run]:
     """The CLI on this test's store.
 
     Afterwards, every image the test built is checked as a user would use it: its archive
-    passes `validate_archive` and `docker load` (when an engine runs), the store holds no
-    staging debris, and no mount of the store is left behind.
+    passes `validate_archive`, `docker load` and `docker run` (when an engine runs), the store
+    holds no staging debris, and no mount of the store is left behind.
     """
     built: list[str] = []
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = run_cli(store_root, *args, check=check)
+    def run(*args: str, check: bool = True, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+        proc = run_cli(store_root, *args, check=check, env=env)
         if args and args[0] == "build" and proc.returncode == 0 and "--dry-run" not in args:
             built.append(proc.stdout.split("Successfully built ")[-1].split()[0]
                          if "Successfully built" in proc.stdout else proc.stdout.strip())
@@ -89,8 +95,22 @@ def _check_built(store_root: Path, tmp_path: Path, built: list[str]) -> None:
             loaded = subprocess.run(["docker", "load", "-i", str(archive)],
                                     capture_output=True, text=True)
             assert loaded.returncode == 0, loaded.stderr
-            subprocess.run(["docker", "rmi", image_id], capture_output=True)
+            try:
+                _docker_run(image_id)
+            finally:
+                subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
         archive.unlink()
+
+
+def _docker_run(image_id: str) -> None:
+    """Start a container of the image as its config says (user, workdir, env), with a static
+    busybox bound in as the command, so images without a shell (scratch) run too."""
+    probe = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{BUSYBOX}:/.probe/busybox:ro",
+         "--entrypoint", "/.probe/busybox", image_id, "sh", "-c", 'echo "ran in $PWD"'],
+        capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and "ran in /" in probe.stdout, \
+        f"docker run {image_id} failed:\n{probe.stdout}{probe.stderr}"
 
 
 class Docker:

@@ -24,6 +24,7 @@ from layerbuild.buildfile import (
     Instruction,
     Label,
     Maintainer,
+    Mount,
     Onbuild,
     Run,
     Shell,
@@ -286,6 +287,29 @@ def created_by(instr: Instruction, config: ImageConfig, env: Mapping[str, str],
     if isinstance(instr, User | StopSignal):
         return f"{name} {x(describe(instr))}"
     return f"{name} {describe(instr)}"
+
+
+def step_text(instr: Instruction) -> str:
+    """The instruction as a progress line shows it: its flags, then `describe`'s text."""
+    flags: list[str] = []
+    if isinstance(instr, Run):
+        flags += [f"--network={instr.network}"] if instr.network else []
+        flags += [f"--mount={_mount_text(m)}" for m in instr.mounts]
+    elif isinstance(instr, Copy | Add):
+        for name in ("from_", "chown", "chmod", "checksum"):
+            value = getattr(instr, name, None)
+            flags += [f"--{name.rstrip('_')}={value}"] if value else []
+        flags += [f"--exclude={p}" for p in instr.exclude]
+        flags += [f"--{name}" for name in ("link", "parents") if getattr(instr, name, False)]
+    return " ".join([instr.instruction, *flags, describe(instr)])
+
+
+def _mount_text(mount: Mount) -> str:
+    fields = [f"type={mount.type}"]
+    for name in ("target", "source", "from_", "id"):
+        value = getattr(mount, name)
+        fields += [f"{name.rstrip('_')}={value}"] if value else []
+    return ",".join(fields)
 
 
 def describe(instr: Instruction) -> str:

@@ -6,6 +6,7 @@ filesystem step runs is in `steps`, and every mount or process is the sandbox's.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,7 @@ from layerbuild.build import config as cfg
 from layerbuild.build.keys import cacheable, step_inputs
 from layerbuild.build.plan import (
     is_layer_step,
+    is_linked,
     needed_stages,
     run_script,
     stage_ref,
@@ -37,16 +39,26 @@ from layerbuild.buildfile import (
     parse_buildfile,
     platform_args,
     render_template,
+    unused_build_args,
 )
 from layerbuild.cache import CachedStep, CacheIndex, why_missed
 from layerbuild.context import Context, load_ignore
-from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_ids
+from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_id, chain_ids
 from layerbuild.errors import BuildfileError, LayerbuildError
-from layerbuild.image import History, Image, ImageConfig, empty_config, host_platform, rfc3339
+from layerbuild.image import (
+    History,
+    Image,
+    ImageConfig,
+    empty_config,
+    host_platform,
+    rfc3339,
+    timestamp,
+)
 from layerbuild.reference import Reference
 from layerbuild.store import Store
 
 COMMENT = "buildkit.dockerfile.v0"
+EPOCH_ARG = "SOURCE_DATE_EPOCH"
 
 
 @dataclass(frozen=True)
@@ -124,10 +136,14 @@ class Build:
         self.request = request
         self.events = events or Events()
         self.buildfile = read_buildfile(request)
-        self.created = rfc3339(request.source_date_epoch)
+        self.epoch = source_date_epoch(request)
+        self.request = request = replace(request, source_date_epoch=self.epoch)
+        build_args = dict(request.build_args)
+        if self.epoch is not None:  # a build arg too, for RUN steps that declare it
+            build_args[EPOCH_ARG] = str(self.epoch)
         self.context = Context(request.context, load_ignore(request.context, request.buildfile))
         platform = host_platform_value()
-        self.scope = Scope.initial(request.build_args, platform_args(platform, platform))
+        self.scope = Scope.initial(build_args, platform_args(platform, platform))
         for arg in self.buildfile.global_args:
             self.scope = self.scope.apply(arg, self.buildfile.escape)
         self.results: dict[int, StageState] = {}
@@ -145,6 +161,10 @@ class Build:
         target = target_stage(self.buildfile, self.request.target)
         stages = needed_stages(self.buildfile, target, self.scope.environment())
         self._total = sum(1 + len(s.instructions) for s in stages)
+        unused = [a for a in unused_build_args(self.buildfile, self.request.build_args)
+                  if a != EPOCH_ARG]
+        if unused:
+            self.events.note(f"warning: build args not used by any ARG: {', '.join(unused)}")
         with self.store.staging() as lease:
             for stage in stages:
                 self.results[stage.index] = self._build_stage(stage, lease)
@@ -152,9 +172,8 @@ class Build:
             if self.request.dry_run:
                 return None
             final = self.results[target.index]
-            # A fully cached build keeps the time its steps were made, and so its image ID.
-            created = final.config.history[-1].created if final.config.history else None
-            image = Image.from_config(replace(final.config, created=created or self.created))
+            # The image is as new as its last step, so a fully cached build keeps its image ID.
+            image = Image.from_config(replace(final.config, created=self._previous(final)))
             self.store.put_image(image, list(self.request.tags))
         return image
 
@@ -227,14 +246,22 @@ class Build:
     def _dispatch(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
                   position: str, label: str | None = None) -> StageState:
         text = cfg.describe(instr)
-        started = self._announce(label or f"{instr.instruction} {text}")
+        started = self._announce(label or cfg.step_text(instr))
         env = state.scope.environment()
         inputs = step_inputs(state.key, instr, env, self.buildfile, stage.index, self.context,
                              self.stats, lambda i: self.results[i].key, self._image_key)
+        if self.epoch is not None:  # it sets the step's times, so it is part of its result
+            inputs = replace(inputs, extra={**inputs.extra, EPOCH_ARG: str(self.epoch)})
+        linked = is_linked(instr)
+        if linked:  # its layer does not depend on the layers below it
+            workdir = str(state.config.config.get("WorkingDir") or "/")
+            inputs = replace(inputs, parent="linked", extra={**inputs.extra, "workdir": workdir})
         key = inputs.key()
         slot = f"{self.request.buildfile.resolve()}:{stage.index}:{position}"
         cached = self.cache.get(key) if self._use_cache(stage) and cacheable(inputs) else None
-        if cached is not None and cached.chain_id is not None:
+        if cached is not None and cached.diff_id is not None and linked:
+            cached = self._relinked(cached, state.top, lease)
+        elif cached is not None and cached.chain_id is not None:
             if self.store.layer(cached.chain_id) is None:
                 cached = None
             else:
@@ -250,12 +277,30 @@ class Build:
             diff = state.config.diff_ids[-1] if top is not None else None
             self.cache.put(key, CachedStep(history, top, diff))
             self.cache.remember(slot, inputs)
-        state.key = key
+        # What follows a linked step depends on everything below it, as after any other step.
+        state.key = hashlib.sha256(f"{state.key}+{key}".encode()).hexdigest() if linked else key
         if self.request.dry_run and cached is None:
             self.events.note("  would run")
         else:
             self.events.done(time.monotonic() - started, cached=cached is not None)
         return state
+
+    def _relinked(self, cached: CachedStep, top: Digest | None, lease: Path,
+                  ) -> CachedStep | None:
+        """A cached linked layer put on the stack `top`: it is there, or it is stored there
+        from the blob of the same layer on another stack (a rebase, nothing is rerun)."""
+        assert cached.diff_id is not None
+        chain = chain_id(top, cached.diff_id)
+        if self.store.layer(chain) is None:
+            if cached.chain_id is None or (was := self.store.layer(cached.chain_id)) is None:
+                return None
+            if not self.request.dry_run:
+                from layerbuild.build.steps import relink
+
+                relink(self.store, was, top, lease)
+        if not self.request.dry_run:
+            self.store.hold(lease, chain)
+        return replace(cached, chain_id=chain)
 
     def _image_key(self, ref: str) -> str:
         try:
@@ -274,9 +319,10 @@ class Build:
             state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
                                               self.buildfile.path)
         history = cached.history if cached is not None else History(
-            created=self.created, comment=COMMENT, created_by=cfg.created_by(
+            comment=COMMENT, created_by=cfg.created_by(
                 instr, state.config, env, escape, state.scope.args,
                 run_script(instr) if isinstance(instr, Run) else ""))
+        newest: int | None = None
         if is_layer_step(instr):
             if cached is not None and cached.diff_id is not None:
                 diff_id, top = cached.diff_id, cached.chain_id
@@ -288,16 +334,60 @@ class Build:
 
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
                                   self.results, stage, self.request, self.events)
-                diff_id, top = run_filesystem_step(ctx, instr, state.config, state.top, env)
+                diff_id, top, newest = run_filesystem_step(ctx, instr, state.config,
+                                                           state.top, env)
+            if cached is None:
+                history = replace(history, created=self._created(state, instr, newest))
             state.config = state.config.with_layer(diff_id, history)
             state.top = top
         else:
+            if cached is None:
+                history = replace(history, created=self._created(state, instr, None))
             state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
                                               self.buildfile.path)
             state.cmd_set = state.cmd_set or instr.instruction == "CMD"
             if history.created_by is not None:
                 state.config = state.config.with_history(history)
         return history
+
+    def _created(self, state: StageState, instr: Instruction, newest: int | None) -> str:
+        """When a new step was made.
+
+        With SOURCE_DATE_EPOCH, the epoch. Otherwise only a RUN takes the time it ran: a step
+        that runs nothing is as new as the step before it, or as its newest file if that is
+        later, so building the same inputs again, anywhere, gives the same image.
+        """
+        if self.epoch is not None:
+            return rfc3339(self.epoch)
+        if isinstance(instr, Run):
+            return rfc3339()
+        if is_linked(instr) and newest is not None:  # made apart from the steps before
+            return rfc3339(newest)
+        previous = self._previous(state)
+        if newest is None or (previous_at := timestamp(previous)) is None \
+                or previous_at >= newest:
+            return previous
+        return rfc3339(newest)
+
+    def _previous(self, state: StageState) -> str:
+        """The time of the stage's last step (the epoch for a new image with none)."""
+        for entry in reversed(state.config.history):
+            if entry.created:
+                return entry.created
+        return rfc3339(self.epoch if self.epoch is not None else 0)
+
+
+def source_date_epoch(request: BuildRequest) -> int | None:
+    """SOURCE_DATE_EPOCH for a build: the request's, or a build arg of that name (BuildKit)."""
+    if request.source_date_epoch is not None:
+        return request.source_date_epoch
+    value = request.build_args.get(EPOCH_ARG)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise LayerbuildError(f"{EPOCH_ARG} must be an integer, not {value!r}") from None
 
 
 def build(store: Store, request: BuildRequest, events: Events | None = None) -> Image | None:

@@ -77,3 +77,8 @@ def run_script(instr: Run) -> str | tuple[str, ...]:
 def is_layer_step(instr: Instruction) -> bool:
     """Whether a step changes the filesystem (and so makes a layer); WORKDIR makes its dir."""
     return isinstance(instr, Run | Copy | Add | Workdir)
+
+
+def is_linked(instr: Instruction) -> bool:
+    """Whether a step is COPY/ADD --link: its layer is made apart from the layers below."""
+    return isinstance(instr, Copy | Add) and instr.link

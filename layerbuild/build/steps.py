@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerbuild.build import config as cfg
-from layerbuild.build.plan import run_script, stage_ref
+from layerbuild.build.plan import is_linked, run_script, stage_ref
 from layerbuild.build.users import Ids, home_dir, resolve_chown, resolve_user
 from layerbuild.buildfile import (
     Add,
@@ -29,8 +29,8 @@ from layerbuild.buildfile import (
 from layerbuild.context import Context, ContextError
 from layerbuild.digest import Digest, chain_ids
 from layerbuild.errors import BuildfileError, LayerbuildError, StepFailed
-from layerbuild.image import ImageConfig
-from layerbuild.ingest import ingest_dir
+from layerbuild.image import ImageConfig, timestamp
+from layerbuild.ingest import ingest_blob, ingest_dir
 from layerbuild.layer import extract_layer, open_decompressed
 from layerbuild.sandbox import (
     CopyItem,
@@ -44,7 +44,7 @@ from layerbuild.sandbox import (
     read_image_files,
     run_step,
 )
-from layerbuild.store import Store
+from layerbuild.store import LayerRecord, Store
 
 if TYPE_CHECKING:
     from layerbuild.build.engine import BuildRequest, Events, StageState
@@ -83,8 +83,10 @@ def layer_dirs(store: Store, top: Digest | None) -> list[Path]:
 
 
 def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfig,
-                        top: Digest | None, env: Mapping[str, str]) -> tuple[Digest, Digest]:
-    """Run RUN/COPY/ADD on the stack `top`; returns the new layer's (diff_id, chain ID)."""
+                        top: Digest | None, env: Mapping[str, str],
+                        ) -> tuple[Digest, Digest, int]:
+    """Run RUN/COPY/ADD/WORKDIR on the stack `top`; returns the new layer's diff_id, chain ID
+    and newest mtime."""
     with ctx.store.staging() as stage:
         upper, work = stage / "upper", stage / "work"
         upper.mkdir()
@@ -93,24 +95,47 @@ def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfi
         if isinstance(instr, Run):
             _run(ctx, instr, root, config, env)
         elif isinstance(instr, Workdir):
-            _workdir(root, config, stage)
+            _workdir(root, config, stage, ctx.request.source_date_epoch)
         else:
-            _copy(ctx, instr, root, config, env, stage)  # type: ignore[arg-type]
+            # --link: written into an empty tree, so the layer is the same on any base (the
+            # base is only read, for --chown names).
+            into = StepRoot((), upper, work) if is_linked(instr) else root
+            _copy(ctx, instr, root, into, config, env, stage)  # type: ignore[arg-type]
         got = ingest_dir(ctx.store, top, upper, stage, ctx.request.source_date_epoch,
                          lease=ctx.lease)
-    return got.record.diff_id, got.record.chain_id
+    return got.record.diff_id, got.record.chain_id, got.newest
 
 
-def _workdir(root: StepRoot, config: ImageConfig, stage: Path) -> None:
+def _workdir(root: StepRoot, config: ImageConfig, stage: Path, epoch: int | None,
+             ) -> None:
     """Create the WORKDIR (and its parents) unless the image has it; an existing one is kept.
 
-    What it creates belongs to the USER in force, as BuildKit makes it.
+    What it creates belongs to the USER in force, as BuildKit makes it, and takes the time of
+    the step before (so the layer does not depend on when it was built).
     """
     empty = stage / "workdir"
     empty.mkdir(mode=0o755)
     workdir = str(config.config.get("WorkingDir") or "/")
     ids, _home = _ids(root, str(config.config.get("User") or ""))
-    copy_into(root, empty, [CopyItem(".", workdir, ids.uid, ids.gid, 0o755, recursive=False)])
+    copy_into(root, empty, [CopyItem(".", workdir, ids.uid, ids.gid, 0o755, recursive=False,
+                                     made_time=made_time(config, epoch))])
+
+
+def relink(store: Store, layer: LayerRecord, top: Digest | None, lease: Path) -> None:
+    """Store a layer made by COPY --link on another stack `top` too, from its blob."""
+    blob = layer.blobs[0]
+    with open(store.blob_path(blob.digest), "rb") as f:
+        ingest_blob(store, top, layer.diff_id, f, blob.media_type, expected=blob.digest,
+                    expected_size=blob.size, lease=lease)
+
+
+def made_time(config: ImageConfig, epoch: int | None) -> int:
+    """The time for directories a step makes without a source: that of the step before (for
+    a new image, SOURCE_DATE_EPOCH or 0)."""
+    for entry in reversed(config.history):
+        if entry.created and (when := timestamp(entry.created)) is not None:
+            return int(when)
+    return epoch or 0
 
 
 def _ids(root: StepRoot, user: str) -> tuple[Ids, str]:
@@ -240,14 +265,15 @@ def _dest(instr: Copy | Add, config: ImageConfig, env: Mapping[str, str], escape
     return dest
 
 
-def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConfig,
-          env: Mapping[str, str], stage: Path) -> None:
+def _copy(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoot,
+          config: ImageConfig, env: Mapping[str, str], stage: Path) -> None:
+    """COPY/ADD into `root`; `base` is the image so far (where --chown names are looked up)."""
     escape = ctx.buildfile.escape
     dest = _dest(instr, config, env, escape)
     owner = (0, 0)
     if instr.chown:
         spec = expand(instr.chown, env, escape)
-        owner = resolve_chown(spec, _text(root, "/etc/passwd"), _text(root, "/etc/group"))
+        owner = resolve_chown(spec, _text(base, "/etc/passwd"), _text(base, "/etc/group"))
     mode = int(instr.chmod, 8) if instr.chmod else None
     sources = [expand(s, env, escape) for s in instr.sources]
     exclude = IgnoreRules.from_patterns([expand(p, env, escape) for p in instr.exclude]) \
@@ -259,9 +285,11 @@ def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConf
     if instr.heredocs:
         docs = stage / "heredocs"
         docs.mkdir()
+        written = ctx.request.buildfile.stat().st_mtime_ns  # a heredoc is as new as its file
         for doc in instr.heredocs:
             body = expand(doc.content, env, escape) if doc.expand else doc.content
             (docs / doc.name).write_text(body)
+            os.utime(docs / doc.name, ns=(written, written))
         items = [CopyItem(doc.name, _into(dest, doc.name, many), owner[0], owner[1],
                           mode if mode is not None else 0o644) for doc in instr.heredocs]
         copy_into(root, docs, items)
@@ -283,7 +311,8 @@ def _copy(ctx: StepContext, instr: Copy | Add, root: StepRoot, config: ImageConf
         for rel in matches:
             full = ctx.context.root / rel if rel else ctx.context.root
             if isinstance(instr, Add) and full.is_file() and _is_archive(full):
-                _add_archive(ctx, root, full, dest, owner if instr.chown else None, stage)
+                _add_archive(root, full, dest, owner if instr.chown else None, stage,
+                             made_time(config, ctx.request.source_date_epoch))
                 continue
             named = rel if wildcard else posixpath.normpath(source).lstrip("/")
             target, into = dest, many
@@ -360,15 +389,17 @@ def _is_archive(path: Path) -> bool:
     return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"
 
 
-def _add_archive(ctx: StepContext, root: StepRoot, path: Path, dest: str,
-                 owner: tuple[int, int] | None, stage: Path) -> None:
+def _add_archive(root: StepRoot, path: Path, dest: str, owner: tuple[int, int] | None,
+                 stage: Path, made: int) -> None:
     """Extract a local archive into dest; `--chown` owns what it extracts, as in BuildKit
-    0.23+ (older BuildKit, Docker 20.10's among them, left the archive's owners)."""
+    0.23+ (older BuildKit, Docker 20.10's among them, left the archive's owners).
+
+    Directories the archive does not list, and dest, take the time `made`."""
     unpacked = stage / f"add-{os.urandom(4).hex()}"
     with open(path, "rb") as raw:
-        extract_layer(open_decompressed(raw), unpacked, whiteouts=False)
+        extract_layer(open_decompressed(raw), unpacked, whiteouts=False, implicit_mtime=made)
     items = [CopyItem(".", dest.rstrip("/") or "/", owner[0] if owner else None,
-                      owner[1] if owner else None, None)]
+                      owner[1] if owner else None, None, made_time=made)]
     copy_into(root, unpacked, items)
 
 
@@ -387,12 +418,21 @@ def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
             while chunk := response.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
+            modified = response.headers.get("Last-Modified")
     except OSError as exc:
         raise ctx.error(instr, f"cannot fetch {url}: {exc}") from None
     if instr.checksum and instr.checksum != f"sha256:{h.hexdigest()}":
         raise ctx.error(instr, f"{url}: checksum sha256:{h.hexdigest()} does not match "
                         f"{instr.checksum}")
     os.chmod(target, 0o600)
+    if modified:  # the file is as new as the server says, as in Docker
+        import email.utils
+
+        try:
+            when = email.utils.parsedate_to_datetime(modified).timestamp()
+            os.utime(target, (when, when))
+        except (TypeError, ValueError):
+            pass
     item = CopyItem(name, _into(dest, name, False), owner[0], owner[1], mode,
                     into_existing_dir=not dest.endswith("/"))
     copy_into(root, fetched, [item])

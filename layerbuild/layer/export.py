@@ -36,6 +36,8 @@ class LayerInfo:
     """Bytes written to the sink."""
     uncompressed_size: int
     """Bytes of the uncompressed tar."""
+    newest: int = 0
+    """The newest mtime written (seconds; after clamping), 0 for an empty layer."""
 
 
 @dataclass(frozen=True)
@@ -65,22 +67,25 @@ def write_layer(root: Path, sink: BinaryIO, compression: Compression = Compressi
     """
     if Compression(compression) is Compression.NONE:
         tar = blob = HashingWriter(sink)  # the blob is the tar: hash it once
-        _export(os.fsencode(root), tar, source_date_epoch)
+        newest = _export(os.fsencode(root), tar, source_date_epoch)
         blob.flush()
     else:
         blob = HashingWriter(sink)
         with compress_writer(compression, cast(BinaryIO, blob)) as packed:
             tar = HashingWriter(cast(BinaryIO, packed))
-            _export(os.fsencode(root), tar, source_date_epoch)
+            newest = _export(os.fsencode(root), tar, source_date_epoch)
     return LayerInfo(diff_id=tar.digest, digest=blob.digest, size=blob.size,
-                     uncompressed_size=tar.size)
+                     uncompressed_size=tar.size, newest=newest)
 
 
-def _export(top: bytes, tar: HashingWriter, source_date_epoch: int | None) -> None:
+def _export(top: bytes, tar: HashingWriter, source_date_epoch: int | None) -> int:
+    """Write the tree's tar; returns the newest mtime written."""
     blocks = _Blocks(tar)
-    _Exporter(blocks, source_date_epoch).run(top)
+    exporter = _Exporter(blocks, source_date_epoch)
+    exporter.run(top)
     blocks.write(th.END_OF_ARCHIVE)
     blocks.flush()
+    return exporter.newest
 
 
 class _Blocks:
@@ -178,6 +183,7 @@ class _Exporter:
         self._out = out
         self._epoch = source_date_epoch
         self._links: dict[tuple[int, int], bytes] = {}
+        self.newest = 0
 
     def run(self, top: bytes) -> None:
         root_st = os.stat(top)
@@ -190,7 +196,10 @@ class _Exporter:
 
     def _mtime(self, st: os.stat_result) -> int:
         mtime = st.st_mtime_ns // 1_000_000_000
-        return self._epoch if self._epoch is not None and mtime > self._epoch else mtime
+        if self._epoch is not None and mtime > self._epoch:
+            mtime = self._epoch
+        self.newest = max(self.newest, mtime)
+        return mtime
 
     def _opaque_marker(self, rel: bytes, st: os.stat_result) -> th.Header:
         # Like Docker: an empty regular file with the dir's owner and permission bits.

@@ -71,13 +71,15 @@ class _StrictInfo(tarfile.TarInfo):
         return obj._proc_member(tarfile_)  # type: ignore[attr-defined, no-any-return]
 
 
-def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True) -> ExtractInfo:
+def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True,
+                  implicit_mtime: int | None = None) -> ExtractInfo:
     """Extract an uncompressed layer tar from `stream` (may be a pipe) into `dest`.
 
     OCI whiteouts become overlay ones (0/0 char devices, `trusted.overlay.opaque=y`); with
     `whiteouts=False` (a plain rootfs) any `.wh.*` name is an error. Owners, modes (setuid
     included), devices, xattrs, hard links and mtimes are kept, so this needs root for most
-    real layers. The stream is read to its end, past the end-of-archive blocks.
+    real layers. The stream is read to its end, past the end-of-archive blocks. Directories
+    the archive has no entry for are made 0755; with `implicit_mtime` they take that time.
     """
     os.makedirs(dest, exist_ok=True)
     resolver = Resolver(os.open(dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
@@ -96,7 +98,7 @@ def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True) -> Ex
         except OSError as e:
             e.add_note(f"while extracting {name!r}")
             raise
-        writer.finish()
+        writer.finish(implicit_mtime)
         while stream.read(CHUNK):  # past the end blocks: let a hashing reader see every byte
             pass
     finally:
@@ -242,8 +244,11 @@ class _Writer:
         else:
             os.utime(leaf, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
 
-    def finish(self) -> None:
+    def finish(self, implicit_mtime: int | None = None) -> None:
         """Set directory mtimes, deepest first, now that nothing will be created inside them."""
+        if implicit_mtime is not None:
+            for parts in self._root.made:
+                self._dir_mtimes.setdefault(parts, _ns(implicit_mtime))
         for parts in sorted(self._dir_mtimes, key=len, reverse=True):
             mtime = self._dir_mtimes[parts]
             try:

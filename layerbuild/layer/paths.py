@@ -42,6 +42,8 @@ class Resolver:
 
     def __init__(self, root_fd: int) -> None:
         self.fd = root_fd
+        self.made: list[tuple[str, ...]] = []
+        """The directories made on the way, in the order they were made."""
 
     def close(self) -> None:
         """Close the root fd."""
@@ -63,15 +65,16 @@ class Resolver:
         fd = os.dup(self.fd)
         try:
             for i, comp in enumerate(parts):
-                child = self._step(fd, comp, name, "/".join(parts[: i + 1]), create)
+                child = self._step(fd, comp, name, parts[: i + 1], create)
                 os.close(fd)
                 fd = child
             yield fd
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _step(fd: int, comp: str, name: str, path: str, create: bool) -> int:
+    def _step(self, fd: int, comp: str, name: str, parts: tuple[str, ...], create: bool,
+              ) -> int:
+        path = "/".join(parts)
         try:
             return os.open(comp, _DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
@@ -85,4 +88,5 @@ class Resolver:
             raise FormatError(f"{name!r}: {path!r} is not a directory") from None
         os.mkdir(comp, 0o755, dir_fd=fd)
         os.chmod(comp, 0o755, dir_fd=fd)  # whatever the umask
+        self.made.append(parts)
         return os.open(comp, _DIR_FLAGS, dir_fd=fd)

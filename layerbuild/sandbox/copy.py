@@ -6,6 +6,11 @@ process is chrooted into the step's merged overlay before it writes, so destinat
 paths that the kernel resolves inside the image: an image symlink `/app -> /etc` leads to the
 image's /etc, never the host's. Copies keep Docker COPY's rules: modes, times, symlinks, hard
 links within a source and xattrs (except overlayfs' own) are kept; owners are the item's.
+
+Directory times never depend on when the copy ran, so the same sources give the same layer: a
+directory copied from a source keeps the source's times, one made on the way to a destination
+takes the item's source times (or its `made_time`), and an existing directory the copy writes
+into keeps the times it had.
 """
 
 from __future__ import annotations
@@ -32,16 +37,51 @@ class Copier:
     def __init__(self, source_fd: int, follow_symlinks: bool) -> None:
         self.source_fd = source_fd
         self.follow = follow_symlinks
-        self.dir_times: list[tuple[str, int, int]] = []
+        self.dir_times: dict[str, tuple[int, int]] = {}
+        """(atime, mtime) in ns that each directory written into or made ends up with."""
         self.links: dict[tuple[int, int], str] = {}
 
     def copy_all(self, items: list[dict[str, Any]]) -> None:
-        """Copy every item, then give copied directories their source times."""
+        """Copy every item, then give the directories involved their final times."""
         for item in items:
             self.links = {}
             self.copy(item)
-        for dest, atime, mtime in sorted(self.dir_times, key=lambda t: -t[0].count("/")):
-            os.utime(dest, ns=(atime, mtime), follow_symlinks=False)
+        for dest, times in self.dir_times.items():
+            os.utime(dest, ns=times)
+
+    def _writing_into(self, directory: str) -> None:
+        """Note a directory's times before its first change (its entries are about to be)."""
+        if directory not in self.dir_times:
+            st = os.stat(directory)
+            self.dir_times[directory] = (st.st_atime_ns, st.st_mtime_ns)
+
+    def makedirs(self, path: str, uid: int, gid: int, times: tuple[int, int],
+                 links: int = 0) -> None:
+        """`mkdir -p` inside the chroot: new directories 0755, owned by uid:gid, with `times`.
+
+        A dangling image symlink on the way has its target made, inside the image (as BuildKit
+        does); the chroot keeps every lookup there.
+        """
+        current = "/"
+        for comp in path.split("/"):
+            if comp in ("", "."):
+                continue
+            parent, current = current, posixpath.join(current, comp)
+            if os.path.isdir(current):
+                continue
+            if os.path.islink(current):
+                if links >= MAX_LINKS:
+                    raise StepFailed(f"{path}: too many levels of symbolic links")
+                self.makedirs(posixpath.join(parent, os.readlink(current)), uid, gid, times,
+                              links + 1)
+                continue
+            if os.path.lexists(current):
+                raise StepFailed(f"{current} is not a directory in the image")
+            self._writing_into(parent)
+            os.mkdir(current, 0o755)
+            os.chown(current, uid, gid)
+            os.chmod(current, 0o755)
+            self.dir_times[current] = times
 
     def copy(self, item: dict[str, Any]) -> None:
         """Copy one item."""
@@ -64,8 +104,9 @@ class Copier:
     def _copy_top(self, parent: int, name: str | None, st: os.stat_result, dest: str,
                   item: dict[str, Any], shown: str | None) -> None:
         uid, gid = item["uid"] or 0, item["gid"] or 0
+        times = _item_times(item, st)
         if stat.S_ISDIR(st.st_mode) and item["recursive"]:
-            makedirs(dest, uid, gid)
+            self.makedirs(dest, uid, gid, times)
             fd = self._open(parent, name, _DIR)
             try:
                 self._tree(fd, dest, item)
@@ -77,7 +118,7 @@ class Copier:
         if not stat.S_ISDIR(st.st_mode) and (
                 dest.endswith("/") or (item["into_existing_dir"] and os.path.isdir(dest))):
             dest = posixpath.join(dest, shown or "")
-        makedirs(posixpath.dirname(dest.rstrip("/")) or "/", uid, gid)
+        self.makedirs(posixpath.dirname(dest.rstrip("/")) or "/", uid, gid, times)
         self._entry(parent, name, st, dest.rstrip("/") or "/", item, recurse=False)
 
     def _open(self, parent: int, name: str | None, flags: int) -> int:
@@ -96,6 +137,7 @@ class Copier:
         uid = item["uid"] if item["uid"] is not None else st.st_uid
         gid = item["gid"] if item["gid"] is not None else st.st_gid
         perms = item["mode"] if item["mode"] is not None else stat.S_IMODE(mode)
+        self._writing_into(posixpath.dirname(dest))
         if stat.S_ISDIR(mode):
             self._dir(parent, name, st, dest, item, (uid, gid, perms), recurse)
         elif stat.S_ISREG(mode):
@@ -129,7 +171,9 @@ class Copier:
                     _set_meta(fd, out, owner)
                 finally:
                     os.close(out)
-                self.dir_times.append((dest, st.st_atime_ns, st.st_mtime_ns))
+                top = dest == (item["dest"].rstrip("/") or "/")
+                self.dir_times[dest] = _item_times(item, st) if top \
+                    else (st.st_atime_ns, st.st_mtime_ns)
             if recurse:
                 self._tree(fd, dest, item)
         finally:
@@ -159,30 +203,12 @@ class Copier:
             self.links[key] = dest
 
 
-def makedirs(path: str, uid: int, gid: int, links: int = 0) -> None:
-    """`mkdir -p` inside the chroot: new directories 0755 and owned by uid:gid.
-
-    A dangling image symlink on the way has its target made, inside the image (as BuildKit
-    does); the chroot keeps every lookup there.
-    """
-    current = "/"
-    for comp in path.split("/"):
-        if comp in ("", "."):
-            continue
-        parent, current = current, posixpath.join(current, comp)
-        try:
-            os.mkdir(current, 0o755)
-        except FileExistsError:
-            if os.path.isdir(current):
-                continue
-            if not os.path.islink(current):
-                raise StepFailed(f"{current} is not a directory in the image") from None
-            if links >= MAX_LINKS:
-                raise StepFailed(f"{path}: too many levels of symbolic links") from None
-            makedirs(posixpath.join(parent, os.readlink(current)), uid, gid, links + 1)
-            continue
-        os.chown(current, uid, gid)
-        os.chmod(current, 0o755)
+def _item_times(item: dict[str, Any], st: os.stat_result) -> tuple[int, int]:
+    """The times of directories an item makes without a source of their own."""
+    if item["made_time"] is None:
+        return st.st_atime_ns, st.st_mtime_ns
+    made = item["made_time"] * 1_000_000_000
+    return made, made
 
 
 def _replace(dest: str) -> None:

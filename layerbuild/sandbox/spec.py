@@ -57,7 +57,9 @@ class CopyItem:
     source copies its contents into `dest`, or, with `recursive=False`, only the directory
     entry itself (for callers that walk the tree themselves). A non-directory goes inside
     `dest` when `dest` ends with `/`, or is an existing directory and `into_existing_dir`.
-    `uid`/`gid` None keep the source's owner; `mode` None keeps its mode.
+    `uid`/`gid` None keep the source's owner; `mode` None keeps its mode. Directories made
+    on the way take the source's times, or `made_time` (seconds) when it is given: for
+    sources whose own times mean nothing, such as a scratch dir.
     """
 
     source: str
@@ -67,6 +69,7 @@ class CopyItem:
     mode: int | None = None
     recursive: bool = True
     into_existing_dir: bool = True
+    made_time: int | None = None
 
 
 def parse_user(user: str) -> tuple[int, int, tuple[int, ...]]:
@@ -128,4 +131,5 @@ def encode_items(items: list[CopyItem]) -> list[dict[str, Any]]:
     """Copy items as plain JSON values."""
     return [{"source": i.source, "dest": _absolute(i.dest, "destination"), "uid": i.uid,
              "gid": i.gid, "mode": i.mode, "recursive": i.recursive,
-             "into_existing_dir": i.into_existing_dir} for i in items]
+             "into_existing_dir": i.into_existing_dir, "made_time": i.made_time}
+            for i in items]
