@@ -250,7 +250,7 @@ def _buildfile(args: argparse.Namespace) -> Path:
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
     from layerbuild.build.engine import BuildRequest, build
     from layerbuild.buildfile import parse_var_file
-    from layerbuild.progress import ProgressPrinter
+    from layerbuild.progress import open_progress
 
     variables: dict[str, str] = {}
     for path in args.var_file:
@@ -273,7 +273,11 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
         no_cache_filter=tuple(s.lower() for s in args.no_cache_filter), dry_run=args.dry_run,
         secrets=_secrets(args.secret))
     mode = "quiet" if args.quiet else args.progress
-    image = build(store, request, ProgressPrinter("plain" if args.dry_run else mode))
+    progress = open_progress("plain" if args.dry_run else mode)
+    try:
+        image = build(store, request, progress)
+    finally:
+        progress.close()  # before any error is printed: the live view must not hide it
     if image is None:
         return 0
     for output in outputs:
@@ -312,7 +316,9 @@ def parser() -> argparse.ArgumentParser:
                     help="show which steps would come from the cache and which would run")
     sp.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
                     help="rebuild every step of this stage (repeatable)")
-    sp.add_argument("--progress", choices=["auto", "plain", "quiet"], default="auto")
+    sp.add_argument("--progress", choices=["auto", "tty", "plain", "quiet"], default="auto",
+                    help="tty: a line per step, updated in place; plain: every line, for logs; "
+                    "auto: tty on a terminal, else plain")
     sp.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     sp.add_argument("-o", "--output", action="append", default=[], metavar="type=T,dest=D",
                     help="also write the image: docker, oci, local or tar")

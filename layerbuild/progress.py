@@ -1,21 +1,48 @@
 """How a build is drawn on the terminal (part of the CLI layer: the only other place that prints).
 
-`plain` prints every step and every line of RUN output, for logs; `auto` does the same but
-passes RUN output through live when stdout is a terminal; `quiet` prints nothing.
+`plain` prints every step, every line of RUN output and each step's time, for logs. `tty` keeps
+one line per step, completed in place with its time, and shows the running step's latest output
+in a small window below it, erased when the step ends. `auto` is `tty` when the stream is a
+terminal (and TERM is not `dumb`), else `plain`; `quiet` prints nothing.
 """
 
 from __future__ import annotations
 
+import collections
+import os
+import re
+import shutil
 import sys
+import threading
+import time
 from typing import TextIO
 
 from layerbuild.build.engine import Events
 
+WINDOW_LINES = 8  # lines of RUN output shown while the step runs
+REDRAW_EVERY = 0.1  # seconds: a live timer, yet a chatty step costs at most 10 redraws a second
+
+# Escape sequences and control characters in RUN output would move our cursor or hide text.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def open_progress(mode: str, stream: TextIO | None = None) -> ProgressPrinter:
+    """The printer for a `--progress` mode (`auto`, `tty`, `plain` or `quiet`); close it after."""
+    out = stream or sys.stderr
+    if mode == "auto":
+        mode = "tty" if is_terminal(out) else "plain"
+    return LiveProgress(out) if mode == "tty" else ProgressPrinter(mode, out)
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether the stream is a terminal that understands cursor movement."""
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
 
 class ProgressPrinter(Events):
-    """Step lines (`[3/9] RUN make`), live RUN output and step times."""
+    """Log lines: each step (`[3/9] RUN make`), every line of RUN output and the step's time."""
 
-    def __init__(self, mode: str = "auto", stream: TextIO | None = None) -> None:
+    def __init__(self, mode: str = "plain", stream: TextIO | None = None) -> None:
         self.mode = mode
         self.out = stream or sys.stderr
         self._pending = b""
@@ -25,14 +52,16 @@ class ProgressPrinter(Events):
             print(text, file=self.out, flush=True)
 
     def step(self, number: int, total: int, text: str) -> None:
-        first_line = text.splitlines()[0] if text else ""
-        self._print(f"[{number}/{total}] {first_line}")
+        """Print the step's first line."""
+        self._print(f"[{number}/{total}] {_first_line(text)}")
 
     def done(self, seconds: float, cached: bool = False) -> None:
+        """Print the step's time, or CACHED."""
         self._flush()
         self._print("  CACHED" if cached else f"  {seconds:.1f}s")
 
     def output(self, data: bytes) -> None:
+        """Print each complete line of RUN output."""
         if self.mode == "quiet":
             return
         self._pending += data
@@ -46,4 +75,147 @@ class ProgressPrinter(Events):
             self._pending = b""
 
     def note(self, text: str) -> None:
+        """Print a remark about the build."""
         self._print(text)
+
+    def close(self) -> None:
+        """Finish the output; plain lines need nothing, but callers close every printer."""
+
+
+class LiveProgress(ProgressPrinter):
+    """The terminal view: one line per step, completed in place, over a live window of output.
+
+    Events only change what is to be shown; the running step is drawn by `refresh()`, which a
+    timer thread calls every REDRAW_EVERY seconds. Every draw ends with a newline, so the cursor
+    always waits at the start of the line below the view, where an error message can go.
+    """
+
+    def __init__(self, stream: TextIO | None = None, window: int = WINDOW_LINES,
+                 timer: bool = True) -> None:
+        super().__init__("tty", stream)
+        self.window = window
+        self._lock = threading.Lock()  # the builder's thread and the timer both draw
+        self._title: str | None = None  # the running step, as in "[3/9] RUN make"
+        self._started = 0.0
+        self._notes: list[str] = []
+        self._tail: collections.deque[str] = collections.deque(maxlen=window)
+        self._rows = 0  # screen rows the running step takes above the cursor
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        if timer:
+            self._timer = threading.Thread(target=self._tick, name="progress", daemon=True)
+            self._timer.start()
+
+    def step(self, number: int, total: int, text: str) -> None:
+        """Start a step; it shows on the next refresh, unless it ends before."""
+        with self._lock:
+            self._commit("")  # a step that ended without done() keeps its bare line
+            self._title = _clean(f"[{number}/{total}] {_first_line(text)}")
+            self._started = time.monotonic()
+
+    def done(self, seconds: float, cached: bool = False) -> None:
+        """Complete the step's line with its time, or CACHED, and erase its output."""
+        with self._lock:
+            self._commit("CACHED" if cached else f"{seconds:.1f}s")
+
+    def output(self, data: bytes) -> None:
+        """Keep the last lines of RUN output for the window."""
+        with self._lock:
+            self._pending += data
+            *lines, pending = self._pending.split(b"\n")
+            self._tail.extend(_printable(line) for line in lines)
+            # A progress bar redraws its line with \r: only the text after the last one shows.
+            self._pending = pending[pending.rfind(b"\r", 0, len(pending) - 1) + 1:]
+
+    def note(self, text: str) -> None:
+        """Show a remark for good: under the running step's line, or on its own."""
+        with self._lock:
+            if self._title is not None:
+                self._notes.append(_clean(text))
+            else:
+                self._draw([_clean(text)], _size(self.out).columns)
+                self._rows = 0
+
+    def refresh(self) -> None:
+        """Redraw the running step: its line with a timer, its notes and its latest output."""
+        with self._lock:
+            if self._title is None:
+                return
+            size = _size(self.out)
+            head = [_fit(self._title, size.columns, f"{time.monotonic() - self._started:.1f}s"),
+                    *self._notes]
+            shown = list(self._tail)
+            if self._pending:
+                shown.append(_printable(self._pending))
+            # Cursor movement cannot reach rows scrolled off the top: the view must fit.
+            room = max(0, min(self.window, size.lines - 1 - _rows(head, size.columns)))
+            shown = shown[max(0, len(shown) - room):]
+            body = [_fit("  | " + line, size.columns) for line in shown]
+            self._draw(head + body, size.columns)
+
+    def close(self) -> None:
+        """Stop the timer and leave the last step's line, and the cursor on a fresh line."""
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        with self._lock:
+            self._commit("")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(REDRAW_EVERY):
+            try:
+                self.refresh()
+            except (OSError, ValueError):
+                return  # the terminal went away (closed or hung up): nothing left to draw on
+
+    def _commit(self, suffix: str) -> None:
+        """Draw the step's final line and its notes for good; its output window goes."""
+        if self._title is None:
+            return
+        width = _size(self.out).columns
+        self._draw([_fit(self._title, width, suffix), *self._notes], width)
+        self._rows = 0
+        self._title, self._notes, self._pending = None, [], b""
+        self._tail.clear()
+
+    def _draw(self, lines: list[str], width: int) -> None:
+        """Replace the running step's rows on screen with these lines, in one write."""
+        up = f"\x1b[{self._rows}A" if self._rows else ""  # column 0: every draw ends in \n
+        self.out.write(up + "\x1b[J" + "".join(line + "\n" for line in lines))
+        self.out.flush()
+        self._rows = _rows(lines, width)
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def _printable(line: bytes) -> str:
+    """One line of output as a terminal would leave it, without any control character."""
+    line = line.rstrip(b"\r")
+    return _clean(line[line.rfind(b"\r") + 1:].decode("utf-8", "replace"))
+
+
+def _clean(text: str) -> str:
+    """The text without what would move the cursor, so that its length is its width."""
+    return _CONTROL.sub("", text).expandtabs()
+
+
+def _fit(text: str, width: int, suffix: str = "") -> str:
+    """The text, cut so that it and the suffix leave the terminal's last column free."""
+    tail = f"  {suffix}" if suffix else ""
+    return text[:max(0, width - 1 - len(tail))] + tail
+
+
+def _rows(lines: list[str], width: int) -> int:
+    """How many screen rows the lines take once the terminal wraps them."""
+    return sum(max(1, -(-len(line) // width)) for line in lines)
+
+
+def _size(stream: TextIO) -> os.terminal_size:
+    """The size of the stream's own terminal (stdout may be a pipe while stderr is the tty)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        size = None
+    return size if size and size.columns > 0 and size.lines > 0 else shutil.get_terminal_size()

@@ -1,0 +1,118 @@
+"""`layerbuild build` on a terminal: the live view, as a terminal emulator shows it at the end."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pyte
+import pytest
+from treeutil import need_root
+
+COLUMNS, LINES = 100, 40
+CHATTY = "RUN for i in $(seq 1 30); do echo \"line $i\"; sleep 0.03; done"
+
+
+@pytest.fixture
+def base(lb, busybox_tar: Path) -> str:
+    need_root()
+    lb("import", str(busybox_tar), "base")
+    return "base"
+
+
+def build_on_pty(store_root: Path, context: Path, timeout: float = 300,
+                 ) -> tuple[int, bytes, str]:
+    """`layerbuild build` with stderr on a pseudo-terminal: exit code, terminal bytes, stdout."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = "xterm-256color"
+    proc = subprocess.Popen([sys.executable, "-m", "layerbuild.cli", "--root", str(store_root),
+                             "build", str(context)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)  # the child's copy is the last: reading the master ends when it exits
+    written = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every slave end is closed
+                break
+            if not chunk:
+                break
+            written += chunk
+        else:
+            proc.kill()
+            raise AssertionError(f"the build did not end in {timeout}s:\n{written.decode()}")
+    finally:
+        os.close(master)
+    assert proc.stdout is not None
+    stdout = proc.stdout.read().decode()
+    return proc.wait(timeout=60), bytes(written), stdout
+
+
+def final_screen(written: bytes) -> list[str]:
+    """The terminal's lines once everything written was drawn, without trailing blank ones."""
+    screen = pyte.Screen(COLUMNS, LINES)
+    pyte.ByteStream(screen).feed(written)
+    lines = [line.rstrip() for line in screen.display]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _context(tmp_path: Path, buildfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Buildfile").write_text(buildfile)
+    return ctx
+
+
+def test_live_view_ends_with_one_line_per_step(base: str, store_root: Path,
+                                               tmp_path: Path) -> None:
+    ctx = _context(tmp_path, f"FROM {base}\n{CHATTY}\nENV DONE=1\n")
+    code, written, stdout = build_on_pty(store_root, ctx)
+    assert code == 0, written.decode()
+    assert re.fullmatch(r"Successfully built sha256:[0-9a-f]{64}\n", stdout)
+    assert re.search(rb"\x1b\[\d+A", written), "the running step was redrawn in place"
+    assert re.search(rb"  \| line \d+\r\n", written), "RUN output was shown while it ran"
+    shown = final_screen(written)
+    print("\n".join(shown))
+    steps = [line for line in shown if line.startswith("[")]
+    assert len(steps) == 3, shown
+    assert re.fullmatch(r"\[1/3\] FROM base  \d+\.\ds", steps[0])
+    assert re.fullmatch(r"\[2/3\] RUN for i in .*  \d+\.\ds", steps[1])
+    assert steps[2] == "[3/3] ENV DONE=1  0.0s"
+    assert not [line for line in shown if "| line" in line], "the output window was erased"
+    assert "  cache miss: not built before" in shown  # notes stay
+
+
+def test_failure_is_printed_after_the_view_closed(base: str, store_root: Path,
+                                                  tmp_path: Path) -> None:
+    ctx = _context(tmp_path, f"FROM {base}\n"
+                   "RUN for i in 1 2 3 4 5; do echo \"out $i\"; sleep 0.1; done; exit 3\n")
+    code, written, stdout = build_on_pty(store_root, ctx)
+    assert code == 1
+    assert stdout == ""
+    error = written.index(b"layerbuild: error:")
+    assert written.rindex(b"\x1b[") < error, "no drawing after the error"
+    shown = final_screen(written)
+    print("\n".join(shown))
+    run = next(i for i, line in enumerate(shown) if line.startswith("[2/2] RUN"))
+    assert shown[run].endswith("exit 3"), "an unfinished step shows no time"
+    assert shown[run + 1] == "  cache miss: not built before"  # notes stay
+    assert shown[run + 2].startswith("layerbuild: error:")
+    assert "exit code 3" in "\n".join(shown[run + 2:])
+    assert not [line for line in shown if line.startswith("  | ")], "the output window was erased"

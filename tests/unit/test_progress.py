@@ -1,0 +1,185 @@
+"""The build's progress view: plain log lines, and the live terminal view as a terminal shows it."""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+
+import pyte
+import pytest
+
+from layerbuild.progress import LiveProgress, ProgressPrinter, open_progress
+
+COLUMNS, LINES = 40, 24
+
+
+class FakeTty(io.StringIO):
+    """A terminal that keeps what was written; its size comes from COLUMNS and LINES."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def terminal_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", str(COLUMNS))
+    monkeypatch.setenv("LINES", str(LINES))
+    monkeypatch.setenv("TERM", "xterm")
+
+
+def screen(written: str, columns: int = COLUMNS) -> list[str]:
+    """The lines a terminal shows after `written`, without trailing blank ones."""
+    shown = pyte.Screen(columns, LINES)
+    pyte.Stream(shown).feed(written.replace("\n", "\r\n"))  # a tty's ONLCR
+    lines = [line.rstrip() for line in shown.display]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def live(window: int = 3) -> tuple[LiveProgress, FakeTty]:
+    tty = FakeTty()
+    return LiveProgress(tty, window=window, timer=False), tty
+
+
+def test_plain_prints_every_line_as_before() -> None:
+    out = io.StringIO()
+    printer = open_progress("plain", out)
+    printer.step(1, 3, "FROM base")
+    printer.done(0.01)
+    printer.step(2, 3, "RUN make\n  && make install")
+    printer.note("  cache miss: the instruction changed")
+    printer.output(b"one\r\ntw")
+    printer.output(b"o\npart")
+    printer.done(1.25)
+    printer.step(3, 3, "COPY . /app")
+    printer.done(0.0, cached=True)
+    printer.close()
+    assert out.getvalue() == (
+        "[1/3] FROM base\n"
+        "  0.0s\n"
+        "[2/3] RUN make\n"
+        "  cache miss: the instruction changed\n"
+        "  | one\n"
+        "  | two\n"
+        "  | part\n"
+        "  1.2s\n"
+        "[3/3] COPY . /app\n"
+        "  CACHED\n")
+
+
+def test_quiet_prints_nothing() -> None:
+    out = io.StringIO()
+    printer = open_progress("quiet", out)
+    printer.step(1, 1, "RUN make")
+    printer.output(b"hello\n")
+    printer.note("a note")
+    printer.done(1.0)
+    printer.close()
+    assert out.getvalue() == ""
+
+
+def test_auto_is_live_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    printers = [open_progress("auto", FakeTty()), open_progress("auto", io.StringIO()),
+                open_progress("tty", io.StringIO())]
+    monkeypatch.setenv("TERM", "dumb")
+    printers.append(open_progress("auto", FakeTty()))
+    for printer in printers:
+        printer.close()
+    assert [type(p) for p in printers] == [LiveProgress, ProgressPrinter, LiveProgress,
+                                           ProgressPrinter]
+    assert printers[1].mode == printers[3].mode == "plain"
+
+
+def test_finished_steps_are_one_completed_line_each() -> None:
+    printer, tty = live()
+    printer.step(1, 3, "FROM base")
+    printer.refresh()
+    printer.done(0.04)
+    printer.step(2, 3, "RUN make\n  && make install")
+    for n in range(5):
+        printer.output(f"building {n}\n".encode())
+        printer.refresh()
+    printer.done(0.8)
+    printer.step(3, 3, "COPY . /app")
+    printer.done(0.0, cached=True)
+    printer.close()
+    assert screen(tty.getvalue()) == ["[1/3] FROM base  0.0s", "[2/3] RUN make  0.8s",
+                                      "[3/3] COPY . /app  CACHED"]
+    assert re.search(r"\x1b\[\d+A", tty.getvalue()), "the running step was redrawn in place"
+
+
+def test_window_shows_the_last_lines_and_goes_at_the_end() -> None:
+    printer, tty = live(window=3)
+    printer.step(1, 1, "RUN make")
+    printer.output(b"".join(b"line %d\n" % n for n in range(10)) + b"partial")
+    printer.refresh()
+    shown = screen(tty.getvalue())
+    assert re.fullmatch(r"\[1/1\] RUN make  \d+\.\ds", shown[0])
+    assert shown[1:] == ["  | line 8", "  | line 9", "  | partial"]
+    printer.done(2.0)
+    assert screen(tty.getvalue()) == ["[1/1] RUN make  2.0s"]
+
+
+def test_long_lines_are_cut_to_the_terminal_width() -> None:
+    printer, tty = live()
+    printer.step(1, 1, "RUN " + "y" * 80)
+    printer.output(b"x" * 100 + b"\n")
+    printer.refresh()
+    shown = screen(tty.getvalue())
+    assert shown[1] == "  | " + "x" * (COLUMNS - 5)
+    assert all(len(line) < COLUMNS for line in shown)
+    printer.done(0.5)
+    assert screen(tty.getvalue()) == ["[1/1] RUN " + "y" * (COLUMNS - 17) + "  0.5s"]
+
+
+def test_output_is_shown_as_a_terminal_would_leave_it() -> None:
+    printer, tty = live()
+    printer.step(1, 1, "RUN make")
+    printer.output(b"\x1b[31mred\x1b[0m\tend\r\ndownload 10%\rdownload 50%\r")
+    printer.refresh()
+    assert screen(tty.getvalue())[1:] == ["  | red     end", "  | download 50%"]
+
+
+def test_notes_stay_under_their_step() -> None:
+    printer, tty = live()
+    printer.note("warning: before any step")
+    printer.step(1, 1, "RUN make")
+    long_note = "  cache miss: file " + "f" * 50 + " changed"  # wraps: two rows
+    printer.note(long_note)
+    printer.output(b"one\ntwo\n")
+    printer.refresh()
+    printer.refresh()
+    printer.done(1.5)
+    wrapped = [long_note[:COLUMNS], long_note[COLUMNS:]]
+    assert screen(tty.getvalue()) == ["warning: before any step", "[1/1] RUN make  1.5s",
+                                      *wrapped]
+
+
+def test_close_mid_step_leaves_a_fresh_line_for_the_error() -> None:
+    printer, tty = live()
+    printer.step(1, 2, "FROM base")
+    printer.done(0.1)
+    printer.step(2, 2, "RUN make")
+    printer.output(b"compiling\nfailed")
+    printer.refresh()
+    printer.close()
+    printer.close()  # closing twice is harmless
+    assert tty.getvalue().endswith("\n")
+    tty.write("layerbuild: error: RUN make: exit code 2\n")
+    assert screen(tty.getvalue()) == ["[1/2] FROM base  0.1s", "[2/2] RUN make",
+                                      "layerbuild: error: RUN make: exit code 2"]
+
+
+def test_the_timer_thread_redraws_and_stops_on_close() -> None:
+    tty = FakeTty()
+    printer = LiveProgress(tty)
+    printer.step(1, 1, "RUN sleep 1")
+    time.sleep(0.45)
+    printer.close()
+    written = tty.getvalue()
+    assert len(re.findall(r"\x1b\[\d+A", written)) >= 2, written
+    assert "progress" not in [t.name for t in threading.enumerate()]
+    assert screen(written) == ["[1/1] RUN sleep 1"]
