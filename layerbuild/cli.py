@@ -175,6 +175,17 @@ def cmd_history(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(store: Store, args: argparse.Namespace) -> int:
+    """Print how two images differ; exit 0 with no output when they are the same image."""
+    from layerbuild.imagediff import diff_images, render
+
+    result = diff_images(store, store.get_image(args.image1), store.get_image(args.image2),
+                         _epoch(args))
+    for line in render(result, args.image1, args.image2):
+        _out(line)
+    return 0 if result.identical else 1
+
+
 def cmd_tag(store: Store, args: argparse.Namespace) -> int:
     store.tag(args.source, args.target)
     return 0
@@ -351,6 +362,11 @@ def parser() -> argparse.ArgumentParser:
     sp = add("history", cmd_history, "Show the history of an image")
     sp.add_argument("image")
     sp.add_argument("--no-trunc", action="store_true")
+    sp = add("diff", cmd_diff, "Show how two images differ: config, history, layer files "
+             "(exit 1 if they do)")
+    sp.add_argument("image1", metavar="IMAGE1")
+    sp.add_argument("image2", metavar="IMAGE2")
+    sp.add_argument("--source-date-epoch", help="clamp file mtimes to it, as the builds did")
     sp = add("tag", cmd_tag, "Give an image another name")
     sp.add_argument("source")
     sp.add_argument("target")

@@ -41,8 +41,8 @@ class LayerInfo:
 
 
 @dataclass(frozen=True)
-class _Entry:
-    """One path of the tree as found by the walk."""
+class Entry:
+    """One path of a layer dir as `walk` finds it, whiteouts recognised."""
 
     rel: bytes
     path: bytes
@@ -52,6 +52,7 @@ class _Entry:
 
     @property
     def tar_name(self) -> bytes:
+        """The entry's name in a layer tar (`dir/.wh.NAME` for a whiteout)."""
         if not self.is_whiteout:
             return self.rel
         head, _, base = self.rel.rpartition(b"/")
@@ -126,7 +127,8 @@ class _Blocks:
             self._pos = 0
 
 
-def _read_xattrs(path: bytes) -> dict[str, bytes]:
+def read_xattrs(path: bytes) -> dict[str, bytes]:
+    """Every xattr of a path, not following a symlink (none on a filesystem without them)."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError as e:
@@ -143,7 +145,7 @@ def _is_whiteout(st: os.stat_result, xattrs: dict[str, bytes]) -> bool:
             and whiteout.overlay_value(xattrs, "whiteout") is not None)
 
 
-def _children(top: bytes, rel: bytes) -> list[_Entry]:
+def _children(top: bytes, rel: bytes) -> list[Entry]:
     """The entries of one directory in tar order: whiteouts first, then bytewise by name."""
     entries = []
     with os.scandir(os.path.join(top, rel) if rel else top) as it:
@@ -154,17 +156,18 @@ def _children(top: bytes, rel: bytes) -> list[_Entry]:
             child = rel + b"/" + de.name if rel else de.name
             if de.name.startswith(_WH):
                 raise FormatError(f"{os.fsdecode(child)}: no real file may be named .wh.*")
-            xattrs = _read_xattrs(de.path)
+            xattrs = read_xattrs(de.path)
             if feature := whiteout.not_a_diff(xattrs):
                 raise FormatError(f"{os.fsdecode(child)}: overlay {feature} xattr: not a faithful "
                                   "diff (mount with redirect_dir=off and no metacopy)")
-            entries.append(_Entry(child, de.path, st, xattrs, _is_whiteout(st, xattrs)))
+            entries.append(Entry(child, de.path, st, xattrs, _is_whiteout(st, xattrs)))
     entries.sort(key=lambda e: (not e.is_whiteout, e.tar_name))
     return entries
 
 
-def _walk(top: bytes) -> Iterator[_Entry]:
-    """Depth-first, parents before children, without recursion (paths may be deep)."""
+def walk(top: bytes) -> Iterator[Entry]:
+    """The entries under `top` in tar order, parents first, never following a symlink."""
+    # Iterative rather than recursive: an image may nest paths deeper than Python's stack.
     stack = [iter(_children(top, b""))]
     while stack:
         entry = next(stack[-1], None)
@@ -189,9 +192,9 @@ class _Exporter:
         root_st = os.stat(top)
         if not stat.S_ISDIR(root_st.st_mode):
             raise FormatError(f"{os.fsdecode(top)}: not a directory")
-        if _opaque(_read_xattrs(top)):
+        if whiteout.is_opaque(read_xattrs(top)):
             self._out.write(th.encode(self._opaque_marker(b"", root_st)))
-        for entry in _walk(top):
+        for entry in walk(top):
             self._entry(entry)
 
     def _mtime(self, st: os.stat_result) -> int:
@@ -207,7 +210,7 @@ class _Exporter:
         return th.Header(name, th.REGULAR, stat.S_IMODE(st.st_mode) & 0o777, st.st_uid,
                          st.st_gid, mtime=self._mtime(st))
 
-    def _header(self, e: _Entry, kind: bytes, name: bytes = b"", size: int = 0,
+    def _header(self, e: Entry, kind: bytes, name: bytes = b"", size: int = 0,
                 linkname: bytes = b"", rdev: int = 0) -> bytes:
         st = e.st
         xattrs = tuple(sorted((os.fsencode(k), v) for k, v in e.xattrs.items()
@@ -216,7 +219,7 @@ class _Exporter:
                                    st.st_gid, size, self._mtime(st), linkname, os.major(rdev),
                                    os.minor(rdev), xattrs))
 
-    def _entry(self, e: _Entry) -> None:
+    def _entry(self, e: Entry) -> None:
         st, mode = e.st, e.st.st_mode
         if e.is_whiteout:  # Docker's form: mode 0600, the device node's owner and time
             self._out.write(th.encode(th.Header(e.tar_name, th.REGULAR, 0o600, st.st_uid,
@@ -224,7 +227,7 @@ class _Exporter:
             return
         if stat.S_ISDIR(mode):
             self._out.write(self._header(e, th.DIRECTORY, name=e.rel + b"/"))
-            if _opaque(e.xattrs):
+            if whiteout.is_opaque(e.xattrs):
                 self._out.write(th.encode(self._opaque_marker(e.rel, st)))
             return
         if st.st_nlink > 1:
@@ -245,7 +248,7 @@ class _Exporter:
         else:
             raise FormatError(f"{os.fsdecode(e.rel)}: unsupported file type {mode:o}")
 
-    def _file(self, e: _Entry) -> None:
+    def _file(self, e: Entry) -> None:
         """Header, then the content read in blocks straight into the tar stream."""
         fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -262,7 +265,3 @@ class _Exporter:
             self._out.write(th.padding(st.st_size))
         finally:
             os.close(fd)
-
-
-def _opaque(xattrs: dict[str, bytes]) -> bool:
-    return whiteout.overlay_value(xattrs, "opaque") == b"y"

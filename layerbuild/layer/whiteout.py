@@ -28,6 +28,11 @@ def overlay_value(xattrs: dict[str, bytes], key: str) -> bytes | None:
     return None
 
 
+def is_opaque(xattrs: dict[str, bytes]) -> bool:
+    """True for a dir overlayfs marks opaque (it hides everything below it)."""
+    return overlay_value(xattrs, "opaque") == b"y"
+
+
 def not_a_diff(xattrs: dict[str, bytes]) -> str | None:
     """The overlay feature (redirect, metacopy) that makes an upper dir unfaithful, if any."""
     for key in _NOT_A_DIFF:
