@@ -179,8 +179,7 @@ def cmd_diff(store: Store, args: argparse.Namespace) -> int:
     """Print how two images differ; exit 0 with no output when they are the same image."""
     from layerbuild.imagediff import diff_images, render
 
-    result = diff_images(store, store.get_image(args.image1), store.get_image(args.image2),
-                         _epoch(args))
+    result = diff_images(store, store.get_image(args.image1), store.get_image(args.image2))
     for line in render(result, args.image1, args.image2):
         _out(line)
     return 0 if result.identical else 1
@@ -366,7 +365,6 @@ def parser() -> argparse.ArgumentParser:
              "(exit 1 if they do)")
     sp.add_argument("image1", metavar="IMAGE1")
     sp.add_argument("image2", metavar="IMAGE2")
-    sp.add_argument("--source-date-epoch", help="clamp file mtimes to it, as the builds did")
     sp = add("tag", cmd_tag, "Give an image another name")
     sp.add_argument("source")
     sp.add_argument("target")

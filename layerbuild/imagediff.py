@@ -132,20 +132,15 @@ def _json(value: Any) -> str:
 # --- reading the store ---------------------------------------------------------------------
 
 
-def diff_images(store: Store, left: Image, right: Image,
-                source_date_epoch: int | None = None) -> ImageDiff:
-    """Every difference between two stored images; images with one ID are identical at once.
-
-    `source_date_epoch` clamps file mtimes as a build with it clamped them in its layers.
-    """
+def diff_images(store: Store, left: Image, right: Image) -> ImageDiff:
+    """Every difference between two stored images; images with one ID are identical at once."""
     if left.id == right.id:
         return ImageDiff(left.id, right.id)
     a = parse_json_object(left.config_bytes, f"image config {left.id}")
     b = parse_json_object(right.config_bytes, f"image config {right.id}")
     found = [*compare_configs(a, b), *compare_history(a.get("history") or [],
                                                       b.get("history") or []),
-             *_layer_differences(store, left.config.diff_ids, right.config.diff_ids,
-                                 source_date_epoch)]
+             *_layer_differences(store, left.config.diff_ids, right.config.diff_ids)]
     if not found:  # other bytes for the same JSON, e.g. a config written by another tool
         found.append(Difference("config", "encoding",
                                 "same fields, different bytes (key order, spacing or escapes)"))
@@ -153,19 +148,19 @@ def diff_images(store: Store, left: Image, right: Image,
 
 
 def _layer_differences(store: Store, left: Sequence[Digest], right: Sequence[Digest],
-                       epoch: int | None) -> Iterator[Difference]:
+                       ) -> Iterator[Difference]:
     if len(left) != len(right):
         yield Difference("layers", "count", f"{len(left)} != {len(right)}")
     pairs = zip(left, right, chain_ids(left), chain_ids(right), strict=False)
     for i, (diff_a, diff_b, chain_a, chain_b) in enumerate(pairs):
         if diff_a == diff_b:
             continue  # same tar, same files: nothing to walk
-        listings = with_contents(scan_layer(_diff_dir(store, chain_a), epoch),
-                                 scan_layer(_diff_dir(store, chain_b), epoch))
+        listings = with_contents(scan_layer(_diff_dir(store, chain_a)),
+                                 scan_layer(_diff_dir(store, chain_b)))
         found = compare_listings(*listings)
         for path, text in found:
             yield Difference(f"layer {i}", path, text)
-        if not found:  # e.g. another tool's tar of the same files, or another epoch's mtimes
+        if not found:  # e.g. another tool's tar of the same files
             yield Difference(f"layer {i}", "tar", "same files, different tar bytes "
                              f"(diff_id {diff_a} != {diff_b})")
 

@@ -71,6 +71,19 @@ def content_size(root: Path) -> int:
     return total
 
 
+def clamp_mtimes(root: Path, epoch: int) -> None:
+    """Set every mtime under `root` newer than `epoch` to it, as the layer's tar has them, so
+    the stored files are what the tar says (and what later steps see)."""
+    limit = (epoch + 1) * 1_000_000_000
+    for dirpath, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if st.st_mtime_ns >= limit:
+                os.utime(path, ns=(st.st_atime_ns, epoch * 1_000_000_000),
+                         follow_symlinks=False)
+
+
 def ingest_blob(store: Store, parent: Digest | None, diff_id: Digest, blob: BinaryIO,
                 media_type: str, expected: Digest | None = None,
                 expected_size: int | None = None, lease: Path | None = None,
@@ -134,6 +147,8 @@ def _drain(reader: HashingReader) -> None:
 def ingest_dir(store: Store, parent: Digest | None, diff: Path, stage: Path,
                source_date_epoch: int | None = None, lease: Path | None = None) -> Ingested:
     """Store a staged directory (inside `stage`) as a layer on `parent`; the dir is moved."""
+    if source_date_epoch is not None:
+        clamp_mtimes(diff, source_date_epoch)
     blob_path = stage / f"blob-{os.getpid()}"
     with open(blob_path, "wb") as out:
         info = _write_layer(diff, out, Compression.GZIP, source_date_epoch)

@@ -160,12 +160,8 @@ def _time(seconds: int) -> str:
 # --- reading a diff dir ---------------------------------------------------------------------
 
 
-def scan_layer(root: Path, source_date_epoch: int | None = None) -> Listing:
-    """Each path of a layer's diff dir as its tar entry would describe it, without contents.
-
-    With `source_date_epoch`, mtimes are clamped to it as the build clamped them in the tar
-    (the diff dir keeps the real ones).
-    """
+def scan_layer(root: Path) -> Listing:
+    """Each path of a layer's diff dir as its tar entry would describe it, without contents."""
     top = os.fsencode(root)
     paths: dict[str, PathInfo] = {}
     files: dict[str, bytes] = {}
@@ -173,11 +169,11 @@ def scan_layer(root: Path, source_date_epoch: int | None = None) -> Listing:
     if whiteout.is_opaque(read_xattrs(top)):  # the tar holds only its opaque marker
         paths["/"] = PathInfo("directory", stat.S_IMODE(root_st.st_mode) & 0o777,
                               root_st.st_uid, root_st.st_gid, opaque=True,
-                              mtime=_seconds(root_st, source_date_epoch))
+                              mtime=_seconds(root_st))
     links: dict[tuple[int, int], str] = {}
     for entry in walk(top):
         name = "/" + os.fsdecode(entry.rel)
-        paths[name] = info = _path_info(entry, name, links, _seconds(entry.st, source_date_epoch))
+        paths[name] = info = _path_info(entry, name, links, _seconds(entry.st))
         if info.kind == "file":
             files[name] = entry.path
     return Listing(paths, files)
@@ -211,10 +207,9 @@ def _path_info(entry: Entry, name: str, links: dict[tuple[int, int], str], mtime
     return base
 
 
-def _seconds(st: os.stat_result, source_date_epoch: int | None) -> int:
+def _seconds(st: os.stat_result) -> int:
     # A tar header keeps whole seconds, so sub-second differences never change a diff_id.
-    mtime = st.st_mtime_ns // 1_000_000_000
-    return mtime if source_date_epoch is None else min(mtime, source_date_epoch)
+    return st.st_mtime_ns // 1_000_000_000
 
 
 def hash_file(path: bytes) -> Digest:

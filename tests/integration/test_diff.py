@@ -114,16 +114,13 @@ def test_labels_and_env_differ_in_the_config_alone(lb, base: str, tmp_path: Path
 
 def test_mtimes_are_clamped_to_the_epoch_as_the_build_clamped_them(lb, base: str,
                                                                   tmp_path: Path) -> None:
-    # Both stamps are after EPOCH: the diff dirs keep them, the layer tars hold EPOCH.
+    # Both stamps are after EPOCH: the store keeps the files as their tars hold them.
     _build(lb, tmp_path, "one:1", "echo a > /out/a", stamp=int(EPOCH) + 100)
     _build(lb, tmp_path, "two:1", "echo b > /out/a", stamp=int(EPOCH) + 200)
     _, found = _diff(lb, "one:1", "two:1")
-    assert [what for _, what, _ in found[len(RUN_CHANGED):]] == ["/out", "/out/a"]
-    assert "mtime 2023-11-14T22:15:00Z != 2023-11-14T22:16:40Z" in found[-1][2]
-    proc = lb("diff", "--source-date-epoch", EPOCH, "one:1", "two:1", check=False)
-    layer_lines = [line for line in proc.stdout.splitlines() if line.startswith("layer ")]
-    assert len(layer_lines) == 1 and layer_lines[0].startswith("layer 1: /out/a: content ")
-    assert "mtime" not in layer_lines[0]
+    layer = [(where, what, how) for where, what, how in found if where.startswith("layer ")]
+    assert len(layer) == 1 and layer[0][:2] == ("layer 1", "/out/a")
+    assert layer[0][2].startswith("content ") and "mtime" not in layer[0][2]
 
 
 def test_identical_images_print_nothing(lb, base: str, tmp_path: Path) -> None:

@@ -237,3 +237,24 @@ def test_nothing_of_the_host_gets_in(lb, base_archive: Path, tmp_path: Path,
         assert secret.encode() not in written
     cache_ids = [p.name for p in Store(store_root).overlay.iterdir()]
     assert cache_ids and not any(c.encode() in written for c in cache_ids)
+
+
+def test_run_images_differ_only_in_what_the_run_wrote(lb, base_archive: Path,
+                                                      tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "FROM base\nCOPY tree/ /srv/tree/\n"
+                   "RUN date +%s%N > /stamp && echo same > /same\nLABEL after=run\n")
+    lb("build", "-t", "run:1", str(ctx))
+    time.sleep(1.1)
+    lb("build", "--no-cache", "-t", "run:2", str(ctx))
+    proc = lb("diff", "run:1", "run:2", check=False)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()[1:]
+    # Layer 1 (the COPY) is the same; layer 2 (the RUN) differs in what it wrote, and the
+    # times are the RUN's and the LABEL's after it.
+    assert {tuple(line.split(": ", 2)[:2]) for line in lines} == {
+        ("config", "created"), ("config", "rootfs.diff_ids[2]"),
+        ("history[2]", "created"), ("history[3]", "created"),
+        ("layer 2", "/stamp"), ("layer 2", "/same")}
+    same = next(line for line in lines if line.startswith("layer 2: /same: "))
+    assert same.split(": ", 2)[2].startswith("mtime ")  # the same content, written later
+    assert "content" in next(line for line in lines if line.startswith("layer 2: /stamp: "))
