@@ -386,8 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LayerbuildError as exc:
         print(f"layerbuild: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("layerbuild: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"layerbuild: interrupted{f' at {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 141

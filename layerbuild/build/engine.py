@@ -271,7 +271,11 @@ class Build:
             reason = why_missed(self.cache.last_inputs(slot), inputs)
             if self._use_cache(stage):
                 self.events.note(f"  cache miss: {reason}")
-        history = self._apply(stage, state, instr, lease, env, text, cached)
+        try:
+            history = self._apply(stage, state, instr, lease, env, text, cached)
+        except KeyboardInterrupt:  # say where, as a failing step does
+            raise KeyboardInterrupt(f"{self.buildfile.path}:{instr.line}: "
+                                    f"{label or cfg.step_text(instr)}") from None
         if cached is None and not self.request.dry_run:
             top = state.top if is_layer_step(instr) else None
             diff = state.config.diff_ids[-1] if top is not None else None

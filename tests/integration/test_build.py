@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -86,6 +89,34 @@ def test_failing_run_says_where_and_why(lb, base: str, tmp_path: Path, store_roo
     assert "broken:1" not in lb("images").stdout
     assert list((store_root / "tmp").iterdir()) == []
     assert _mounts() == []
+
+
+def test_ctrl_c_stops_the_build_like_a_failing_step(lb, base: str, tmp_path: Path,
+                                                   store_root: Path) -> None:
+    ctx = _context(tmp_path, "FROM base\nCOPY f /f\nRUN echo started && sleep 37 && "
+                   "touch /never\n", {"f": "f\n"})
+    proc = subprocess.Popen([sys.executable, "-m", "layerbuild.cli", "--root", str(store_root),
+                             "build", "--progress", "plain", "-t", "stopped:1", str(ctx)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the RUN is running once it has printed
+        seen.append(line)
+        if "| started" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "layerbuild: interrupted at " in rest and "Buildfile:3: RUN echo started" in rest
+    assert "stopped:1" not in lb("images").stdout
+    assert list((store_root / "tmp").iterdir()) == []
+    assert _mounts() == []
+    assert "sleep 37" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                            text=True).stdout
+    (ctx / "Buildfile").write_text("FROM base\nCOPY f /f\nRUN touch /done\n")
+    again = lb("build", "--progress", "plain", str(ctx)).stderr
+    assert again.split("COPY f /f")[1].splitlines()[1] == "  CACHED"
 
 
 def test_parse_error_names_file_line_and_instruction(lb, base: str, tmp_path: Path) -> None:
