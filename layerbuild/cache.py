@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerbuild.build.record import signature
 from layerbuild.buildfile import IgnoreRules, Instruction, to_dict
 from layerbuild.context import Context
 from layerbuild.digest import Digest
@@ -161,6 +162,8 @@ class StatCache:
             self._entries: dict[str, list[Any]] = json.loads(path.read_bytes())
         except (OSError, ValueError):
             self._entries = {}
+        self.seen: dict[str, list[int]] = {}
+        """The signature of every entry digested in this build, by absolute path."""
 
     def entry_digest(self, full: str, st: os.stat_result) -> str:
         """The digest of an entry's header and content, worked out only when its stat changed.
@@ -168,7 +171,7 @@ class StatCache:
         ctime moves on every change of content, mode, owner or xattrs, so an entry whose
         (size, mtime, ctime, inode, mode) is unchanged is unchanged.
         """
-        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
+        sig = self.seen[full] = signature(st)
         known = self._entries.get(full)
         if known is not None and known[:5] == sig:
             return str(known[5])

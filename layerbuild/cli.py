@@ -258,12 +258,14 @@ def _buildfile(args: argparse.Namespace) -> Path:
 
 
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
-    from layerbuild.build.engine import BuildRequest, build
-    from layerbuild.buildfile import parse_var_file
+    from layerbuild.build.record import replay
+    from layerbuild.build.request import BuildRequest
     from layerbuild.progress import open_progress
 
     variables: dict[str, str] = {}
     for path in args.var_file:
+        from layerbuild.buildfile import parse_var_file
+
         try:
             variables.update(parse_var_file(Path(path).read_text(), path))
         except OSError as exc:
@@ -285,7 +287,12 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
     mode = "quiet" if args.quiet else args.progress
     progress = open_progress("plain" if args.dry_run else mode)
     try:
-        image = build(store, request, progress)
+        # Nothing changed since the last build of this: no need to load the build engine.
+        image = replay(store, request, progress)
+        if image is None:
+            from layerbuild.build.engine import build
+
+            image = build(store, request, progress)
     finally:
         progress.close()  # before any error is printed: the live view must not hide it
     if image is None:

@@ -55,6 +55,8 @@ class Context:
     def __init__(self, root: Path, rules: IgnoreRules | None = None) -> None:
         self.root = root.resolve()
         self.rules = rules or IgnoreRules()
+        self.listed: dict[str, os.stat_result] = {}
+        """Directories listed to match wildcards, by absolute path (what a match depended on)."""
 
     def _abs(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel else str(self.root)
@@ -100,8 +102,10 @@ class Context:
             nxt = []
             for base in found:
                 if _WILDCARDS & set(comp):
+                    listed = self._abs(self.resolve(base))
                     try:
-                        names = sorted(os.listdir(self._abs(self.resolve(base))))
+                        names = sorted(os.listdir(listed))
+                        self.listed[listed] = os.lstat(listed)
                     except (NotADirectoryError, FileNotFoundError):
                         continue
                     nxt.extend(posixpath.join(base, n) if base else n for n in names

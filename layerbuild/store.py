@@ -500,11 +500,17 @@ class Store:
             return doomed
 
     def prune(self, all_cache: bool = False) -> list[LayerRecord]:
-        """Remove build cache entries (all, or those whose layers are gone), then free layers."""
+        """Remove build cache entries (all, or those whose layers are gone), then free layers.
+
+        Dropping them all also drops the build records, so the next build runs every step.
+        """
         with self.lock():
             for entry in self.buildcache.glob("*.json"):
                 if all_cache or not self._cache_entry_whole(entry):
                     entry.unlink()
+            if all_cache:
+                for record in self.buildcache.glob("records/*.json"):
+                    record.unlink()
             self.clean_debris()
             return self.release_layers()
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from layerbuild.build import config as cfg
@@ -22,6 +21,8 @@ from layerbuild.build.plan import (
     stage_ref,
     target_stage,
 )
+from layerbuild.build.record import fingerprint, signature, write_record
+from layerbuild.build.request import BuildRequest, Events
 from layerbuild.buildfile import (
     Arg,
     Buildfile,
@@ -54,46 +55,10 @@ from layerbuild.image import (
     rfc3339,
     timestamp,
 )
-from layerbuild.reference import Reference
 from layerbuild.store import Store
 
 COMMENT = "buildkit.dockerfile.v0"
 EPOCH_ARG = "SOURCE_DATE_EPOCH"
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    """Everything a build is asked to do."""
-
-    context: Path
-    buildfile: Path
-    tags: tuple[Reference, ...] = ()
-    build_args: Mapping[str, str] = field(default_factory=dict)
-    target: str | None = None
-    template: bool | None = None
-    template_vars: Mapping[str, str] = field(default_factory=dict)
-    source_date_epoch: int | None = None
-    network: str = "default"
-    no_cache: bool = False
-    no_cache_filter: tuple[str, ...] = ()
-    dry_run: bool = False
-    secrets: Mapping[str, Path] = field(default_factory=dict)
-
-
-class Events:
-    """What a build reports while it runs; the CLI draws it, tests may record it."""
-
-    def step(self, number: int, total: int, text: str) -> None:
-        """A step starts."""
-
-    def done(self, seconds: float, cached: bool = False) -> None:
-        """The current step ended."""
-
-    def output(self, data: bytes) -> None:
-        """A RUN step printed something."""
-
-    def note(self, text: str) -> None:
-        """A remark about the build (a warning, say)."""
 
 
 @dataclass
@@ -136,6 +101,11 @@ class Build:
         self.request = request
         self.events = events or Events()
         self.buildfile = read_buildfile(request)
+        self.fingerprint = fingerprint(request)
+        self.replayable = True  # no step that must never come from the cache
+        self.steps: list[tuple[str, bool]] = []
+        self.images: dict[str, str] = {}
+        """Every stored image the build named, by the reference it used."""
         self.epoch = source_date_epoch(request)
         self.request = request = replace(request, source_date_epoch=self.epoch)
         build_args = dict(request.build_args)
@@ -175,16 +145,21 @@ class Build:
             # The image is as new as its last step, so a fully cached build keeps its image ID.
             image = Image.from_config(replace(final.config, created=self._previous(final)))
             self.store.put_image(image, list(self.request.tags))
+            if self.fingerprint is not None and self.replayable:
+                seen = {**self.stats.seen,
+                        **{path: signature(st) for path, st in self.context.listed.items()}}
+                write_record(self.store, self.fingerprint, image, self.steps, self.images, seen)
         return image
 
-    def _announce(self, text: str) -> float:
+    def _announce(self, text: str, is_from: bool = False) -> float:
         self._step += 1
+        self.steps.append((text, is_from))
         self.events.step(self._step, self._total, text)
         return time.monotonic()
 
     def _build_stage(self, stage: Stage, lease: Path) -> StageState:
         started = self._announce(f"FROM {stage.from_instr.image}"
-                                 + (f" AS {stage.name}" if stage.name else ""))
+                                 + (f" AS {stage.name}" if stage.name else ""), is_from=True)
         state = self._base(stage)
         self.events.done(time.monotonic() - started)
         triggers = state.config.config.get("OnBuild") or []
@@ -232,6 +207,7 @@ class Build:
                                      "with `layerbuild load` or `layerbuild import`)",
                                      self.buildfile.path, instr.line, "FROM") from None
             config, key = image.config, f"image:{image.id}"
+            self.images[ref] = str(image.id)
             chains = chain_ids(config.diff_ids)
             top = chains[-1] if chains else None
         config = cfg.with_default_path(config)
@@ -258,6 +234,7 @@ class Build:
             inputs = replace(inputs, parent="linked", extra={**inputs.extra, "workdir": workdir})
         key = inputs.key()
         slot = f"{self.request.buildfile.resolve()}:{stage.index}:{position}"
+        self.replayable = self.replayable and cacheable(inputs)
         cached = self.cache.get(key) if self._use_cache(stage) and cacheable(inputs) else None
         if cached is not None and cached.diff_id is not None and linked:
             cached = self._relinked(cached, state.top, lease)
@@ -308,9 +285,11 @@ class Build:
 
     def _image_key(self, ref: str) -> str:
         try:
-            return f"image:{self.store.resolve(ref)}"
+            image_id = self.images[ref] = str(self.store.resolve(ref))
         except LayerbuildError:
+            self.images[ref] = ""  # were it stored later, the key would change
             return f"missing:{ref}"
+        return f"image:{image_id}"
 
     def _apply(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
                env: dict[str, str], text: str, cached: CachedStep | None) -> History:

@@ -76,7 +76,12 @@ def step_inputs(parent: str, instr: Instruction, env: Mapping[str, str], buildfi
                 files.update(source_digests(context, matches, exclude, stats))
     if isinstance(instr, Run):
         for mount in instr.mounts:
-            if mount.type == "bind" and not mount.from_:
+            if mount.from_:  # what a bind or cache mount takes its files from
+                ref = expand(mount.from_, env, escape)
+                earlier = stage_ref(buildfile, ref, stage_index)
+                extra[f"mount {mount.target}"] = stage_key(earlier.index) if earlier \
+                    else image_id(ref)
+            elif mount.type == "bind":
                 try:
                     rel = context.resolve(mount.source or "")
                 except LayerbuildError:

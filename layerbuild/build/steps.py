@@ -47,7 +47,8 @@ from layerbuild.sandbox import (
 from layerbuild.store import LayerRecord, Store
 
 if TYPE_CHECKING:
-    from layerbuild.build.engine import BuildRequest, Events, StageState
+    from layerbuild.build.engine import StageState
+    from layerbuild.build.request import BuildRequest, Events
 
 TAIL_LINES = 15
 _ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")

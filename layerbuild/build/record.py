@@ -1,0 +1,110 @@
+"""Build records: a rebuild with nothing changed is answered without parsing or keying anything.
+
+A finished build leaves a record in the store (`buildcache/records/<fingerprint>.json`), named
+by a fingerprint of what was asked: the Buildfile's bytes, the ignore files, the build args, the
+target, SOURCE_DATE_EPOCH, the platform and this version of layerbuild. It lists what the build
+looked at: the stat signature (size, mtime, ctime, inode, mode) of every context entry it
+digested and every directory it listed, and the ID of every stored image it named. When all of
+them are as recorded, every step's cache key is as before, so every step would be CACHED and
+the image would be the recorded one: the rebuild reports the steps CACHED and tags the image.
+Anything else takes the full path, which alone decides misses; a record only ever confirms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from layerbuild import __version__
+from layerbuild.build.request import BuildRequest, Events
+from layerbuild.digest import Digest
+from layerbuild.errors import LayerbuildError
+from layerbuild.image import Image
+from layerbuild.store import Store
+
+RECORDS = "records"
+
+
+def signature(st: os.stat_result) -> list[int]:
+    """What must stay the same for an entry to be unchanged (ctime moves on any change)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
+
+
+def fingerprint(request: BuildRequest) -> str | None:
+    """What a build was asked, as one digest; None for builds that are never answered from
+    a record (templates, which may include other files, and --no-cache or dry runs)."""
+    if request.template or request.buildfile.name.endswith(".j2") or request.no_cache \
+            or request.no_cache_filter or request.dry_run:
+        return None
+    ignores = [request.buildfile.with_name(request.buildfile.name + ".dockerignore"),
+               request.context / ".dockerignore"]
+    asked = {"version": __version__, "machine": os.uname().machine,
+             "buildfile": str(request.buildfile.resolve()),
+             "context": str(request.context.resolve()),
+             "files": [_content(p) for p in (request.buildfile, *ignores)],
+             "build_args": dict(sorted(request.build_args.items())),
+             "target": request.target, "epoch": request.source_date_epoch}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+def _content(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def write_record(store: Store, key: str, image: Image, steps: list[tuple[str, bool]],
+                 images: Mapping[str, str], paths: Mapping[str, list[int]]) -> None:
+    """Keep what a finished build looked at; `steps` are (progress text, is a FROM)."""
+    directory = store.buildcache / RECORDS
+    directory.mkdir(exist_ok=True)
+    data = {"image": str(image.id), "steps": steps, "images": dict(images),
+            "paths": dict(paths)}
+    tmp = directory / f".{key}.{os.getpid()}"
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    tmp.rename(directory / f"{key}.json")
+
+
+def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:
+    """The recorded image of a build whose inputs are all unchanged, reported step by step as
+    a fully cached build reports them and tagged as asked; None if anything differs."""
+    key = fingerprint(request)
+    if key is None:
+        return None
+    try:
+        data = json.loads((store.buildcache / RECORDS / f"{key}.json").read_bytes())
+        image_id = Digest.parse(data["image"])
+    except (OSError, ValueError, KeyError, LayerbuildError):
+        return None
+    if not store.has_image(image_id) or not _unchanged(store, data):
+        return None
+    image = store.get_image(str(image_id))
+    steps: list[Any] = data["steps"]
+    for number, (text, is_from) in enumerate(steps, 1):
+        events.step(number, len(steps), text)
+        events.done(0.0, cached=not is_from)
+    store.put_image(image, list(request.tags))
+    return image
+
+
+def _unchanged(store: Store, data: Mapping[str, Any]) -> bool:
+    for ref, image_id in data["images"].items():
+        try:
+            now = str(store.resolve(ref))
+        except LayerbuildError:
+            now = ""  # not stored, as it may have been then
+        if now != image_id:
+            return False
+    for path, sig in data["paths"].items():
+        try:
+            if signature(os.lstat(path)) != sig:
+                return False
+        except OSError:
+            return False
+    return True

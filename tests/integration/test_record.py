@@ -1,0 +1,136 @@
+"""Build records: an unchanged rebuild is answered from the record, any change is not."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from treeutil import need_root
+
+from layerbuild.build.record import replay
+from layerbuild.build.request import BuildRequest, Events
+from layerbuild.image import Image
+from layerbuild.reference import Reference
+from layerbuild.store import Store
+
+BUILDFILE = """\
+FROM base
+ARG USED=1
+COPY src/ /src/
+COPY conf/*.ini /etc/app/
+RUN echo "$USED" > /used
+"""
+
+
+class Recorder(Events):
+    """The steps a build reports, as (text, cached)."""
+
+    def __init__(self) -> None:
+        self.steps: list[list[object]] = []
+
+    def step(self, number: int, total: int, text: str) -> None:
+        self.steps.append([text])
+
+    def done(self, seconds: float, cached: bool = False) -> None:
+        self.steps[-1].append(cached)
+
+
+@pytest.fixture
+def ctx(lb, busybox_tar: Path, tmp_path: Path) -> Path:
+    need_root()
+    lb("import", str(busybox_tar), "base")
+    root = tmp_path / "ctx"
+    (root / "src/sub").mkdir(parents=True)
+    (root / "conf").mkdir()
+    (root / "Buildfile").write_text(BUILDFILE)
+    (root / "src/a.txt").write_text("a\n")
+    (root / "src/sub/b.txt").write_text("b\n")
+    (root / "conf/one.ini").write_text("one\n")
+    (root / "conf/notes.txt").write_text("not matched\n")
+    return root
+
+
+def _request(ctx: Path, **changes: object) -> BuildRequest:
+    fields: dict[str, object] = {"context": ctx, "buildfile": ctx / "Buildfile",
+                                 "tags": (Reference.parse("app:1"),)}
+    fields.update(changes)
+    return BuildRequest(**fields)  # type: ignore[arg-type]
+
+
+def _replayed(store_root: Path, request: BuildRequest) -> Image | None:
+    return replay(Store(store_root), request, Recorder())
+
+
+def test_an_unchanged_rebuild_is_the_recorded_image(lb, ctx: Path, store_root: Path) -> None:
+    built = lb("build", "-t", "app:1", str(ctx)).stdout.split()[2]
+    lb("rmi", "app:1")
+    lb("build", "-t", "app:0", str(ctx))  # the image stays stored under another name
+    events = Recorder()
+    image = replay(Store(store_root), _request(ctx), events)
+    assert image is not None and str(image.id) == built
+    assert events.steps == [["FROM base", False], ["ARG USED=1", True],
+                            ["COPY src/ /src/", True], ["COPY conf/*.ini /etc/app/", True],
+                            ['RUN echo "$USED" > /used', True]]
+    assert ["app", "1"] in [line.split()[:2] for line in lb("images").stdout.splitlines()]
+
+
+CHANGES: dict[str, Callable[[Path], None]] = {
+    "file content": lambda c: (c / "src/a.txt").write_text("A\n"),
+    "file touched": lambda c: os.utime(c / "src/a.txt"),
+    "file mode": lambda c: os.chmod(c / "src/a.txt", 0o600),
+    "file added to a copied dir": lambda c: (c / "src/sub/new.txt").write_text("new\n"),
+    "file removed": lambda c: (c / "src/sub/b.txt").unlink(),
+    "file matching a wildcard added": lambda c: (c / "conf/two.ini").write_text("two\n"),
+    "symlink swapped for its target": lambda c: ((c / "src/a.txt").rename(c / "a.txt"),
+                                                 (c / "src/a.txt").symlink_to("../a.txt")),
+    "Buildfile": lambda c: (c / "Buildfile").write_text(BUILDFILE + "ENV X=1\n"),
+    ".dockerignore": lambda c: (c / ".dockerignore").write_text("src/sub\n"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_any_change_to_what_the_build_read_takes_the_full_path(lb, ctx: Path,
+                                                               store_root: Path,
+                                                               change: str) -> None:
+    lb("build", "-t", "app:1", str(ctx))
+    assert _replayed(store_root, _request(ctx)) is not None
+    CHANGES[change](ctx)
+    assert _replayed(store_root, _request(ctx)) is None
+    lb("build", "-t", "app:1", str(ctx))  # which records the new state
+    assert _replayed(store_root, _request(ctx)) is not None
+
+
+def test_other_requests_and_store_changes_take_the_full_path(lb, ctx: Path,
+                                                             store_root: Path) -> None:
+    lb("build", "-t", "app:1", str(ctx))
+    assert _replayed(store_root, _request(ctx, build_args={"USED": "2"})) is None
+    assert _replayed(store_root, _request(ctx, target="nope")) is None
+    assert _replayed(store_root, _request(ctx, source_date_epoch=5)) is None
+    assert _replayed(store_root, _request(ctx, no_cache=True)) is None
+    assert _replayed(store_root, _request(ctx, dry_run=True)) is None
+    assert _replayed(store_root, _request(ctx)) is not None
+    lb("build", "-t", "base", "-f", str(ctx / "other.Buildfile"), str(ctx), check=False)
+    (ctx / "other.Buildfile").write_text("FROM base\nENV MOVED=1\n")
+    lb("build", "-t", "base", "-f", str(ctx / "other.Buildfile"), str(ctx))  # base moves
+    assert _replayed(store_root, _request(ctx)) is None
+    lb("build", "-t", "app:1", str(ctx))
+    lb("rmi", "app:1")
+    assert _replayed(store_root, _request(ctx)) is None  # the image is gone
+    lb("build", "-t", "app:1", str(ctx))
+    lb("prune", "--all")
+    assert _replayed(store_root, _request(ctx)) is None  # the cache was dropped
+
+
+def test_a_new_image_under_a_missing_from_reference_is_seen(lb, ctx: Path,
+                                                            store_root: Path) -> None:
+    (ctx / "Buildfile").write_text(BUILDFILE + "COPY --from=later /etc/motd /motd\n")
+    failed = lb("build", "-t", "app:1", str(ctx), check=False)
+    assert failed.returncode != 0  # no record for a failed build
+    lb("tag", "base", "later")
+    lb("build", "-t", "app:1", str(ctx))
+    assert _replayed(store_root, _request(ctx)) is not None
+    (ctx / "later.Buildfile").write_text("FROM base\nRUN echo changed > /etc/motd\n")
+    lb("build", "-t", "later", "-f", str(ctx / "later.Buildfile"), str(ctx))
+    assert _replayed(store_root, _request(ctx)) is None
