@@ -7,6 +7,7 @@ filesystem step runs is in `steps`, and every mount or process is the sandbox's.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,11 +19,14 @@ from layerbuild.build.plan import (
     is_linked,
     needed_stages,
     run_script,
+    stage_needs,
     stage_ref,
     target_stage,
 )
 from layerbuild.build.record import fingerprint, signature, write_record
+from layerbuild.build.report import Report, StageEvents
 from layerbuild.build.request import BuildRequest, Events
+from layerbuild.build.schedule import Stopped, run_at_once
 from layerbuild.buildfile import (
     Arg,
     Buildfile,
@@ -103,7 +107,7 @@ class Build:
         self.buildfile = read_buildfile(request)
         self.fingerprint = fingerprint(request)
         self.replayable = True  # no step that must never come from the cache
-        self.steps: list[tuple[str, bool]] = []
+        self._stopping = threading.Event()
         self.images: dict[str, str] = {}
         """Every stored image the build named, by the reference it used."""
         self.epoch = source_date_epoch(request)
@@ -119,7 +123,6 @@ class Build:
         self.results: dict[int, StageState] = {}
         self.cache = CacheIndex(store.buildcache)
         self.stats = self.cache.stat_cache(request.context)
-        self._step = 0
         self._total = 0
 
     def run(self) -> Image | None:
@@ -135,9 +138,9 @@ class Build:
                   if a != EPOCH_ARG]
         if unused:
             self.events.note(f"warning: build args not used by any ARG: {', '.join(unused)}")
+        report = Report(self.events, [s.index for s in stages], lambda: self._total)
         with self.store.staging() as lease:
-            for stage in stages:
-                self.results[stage.index] = self._build_stage(stage, lease)
+            self._build_stages(stages, lease, report)
             self.stats.save()
             if self.request.dry_run:
                 return None
@@ -148,30 +151,60 @@ class Build:
             if self.fingerprint is not None and self.replayable:
                 seen = {**self.stats.seen,
                         **{path: signature(st) for path, st in self.context.listed.items()}}
-                write_record(self.store, self.fingerprint, image, self.steps, self.images, seen)
+                write_record(self.store, self.fingerprint, image, report.steps, self.images,
+                             seen)
         return image
 
-    def _announce(self, text: str, is_from: bool = False) -> float:
-        self._step += 1
-        self.steps.append((text, is_from))
-        self.events.step(self._step, self._total, text)
-        return time.monotonic()
+    def _build_stages(self, stages: list[Stage], lease: Path, report: Report) -> None:
+        """Build the stages; those that do not use each other at the same time."""
+        channels = {s.index: report.channel(s.index) for s in stages}
+        by_index = {s.index: s for s in stages}
 
-    def _build_stage(self, stage: Stage, lease: Path) -> StageState:
-        started = self._announce(f"FROM {stage.from_instr.image}"
-                                 + (f" AS {stage.name}" if stage.name else ""), is_from=True)
+        def build_one(index: int) -> None:
+            try:
+                self.results[index] = self._build_stage(by_index[index], lease,
+                                                        channels[index])
+            finally:
+                report.finished(index)
+
+        if self.request.dry_run or len(stages) == 1:
+            for stage in stages:
+                build_one(stage.index)
+            return
+        env = self.scope.environment()
+        needs = {s.index: stage_needs(self.buildfile, s, env) for s in stages}
+        stopped_at: list[str] = []
+
+        def stop() -> None:
+            """No more steps, the running ones killed, and the display left as it is."""
+            from layerbuild.sandbox import stop_all
+
+            shown = report.close()
+            stopped_at.append(channels[shown].where if shown is not None else "")
+            self._stopping.set()
+            stop_all()
+
+        try:
+            run_at_once([s.index for s in stages], needs, build_one, stop)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(stopped_at[0] if stopped_at else "") from None
+
+    def _build_stage(self, stage: Stage, lease: Path, events: StageEvents) -> StageState:
+        started = time.monotonic()
+        events.begin(f"FROM {stage.from_instr.image}"
+                     + (f" AS {stage.name}" if stage.name else ""), is_from=True)
         state = self._base(stage)
-        self.events.done(time.monotonic() - started)
+        events.done(time.monotonic() - started)
         triggers = state.config.config.get("OnBuild") or []
         if triggers:
             state.config = state.config.with_config(OnBuild=None)
             for n, text in enumerate(triggers):
                 instr = self._trigger(text, stage)
                 self._total += 1
-                state = self._dispatch(stage, state, instr, lease, f"onbuild{n}",
+                state = self._dispatch(stage, state, instr, lease, f"onbuild{n}", events,
                                        label=f"ONBUILD {text}")
         for n, instr in enumerate(stage.instructions):
-            state = self._dispatch(stage, state, instr, lease, str(n))
+            state = self._dispatch(stage, state, instr, lease, str(n), events)
         return state
 
     def _trigger(self, text: str, stage: Stage) -> Instruction:
@@ -220,9 +253,15 @@ class Build:
         return not (stage.name and stage.name in self.request.no_cache_filter)
 
     def _dispatch(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
-                  position: str, label: str | None = None) -> StageState:
+                  position: str, events: StageEvents, label: str | None = None,
+                  ) -> StageState:
+        if self._stopping.is_set():
+            raise Stopped()
         text = cfg.describe(instr)
-        started = self._announce(label or cfg.step_text(instr))
+        shown = label or cfg.step_text(instr)
+        started = time.monotonic()
+        events.begin(shown)
+        events.where = f"{self.buildfile.path}:{instr.line}: {shown}"
         env = state.scope.environment()
         inputs = step_inputs(state.key, instr, env, self.buildfile, stage.index, self.context,
                              self.stats, lambda i: self.results[i].key, self._image_key)
@@ -247,12 +286,11 @@ class Build:
             state.missed = True
             reason = why_missed(self.cache.last_inputs(slot), inputs)
             if self._use_cache(stage):
-                self.events.note(f"  cache miss: {reason}")
+                events.note(f"  cache miss: {reason}")
         try:
-            history = self._apply(stage, state, instr, lease, env, text, cached)
+            history = self._apply(stage, state, instr, lease, env, text, cached, events)
         except KeyboardInterrupt:  # say where, as a failing step does
-            raise KeyboardInterrupt(f"{self.buildfile.path}:{instr.line}: "
-                                    f"{label or cfg.step_text(instr)}") from None
+            raise KeyboardInterrupt(events.where) from None
         if cached is None and not self.request.dry_run:
             top = state.top if is_layer_step(instr) else None
             diff = state.config.diff_ids[-1] if top is not None else None
@@ -261,9 +299,9 @@ class Build:
         # What follows a linked step depends on everything below it, as after any other step.
         state.key = hashlib.sha256(f"{state.key}+{key}".encode()).hexdigest() if linked else key
         if self.request.dry_run and cached is None:
-            self.events.note("  would run")
+            events.note("  would run")
         else:
-            self.events.done(time.monotonic() - started, cached=cached is not None)
+            events.done(time.monotonic() - started, cached=cached is not None)
         return state
 
     def _relinked(self, cached: CachedStep, top: Digest | None, lease: Path,
@@ -292,7 +330,8 @@ class Build:
         return f"image:{image_id}"
 
     def _apply(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
-               env: dict[str, str], text: str, cached: CachedStep | None) -> History:
+               env: dict[str, str], text: str, cached: CachedStep | None,
+               events: Events) -> History:
         """Change the stage's state by one step: from the cache, or by running it; returns the
         step's history entry (one without `created_by` is not recorded: ONBUILD)."""
         escape = self.buildfile.escape
@@ -316,7 +355,7 @@ class Build:
                 from layerbuild.build.steps import StepContext, run_filesystem_step
 
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
-                                  self.results, stage, self.request, self.events)
+                                  self.results, stage, self.request, events)
                 diff_id, top, newest = run_filesystem_step(ctx, instr, state.config,
                                                            state.top, env)
             if cached is None:

@@ -45,19 +45,20 @@ def needed_stages(buildfile: Buildfile, target: Stage,
                   global_env: Mapping[str, str]) -> list[Stage]:
     """The target and every stage it depends on (FROM, COPY --from, RUN --mount from=)."""
     needed: set[int] = set()
-    todo = [target]
+    todo = [target.index]
     while todo:
-        stage = todo.pop()
-        if stage.index in needed:
-            continue
-        needed.add(stage.index)
-        refs = [expand(stage.from_instr.image, global_env, buildfile.escape)]
-        refs += [r for instr in stage.instructions for r in _refs(instr)]
-        for ref in refs:
-            dep = stage_ref(buildfile, ref, stage.index)
-            if dep is not None:
-                todo.append(dep)
+        index = todo.pop()
+        if index not in needed:
+            needed.add(index)
+            todo.extend(stage_needs(buildfile, buildfile.stages[index], global_env))
     return [s for s in buildfile.stages if s.index in needed]
+
+
+def stage_needs(buildfile: Buildfile, stage: Stage, global_env: Mapping[str, str]) -> set[int]:
+    """The earlier stages a stage uses (its FROM, COPY --from, RUN --mount from=)."""
+    refs = [expand(stage.from_instr.image, global_env, buildfile.escape)]
+    refs += [r for instr in stage.instructions for r in _refs(instr)]
+    return {dep.index for ref in refs if (dep := stage_ref(buildfile, ref, stage.index))}
 
 
 def run_script(instr: Run) -> str | tuple[str, ...]:

@@ -32,6 +32,14 @@ class Report:
         self._number = 0
         self._lock = threading.Lock()
 
+    def close(self) -> int | None:
+        """Pass nothing more on (the build is stopping); returns the stage being shown."""
+        with self._lock:
+            shown = self._order[self._front] if self._front < len(self._order) else None
+            self._front = len(self._order)
+            self._order = []
+            return shown
+
     def channel(self, stage: int) -> StageEvents:
         """The events one stage reports through."""
         return StageEvents(self, stage)
@@ -42,6 +50,8 @@ class Report:
             if self._front < len(self._order) and stage == self._order[self._front]:
                 self._send(kind, args)
                 return
+            if not self._order:
+                return  # closed
             held = self._held[stage]
             if kind == "output":
                 self._held_bytes[stage] += len(args[0])  # type: ignore[arg-type]

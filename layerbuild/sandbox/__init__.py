@@ -15,6 +15,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
     from typing import Any
 
+    from layerbuild.sandbox.launch import stop_all
     from layerbuild.sandbox.ops import (
         copy_into,
         export_merged,
@@ -29,10 +30,12 @@ if TYPE_CHECKING:
 _OPS = ("copy_into", "export_merged", "glob_in_image", "read_image_file", "read_image_files",
         "resolve_in_image", "run_step")
 _HOMES = {**dict.fromkeys(_OPS, "ops"), **dict.fromkeys(("CopyItem", "Mount", "RunSpec",
-                                                         "StepRoot"), "spec")}
+                                                         "StepRoot"), "spec"),
+          "stop_all": "launch"}
 
 __all__ = ["CopyItem", "Mount", "RunSpec", "StepRoot", "copy_into", "export_merged",
-           "glob_in_image", "read_image_file", "read_image_files", "resolve_in_image", "run_step"]
+           "glob_in_image", "read_image_file", "read_image_files", "resolve_in_image", "run_step",
+           "stop_all"]
 
 
 def __getattr__(name: str) -> Any:

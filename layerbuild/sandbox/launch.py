@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +31,16 @@ _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
          "from layerbuild.sandbox.child import main; main()")
 _DRAIN_AFTER_KILL = 10.0
 _HOST_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+_RUNNING: set[_Session] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all() -> None:
+    """Kill every step this process is running, in any thread (the build is stopping); each
+    `call` then returns as a killed step does."""
+    with _RUNNING_LOCK:  # held while signalling, so no session closes its fds meanwhile
+        for session in _RUNNING:
+            session.signal()
 
 
 def _unshare() -> str:
@@ -61,6 +72,8 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
     os.close(out_w)
     os.close(ctl_w)
     session = _Session(proc, out_r, ctl_r, on_output)
+    with _RUNNING_LOCK:
+        _RUNNING.add(session)
     try:
         session.send({**request, "control_fd": ctl_w})
         session.pump(None if timeout is None else time.monotonic() + timeout)
@@ -68,6 +81,8 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
         session.kill()
         raise
     finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(session)
         session.close()
     if session.timed_out:
         raise StepFailed(f"timed out after {timeout:g}s; the step and all its processes "
@@ -109,7 +124,7 @@ class _Session:
                 if quiet:
                     return  # gave up waiting for a child that would not die
                 self.timed_out = True
-                self._signal()
+                self.signal()
                 deadline, quiet = time.monotonic() + _DRAIN_AFTER_KILL, True
                 continue
             for key, _ in events:
@@ -144,11 +159,11 @@ class _Session:
 
     def kill(self) -> None:
         """End the child at once, then drain its pipes (output is no longer passed on)."""
-        self._signal()
+        self.signal()
         if self.sel.get_map():
             self.pump(time.monotonic() + _DRAIN_AFTER_KILL, quiet=True)
 
-    def _signal(self) -> None:
+    def signal(self) -> None:
         """SIGKILL the step's PID 1 (and so its namespace) and the init (and its mounts)."""
         if self.step_pidfd is not None:
             with contextlib.suppress(OSError):

@@ -1,0 +1,110 @@
+"""Stages at once: dependency order, the first error, and reports shown in stage order."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from layerbuild.build.report import Report
+from layerbuild.build.request import Events
+from layerbuild.build.schedule import run_at_once
+
+
+class Lines(Events):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def step(self, number: int, total: int, text: str) -> None:
+        self.lines.append(f"[{number}/{total}] {text}")
+
+    def done(self, seconds: float, cached: bool = False) -> None:
+        self.lines.append("CACHED" if cached else "done")
+
+    def output(self, data: bytes) -> None:
+        self.lines.append(data.decode())
+
+    def note(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def test_a_stage_starts_after_what_it_needs() -> None:
+    started: list[int] = []
+    ready = {0: threading.Event(), 1: threading.Event()}
+
+    def build(stage: int) -> None:
+        started.append(stage)
+        if stage in ready:  # 0 and 1 run at once: each waits for the other to start
+            ready[stage].set()
+            assert ready[1 - stage].wait(5)
+
+    run_at_once([0, 1, 2], {2: {0, 1}}, build, lambda: None)
+    assert sorted(started[:2]) == [0, 1] and started[2] == 2
+
+
+def test_the_first_error_wins_and_stops_the_rest_once() -> None:
+    stops: list[int] = []
+    failed = threading.Event()
+
+    def build(stage: int) -> None:
+        if stage == 0:
+            failed.set()
+            raise ValueError("first")
+        assert failed.wait(5)
+        raise RuntimeError("killed because stopped")
+
+    def stop() -> None:
+        stops.append(1)
+
+    with pytest.raises(ValueError, match="first"):
+        run_at_once([0, 1, 2], {2: {1}}, build, stop)
+    assert stops == [1]
+
+
+def test_a_stage_after_a_failure_does_not_start() -> None:
+    built: list[int] = []
+
+    def build(stage: int) -> None:
+        built.append(stage)
+        if stage == 0:
+            raise OSError("no")
+
+    with pytest.raises(OSError):
+        run_at_once([0, 1], {1: {0}}, build, lambda: None)
+    assert built == [0]
+
+
+def test_reports_are_shown_stage_by_stage_and_numbered_in_order() -> None:
+    out = Lines()
+    report = Report(out, [0, 1, 2], lambda: 6)
+    a, b, c = (report.channel(i) for i in range(3))
+    b.begin("FROM base AS b", is_from=True)  # b runs first, but a is shown first
+    b.done(0.0)
+    b.begin("RUN b")
+    b.output(b"from b\n")
+    a.begin("FROM base AS a", is_from=True)
+    a.output(b"from a\n")
+    b.done(1.0)
+    report.finished(1)
+    a.done(0.5)
+    report.finished(0)
+    c.begin("FROM base")
+    c.done(0.0, cached=True)
+    report.finished(2)
+    assert out.lines == ["[1/6] FROM base AS a", "from a\n", "done", "[2/6] FROM base AS b",
+                         "done", "[3/6] RUN b", "from b\n", "done", "[4/6] FROM base",
+                         "CACHED"]
+    assert report.steps == [("FROM base AS a", True), ("FROM base AS b", True),
+                            ("RUN b", False), ("FROM base", False)]
+
+
+def test_a_closed_report_shows_nothing_more() -> None:
+    out = Lines()
+    report = Report(out, [0, 1], lambda: 2)
+    a, b = report.channel(0), report.channel(1)
+    a.begin("RUN a")
+    b.begin("RUN b")
+    assert report.close() == 0
+    a.output(b"late\n")
+    report.finished(0)
+    assert out.lines == ["[1/2] RUN a"]
