@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from treeutil import docker_ok, make_busybox_rootfs, make_tar, need
+from treeutil import docker_ok, make_busybox_rootfs, make_tar, need, need_root
 
 from layerbuild.store import Store
 
@@ -26,6 +26,14 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def busybox_tar(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tar(busybox_rootfs, tmp_path_factory.mktemp("busybox-tar") / "rootfs.tar")
+
+
+@pytest.fixture
+def base(lb: Run, busybox_tar: Path) -> str:
+    """The busybox root filesystem imported into the test's store as `base`."""
+    need_root()
+    lb("import", str(busybox_tar), "base")
+    return "base"
 
 
 @pytest.fixture

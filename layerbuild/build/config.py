@@ -289,6 +289,11 @@ def created_by(instr: Instruction, config: ImageConfig, env: Mapping[str, str],
     return f"{name} {describe(instr)}"
 
 
+def last_created(config: ImageConfig) -> str | None:
+    """When the image's last step that says so was made (its history's last `created`)."""
+    return next((h.created for h in reversed(config.history) if h.created), None)
+
+
 def step_text(instr: Instruction) -> str:
     """The instruction as a progress line shows it: its flags, then `describe`'s text."""
     flags: list[str] = []

@@ -393,10 +393,7 @@ class Build:
 
     def _previous(self, state: StageState) -> str:
         """The time of the stage's last step (the epoch for a new image with none)."""
-        for entry in reversed(state.config.history):
-            if entry.created:
-                return entry.created
-        return rfc3339(self.epoch if self.epoch is not None else 0)
+        return cfg.last_created(state.config) or rfc3339(self.epoch or 0)
 
 
 def source_date_epoch(request: BuildRequest) -> int | None:

@@ -133,10 +133,9 @@ def relink(store: Store, layer: LayerRecord, top: Digest | None, lease: Path) ->
 def made_time(config: ImageConfig, epoch: int | None) -> int:
     """The time for directories a step makes without a source: that of the step before (for
     a new image, SOURCE_DATE_EPOCH or 0)."""
-    for entry in reversed(config.history):
-        if entry.created and (when := timestamp(entry.created)) is not None:
-            return int(when)
-    return epoch or 0
+    last = cfg.last_created(config)
+    when = timestamp(last) if last else None
+    return int(when) if when is not None else epoch or 0
 
 
 def _ids(root: StepRoot, user: str) -> tuple[Ids, str]:

@@ -10,14 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from treeutil import need_root
-
-
-@pytest.fixture
-def base(lb, busybox_tar: Path) -> str:
-    need_root()
-    lb("import", str(busybox_tar), "base")
-    return "base"
 
 
 def _ctx(tmp_path: Path, buildfile: str, files: dict[str, str]) -> Path:

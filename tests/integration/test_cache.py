@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from treeutil import need_root
 
 BUILDFILE = """\
 FROM base
@@ -24,9 +23,7 @@ CMD ["cat", "/used"]
 
 
 @pytest.fixture
-def ctx(lb, busybox_tar: Path, tmp_path: Path) -> Path:
-    need_root()
-    lb("import", str(busybox_tar), "base")
+def ctx(base: str, tmp_path: Path) -> Path:
     root = tmp_path / "ctx"
     (root / "data/sub").mkdir(parents=True)
     (root / "Buildfile").write_text(BUILDFILE)

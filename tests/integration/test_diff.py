@@ -6,18 +6,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from treeutil import need_root
 
 T0 = 1_600_000_000
 EPOCH = "1700000000"
 REFERENCE = "echo a > /out/a && ln -s a /out/link"
-
-
-@pytest.fixture
-def base(lb, busybox_tar: Path) -> str:
-    need_root()
-    lb("import", str(busybox_tar), "base")
-    return "base"
 
 
 def _build(lb, tmp_path: Path, tag: str, run: str, *extra: str, no_cache: bool = False,

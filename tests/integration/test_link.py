@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from treeutil import need_root
 
 BASE = """\
 FROM base
@@ -23,9 +22,7 @@ RUN cat /flavour /opt/app/x > /combined
 
 
 @pytest.fixture
-def ctx(lb, busybox_tar: Path, tmp_path: Path) -> Path:
-    need_root()
-    lb("import", str(busybox_tar), "base")
+def ctx(base: str, tmp_path: Path) -> Path:
     root = tmp_path / "ctx"
     (root / "app/sub").mkdir(parents=True)
     (root / "app/x").write_text("x\n")

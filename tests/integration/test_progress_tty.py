@@ -15,18 +15,9 @@ import time
 from pathlib import Path
 
 import pyte
-import pytest
-from treeutil import need_root
 
 COLUMNS, LINES = 100, 40
 CHATTY = "RUN for i in $(seq 1 30); do echo \"line $i\"; sleep 0.03; done"
-
-
-@pytest.fixture
-def base(lb, busybox_tar: Path) -> str:
-    need_root()
-    lb("import", str(busybox_tar), "base")
-    return "base"
 
 
 def build_on_pty(store_root: Path, context: Path, timeout: float = 300,

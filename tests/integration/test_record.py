@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from treeutil import need_root
 
 from layerbuild.build.record import replay
 from layerbuild.build.request import BuildRequest, Events
@@ -38,9 +37,7 @@ class Recorder(Events):
 
 
 @pytest.fixture
-def ctx(lb, busybox_tar: Path, tmp_path: Path) -> Path:
-    need_root()
-    lb("import", str(busybox_tar), "base")
+def ctx(base: str, tmp_path: Path) -> Path:
     root = tmp_path / "ctx"
     (root / "src/sub").mkdir(parents=True)
     (root / "conf").mkdir()

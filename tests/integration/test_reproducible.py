@@ -102,10 +102,8 @@ def _config(root: Path, ref: str) -> dict:  # type: ignore[type-arg]
 
 
 @pytest.fixture
-def base_archive(lb, busybox_tar: Path, tmp_path: Path) -> Path:
+def base_archive(lb, base: str, tmp_path: Path) -> Path:
     """The busybox base as an archive, so every store starts from the same image."""
-    need_root()
-    lb("import", str(busybox_tar), "base")
     out = tmp_path / "base.tar"
     lb("save", "base", "-o", str(out))
     return out

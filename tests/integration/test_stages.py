@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from treeutil import need_root
 
 # Each RUN waits (at most 20 s) for the other stage's RUN to have started: they pass only when
 # both run at once. The cache mount is the one place both can see.
@@ -31,7 +30,7 @@ COPY --from=b /b /b
 RUN cat /a /b
 """
 
-# Stage a fails once stage b's RUN is running; b's RUN would take 30 s and then leave a mark.
+# Stage a fails once stage b's RUN is running; b's RUN would take 29 s and then leave a mark.
 ONE_FAILS = """\
 FROM base AS a
 RUN --mount=type=cache,target=/sync,id=sync i=0; while [ ! -e /sync/started ]; do \
@@ -39,7 +38,7 @@ i=$((i+1)); [ $i -gt 200 ] && exit 9; sleep 0.1; done; echo a gives up; exit 3
 
 FROM base AS b
 RUN --mount=type=cache,target=/sync,id=sync touch /sync/started && echo started && \
-sleep 30 && touch /sync/finished
+sleep 29 && touch /sync/finished
 
 FROM base
 COPY --from=a /etc/motd /a
@@ -48,9 +47,7 @@ COPY --from=b /etc/motd /b
 
 
 @pytest.fixture
-def ctx(lb, busybox_tar: Path, tmp_path: Path) -> Path:
-    need_root()
-    lb("import", str(busybox_tar), "base")
+def ctx(base: str, tmp_path: Path) -> Path:
     root = tmp_path / "ctx"
     root.mkdir()
     return root
@@ -62,7 +59,7 @@ def _leftovers(store_root: Path) -> list[str]:
         found = [line for line in f if str(store_root) in line]
     found += [str(p) for p in (store_root / "tmp").iterdir()]
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return found + [line for line in processes.splitlines() if "sleep 30" in line]
+    return found + [line for line in processes.splitlines() if line.strip() == "sleep 29"]
 
 
 def test_independent_stages_run_at_once_and_print_in_order(lb, ctx: Path) -> None:
@@ -92,7 +89,7 @@ def test_a_failing_stage_stops_the_others(lb, ctx: Path, store_root: Path) -> No
 
 
 def test_ctrl_c_stops_every_stage(lb, ctx: Path, store_root: Path) -> None:
-    (ctx / "Buildfile").write_text(ONE_FAILS.replace("exit 3", "sleep 30"))
+    (ctx / "Buildfile").write_text(ONE_FAILS.replace("exit 3", "sleep 29"))
     proc = subprocess.Popen([sys.executable, "-m", "layerbuild.cli", "--root", str(store_root),
                              "build", "--progress", "plain", str(ctx)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
