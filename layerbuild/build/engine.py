@@ -352,7 +352,8 @@ class Build:
                 diff_id, top = EMPTY_LAYER_DIFF_ID, state.top
             else:
                 # Loaded here: a fully cached build never needs the sandbox or layer code.
-                from layerbuild.build.steps import StepContext, run_filesystem_step
+                from layerbuild.build.stepcontext import StepContext
+                from layerbuild.build.steps import run_filesystem_step
 
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
                                   self.results, stage, self.request, events)

@@ -1,0 +1,202 @@
+"""COPY and ADD: sources from the context, another stage or image, archives and URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from layerbuild.build.stepcontext import StepContext, layer_dirs, made_time, read_text, source_top
+from layerbuild.build.users import resolve_chown
+from layerbuild.buildfile import Add, Copy, IgnoreRules, expand
+from layerbuild.context import Context, ContextError
+from layerbuild.image import ImageConfig
+from layerbuild.layer import extract_layer, open_decompressed
+from layerbuild.sandbox import CopyItem, StepRoot, copy_into, glob_in_image
+
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+def _dest(instr: Copy | Add, config: ImageConfig, env: Mapping[str, str], escape: str) -> str:
+    dest = expand(instr.dest, env, escape)
+    if not dest.startswith("/"):
+        workdir = str(config.config.get("WorkingDir") or "/")
+        dest = posixpath.join(workdir, dest) + ("/" if dest.endswith("/") or dest == "." else "")
+    return dest
+
+
+def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoot,
+              config: ImageConfig, env: Mapping[str, str], stage: Path) -> None:
+    """COPY/ADD into `root`; `base` is the image so far (where --chown names are looked up)."""
+    escape = ctx.buildfile.escape
+    dest = _dest(instr, config, env, escape)
+    owner = (0, 0)
+    if instr.chown:
+        spec = expand(instr.chown, env, escape)
+        owner = resolve_chown(spec, read_text(base, "/etc/passwd"), read_text(base, "/etc/group"))
+    mode = int(instr.chmod, 8) if instr.chmod else None
+    sources = [expand(s, env, escape) for s in instr.sources]
+    exclude = IgnoreRules.from_patterns([expand(p, env, escape) for p in instr.exclude]) \
+        if instr.exclude else None
+    many = len(sources) + len(instr.heredocs) > 1 or any(set("*?[") & set(s) for s in sources)
+    if many and not dest.endswith("/"):
+        raise ctx.error(instr, "when using more than one source (or a wildcard), the "
+                        "destination must be a directory and end with a /")
+    if instr.heredocs:
+        docs = stage / "heredocs"
+        docs.mkdir()
+        written = ctx.request.buildfile.stat().st_mtime_ns  # a heredoc is as new as its file
+        for doc in instr.heredocs:
+            body = expand(doc.content, env, escape) if doc.expand else doc.content
+            (docs / doc.name).write_text(body)
+            os.utime(docs / doc.name, ns=(written, written))
+        items = [CopyItem(doc.name, _into(dest, doc.name, many), owner[0], owner[1],
+                          mode if mode is not None else 0o644) for doc in instr.heredocs]
+        copy_into(root, docs, items)
+    from_ = getattr(instr, "from_", None)
+    if from_:
+        _copy_from(ctx, instr, root, from_, sources, dest, owner, mode, env, stage)
+        return
+    for source in sources:
+        if isinstance(instr, Add) and source.startswith(("http://", "https://")):
+            _add_url(ctx, instr, root, source, dest, owner, mode, stage)
+            continue
+        try:
+            matches = ctx.context.match(source)
+        except ContextError as exc:
+            raise ctx.error(instr, str(exc)) from None
+        if not matches:
+            raise ctx.error(instr, f"{source}: no source files were specified")
+        wildcard = bool(set("*?[") & set(source))
+        for rel in matches:
+            full = ctx.context.root / rel if rel else ctx.context.root
+            if isinstance(instr, Add) and full.is_file() and _is_archive(full):
+                _add_archive(root, full, dest, owner if instr.chown else None, stage,
+                             made_time(config, ctx.request.source_date_epoch))
+                continue
+            named = rel if wildcard else posixpath.normpath(source).lstrip("/")
+            target, into = dest, many
+            if getattr(instr, "parents", False) and rel:  # keep the source's own path
+                target = posixpath.join(dest, rel if full.is_dir() else posixpath.dirname(rel))
+                target, into = target.rstrip("/") + "/", True
+            items, single = _items(ctx.context, rel, target, into, owner, mode, exclude, named)
+            copy_into(root, ctx.context.root, items, follow_source_symlinks=single)
+
+
+def _into(dest: str, name: str, directory: bool) -> str:
+    return posixpath.join(dest, name) if directory or dest.endswith("/") else dest
+
+
+def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, int],
+           mode: int | None, exclude: IgnoreRules | None, named: str,
+           ) -> tuple[list[CopyItem], bool]:
+    """One item per entry: a dir source's contents go into dest, a file goes to/into dest.
+
+    A file is copied from the path the Buildfile `named` (a symlink there is followed and the
+    copy keeps the link's name, as in Docker); says whether the items are that one file.
+    """
+    entries = list(context.walk(rel, exclude))
+    top = entries[0]
+    items = []
+    if top.is_dir:
+        base = dest.rstrip("/") or "/"
+        items.append(CopyItem(top.rel or ".", base, owner[0], owner[1], 0o755, recursive=False))
+        for entry in entries[1:]:
+            inner = entry.rel[len(top.rel) + 1:] if top.rel else entry.rel
+            items.append(CopyItem(entry.rel, posixpath.join(base, inner), owner[0], owner[1],
+                                  mode, recursive=False))
+    else:
+        target = _into(dest, posixpath.basename(named), many)
+        items.append(CopyItem(named, target, owner[0], owner[1], mode, recursive=False,
+                              into_existing_dir=not dest.endswith("/")))
+    return items, not top.is_dir
+
+
+def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
+               sources: list[str], dest: str, owner: tuple[int, int], mode: int | None,
+               env: Mapping[str, str], stage: Path) -> None:
+    lowers = tuple(layer_dirs(ctx.store, source_top(ctx, instr, ref, env)))
+    uid, gid = (owner if instr.chown else (None, None))
+    items = [CopyItem(s.lstrip("/") or ".", dest, uid, gid, mode,
+                      into_existing_dir=not dest.endswith("/"))
+             for s in _expand_wildcards(ctx, instr, lowers, sources, stage)]
+    copy_into(root, lowers, items, follow_source_symlinks=True)
+
+
+def _expand_wildcards(ctx: StepContext, instr: Copy | Add, lowers: tuple[Path, ...],
+                      sources: list[str], stage: Path) -> list[str]:
+    """Sources of another stage or image with their wildcards matched in its filesystem."""
+    patterns = ["/" + s.lstrip("/") for s in sources if set("*?[") & set(s)]
+    if not patterns:
+        return sources
+    view = stage / "glob"
+    for sub in ("upper", "work"):
+        (view / sub).mkdir(parents=True)
+    found = dict(zip(patterns, glob_in_image(StepRoot(lowers, view / "upper", view / "work"),
+                                             patterns), strict=True))
+    out = []
+    for source in sources:
+        matches = found.get("/" + source.lstrip("/"), [source])
+        if not matches:
+            raise ctx.error(instr, f"{source}: no source files were specified")
+        out.extend(matches)
+    return out
+
+
+def _is_archive(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(262)
+    return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"
+
+
+def _add_archive(root: StepRoot, path: Path, dest: str, owner: tuple[int, int] | None,
+                 stage: Path, made: int) -> None:
+    """Extract a local archive into dest; `--chown` owns what it extracts, as in BuildKit
+    0.23+ (older BuildKit, Docker 20.10's among them, left the archive's owners).
+
+    Directories the archive does not list, and dest, take the time `made`."""
+    unpacked = stage / f"add-{os.urandom(4).hex()}"
+    with open(path, "rb") as raw:
+        extract_layer(open_decompressed(raw), unpacked, whiteouts=False, implicit_mtime=made)
+    items = [CopyItem(".", dest.rstrip("/") or "/", owner[0] if owner else None,
+                      owner[1] if owner else None, None, made_time=made)]
+    copy_into(root, unpacked, items)
+
+
+def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
+             owner: tuple[int, int], mode: int | None, stage: Path) -> None:
+    import urllib.parse  # only ADD of a URL pays for loading the HTTP client
+    import urllib.request
+
+    name = posixpath.basename(urllib.parse.urlparse(url).path) or "index.html"
+    fetched = stage / f"url-{os.urandom(4).hex()}"
+    fetched.mkdir()
+    target = fetched / name
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            while chunk := response.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+            modified = response.headers.get("Last-Modified")
+    except OSError as exc:
+        raise ctx.error(instr, f"cannot fetch {url}: {exc}") from None
+    if instr.checksum and instr.checksum != f"sha256:{h.hexdigest()}":
+        raise ctx.error(instr, f"{url}: checksum sha256:{h.hexdigest()} does not match "
+                        f"{instr.checksum}")
+    os.chmod(target, 0o600)
+    if modified:  # the file is as new as the server says, as in Docker
+        import email.utils
+
+        try:
+            when = email.utils.parsedate_to_datetime(modified).timestamp()
+            os.utime(target, (when, when))
+        except (TypeError, ValueError):
+            pass
+    item = CopyItem(name, _into(dest, name, False), owner[0], owner[1], mode,
+                    into_existing_dir=not dest.endswith("/"))
+    copy_into(root, fetched, [item])
+    shutil.rmtree(fetched, ignore_errors=True)

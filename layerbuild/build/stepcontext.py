@@ -1,0 +1,79 @@
+"""What every filesystem step may use: the store, the Buildfile, the context, other stages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from layerbuild.build import config as cfg
+from layerbuild.build.plan import stage_ref
+from layerbuild.buildfile import Buildfile, Instruction, Stage, expand
+from layerbuild.context import Context
+from layerbuild.digest import Digest, chain_ids
+from layerbuild.errors import BuildfileError, LayerbuildError
+from layerbuild.image import ImageConfig, timestamp
+from layerbuild.sandbox import StepRoot, read_image_file
+from layerbuild.store import Store
+
+if TYPE_CHECKING:
+    from layerbuild.build.engine import StageState
+    from layerbuild.build.request import BuildRequest, Events
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a filesystem step may use: the store, the Buildfile, the context, other stages."""
+
+    store: Store
+    buildfile: Buildfile
+    context: Context
+    lease: Path
+    results: Mapping[int, StageState]
+    stage: Stage
+    request: BuildRequest
+    events: Events
+
+    def error(self, instr: Instruction, message: str) -> BuildfileError:
+        return BuildfileError(message, self.buildfile.path, instr.line, instr.instruction)
+
+
+def layer_dirs(store: Store, top: Digest | None) -> list[Path]:
+    """The diff dirs of a layer stack, top first."""
+    dirs = []
+    while top is not None:
+        record = store.layer(top)
+        if record is None:
+            raise LayerbuildError(f"layer {top} is missing from the store")
+        dirs.append(store.diff_dir(record))
+        top = record.parent
+    return dirs
+
+
+def made_time(config: ImageConfig, epoch: int | None) -> int:
+    """The time for directories a step makes without a source: that of the step before (for
+    a new image, SOURCE_DATE_EPOCH or 0)."""
+    last = cfg.last_created(config)
+    when = timestamp(last) if last else None
+    return int(when) if when is not None else epoch or 0
+
+
+def read_text(root: StepRoot, path: str) -> str | None:
+    data = read_image_file(root, path)
+    return data.decode("utf-8", "replace") if data is not None else None
+
+
+def source_top(ctx: StepContext, instr: Instruction, ref: str,
+                env: Mapping[str, str]) -> Digest | None:
+    """The top layer of the earlier stage or the stored image that a `from` value names."""
+    expanded = expand(ref, env, ctx.buildfile.escape)
+    earlier = stage_ref(ctx.buildfile, expanded, ctx.stage.index)
+    if earlier is not None:
+        return ctx.results[earlier.index].top
+    try:
+        chains = chain_ids(ctx.store.get_image(expanded).config.diff_ids)
+    except LayerbuildError:
+        raise ctx.error(instr, f"--from={expanded}: no such stage or image in the store",
+                        ) from None
+    return chains[-1] if chains else None
