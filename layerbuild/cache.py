@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layerbuild.build.record import signature
+from layerbuild.build.record import settled, signature
 from layerbuild.buildfile import IgnoreRules, Instruction, to_dict
 from layerbuild.context import Context
 from layerbuild.digest import Digest
@@ -165,6 +165,8 @@ class StatCache:
             self._entries = {}
         self.seen: dict[str, list[int]] = {}
         """The signature of every entry digested in this build, by absolute path."""
+        self.settled = True
+        """Whether every entry was `settled` when it was read."""
 
     def entry_digest(self, full: str, st: os.stat_result) -> str:
         """The digest of an entry's header and content, worked out only when its stat changed.
@@ -177,8 +179,11 @@ class StatCache:
         if known is not None and known[:5] == sig:
             return str(known[5])
         value = _entry_header(full, st)
-        self._entries[full] = [*sig, value]
-        self._dirty = True
+        if settled(sig):  # else it might change again without its stat changing
+            self._entries[full] = [*sig, value]
+            self._dirty = True
+        else:
+            self.settled = False
         return value
 
     def save(self) -> None:

@@ -11,6 +11,7 @@ import fnmatch
 import os
 import posixpath
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,9 @@ class Context:
     def __init__(self, root: Path, rules: IgnoreRules | None = None) -> None:
         self.root = root.resolve()
         self.rules = rules or IgnoreRules()
-        self.listed: dict[str, os.stat_result] = {}
-        """Directories listed to match wildcards, by absolute path (what a match depended on)."""
+        self.listed: dict[str, tuple[os.stat_result, int]] = {}
+        """Directories listed to match wildcards, by absolute path (what a match depended on),
+        with when they were listed."""
 
     def _abs(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel else str(self.root)
@@ -105,7 +107,7 @@ class Context:
                     listed = self._abs(self.resolve(base))
                     try:
                         names = sorted(os.listdir(listed))
-                        self.listed[listed] = os.lstat(listed)
+                        self.listed[listed] = (os.lstat(listed), time.time_ns())
                     except (NotADirectoryError, FileNotFoundError):
                         continue
                     nxt.extend(posixpath.join(base, n) if base else n for n in names

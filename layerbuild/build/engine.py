@@ -23,7 +23,7 @@ from layerbuild.build.plan import (
     stage_ref,
     target_stage,
 )
-from layerbuild.build.record import fingerprint, signature, write_record
+from layerbuild.build.record import fingerprint, settled, signature, write_record
 from layerbuild.build.report import Report, StageEvents
 from layerbuild.build.request import BuildRequest, Events
 from layerbuild.build.schedule import Stopped, run_at_once
@@ -148,9 +148,11 @@ class Build:
             # The image is as new as its last step, so a fully cached build keeps its image ID.
             image = Image.from_config(replace(final.config, created=self._previous(final)))
             self.store.put_image(image, list(self.request.tags))
-            if self.fingerprint is not None and self.replayable:
-                seen = {**self.stats.seen,
-                        **{path: signature(st) for path, st in self.context.listed.items()}}
+            listed = {path: (signature(st), read) for path, (st, read)
+                      in self.context.listed.items()}
+            if self.fingerprint is not None and self.replayable and self.stats.settled \
+                    and all(settled(sig, read) for sig, read in listed.values()):
+                seen = {**self.stats.seen, **{path: sig for path, (sig, _) in listed.items()}}
                 write_record(self.store, self.fingerprint, image, report.steps, self.images,
                              seen)
         return image

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,20 @@ from layerbuild.image import Image
 from layerbuild.store import Store
 
 RECORDS = "records"
+SETTLED_NS = 100_000_000
+"""How old a change must be before its stat can vouch for the content: file times move in clock
+ticks (a few ms), so a file changed again within the tick it was read in keeps its stat."""
 
 
 def signature(st: os.stat_result) -> list[int]:
     """What must stay the same for an entry to be unchanged (ctime moves on any change)."""
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
+
+
+def settled(sig: list[int], read_ns: int | None = None) -> bool:
+    """Whether an entry's last change was old enough, when it was read (default: now), for its
+    signature to vouch for its content."""
+    return (time.time_ns() if read_ns is None else read_ns) - sig[2] > SETTLED_NS
 
 
 def fingerprint(request: BuildRequest) -> str | None:
@@ -61,7 +71,11 @@ def _content(path: Path) -> str | None:
 
 def write_record(store: Store, key: str, image: Image, steps: list[tuple[str, bool]],
                  images: Mapping[str, str], paths: Mapping[str, list[int]]) -> None:
-    """Keep what a finished build looked at; `steps` are (progress text, is a FROM)."""
+    """Keep what a finished build looked at; `steps` are (progress text, is a FROM).
+
+    Only for builds whose entries were all `settled` when they were read: a stat taken within
+    a clock tick of a change cannot vouch for what the entry holds later.
+    """
     directory = store.buildcache / RECORDS
     directory.mkdir(exist_ok=True)
     data = {"image": str(image.id), "steps": steps, "images": dict(images),
