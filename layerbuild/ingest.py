@@ -15,11 +15,15 @@ from typing import BinaryIO
 from layerbuild.digest import CHUNK, Digest, HashingReader, HashingWriter, chain_id, verify
 from layerbuild.errors import FormatError
 from layerbuild.image import Descriptor, layer_media_type
-from layerbuild.layer import Compression, compress_writer, extract_layer, open_decompressed
+from layerbuild.layer import (
+    Compression,
+    compress_writer,
+    extract_layer,
+    open_decompressed,
+    sniff,
+)
 from layerbuild.layer import write_layer as _write_layer
 from layerbuild.store import LayerRecord, Store
-
-_MAGIC = {b"\x1f\x8b": Compression.GZIP, b"\x28\xb5\x2f\xfd": Compression.ZSTD}
 
 
 class TeeReader:
@@ -100,14 +104,14 @@ def ingest_blob(store: Store, parent: Digest | None, diff_id: Digest, blob: Bina
     with store.staging() as stage:
         raw = HashingReader(blob)
         peek = _Peek(raw)  # type: ignore[arg-type]
-        kind = next((c for m, c in _MAGIC.items() if peek.head.startswith(m)), None)
+        kind = sniff(peek.head)
         with open(stage / "blob", "wb") as blob_file:
-            if kind is not None:
+            if kind in ("gzip", "zstd"):  # kept as it came; anything else is stored as gzip
                 source: BinaryIO = TeeReader(peek, blob_file)  # type: ignore[arg-type, assignment]
                 tar = HashingReader(open_decompressed(source))
                 _extract(tar, stage / "diff", what)
                 _drain(raw)
-                stored = Descriptor(layer_media_type(kind.value), raw.digest, raw.size)
+                stored = Descriptor(layer_media_type(kind), raw.digest, raw.size)
             else:
                 hashed = HashingWriter(blob_file)
                 with compress_writer(Compression.GZIP, hashed) as gz:  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from layerbuild.image import (
     parse_json_object,
 )
 from layerbuild.ingest import ingest_blob
-from layerbuild.layer import open_decompressed
+from layerbuild.layer import open_decompressed, sniff
 from layerbuild.reference import InvalidReference, Reference
 from layerbuild.store import Store
 
@@ -191,8 +191,7 @@ def open_archive(path: str, stage: Path) -> Source:
         raise FormatError(f"cannot read {path}: {exc.strerror}") from None
     with raw:
         head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
-        plain = not head.startswith((b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ", b"BZh"))
-        if plain and path != "-":
+        if sniff(head) is None and path != "-":
             return TarSource(Path(path))
         copy = stage / "archive.tar"
         with open(copy, "wb") as out:

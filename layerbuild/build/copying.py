@@ -14,10 +14,8 @@ from layerbuild.build.users import resolve_chown
 from layerbuild.buildfile import Add, Copy, IgnoreRules, expand
 from layerbuild.context import Context, ContextError
 from layerbuild.image import ImageConfig
-from layerbuild.layer import extract_layer, open_decompressed
+from layerbuild.layer import extract_layer, open_decompressed, sniff
 from layerbuild.sandbox import CopyItem, StepRoot, copy_into, glob_in_image
-
-_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
 def _dest(instr: Copy | Add, config: ImageConfig, env: Mapping[str, str], escape: str) -> str:
@@ -149,7 +147,7 @@ def _expand_wildcards(ctx: StepContext, instr: Copy | Add, lowers: tuple[Path, .
 def _is_archive(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(262)
-    return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"
+    return sniff(head) is not None or head[257:262] == b"ustar"
 
 
 def _add_archive(root: StepRoot, path: Path, dest: str, owner: tuple[int, int] | None,

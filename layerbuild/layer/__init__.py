@@ -1,6 +1,6 @@
 """Directory <-> layer tar: overlay and OCI whiteouts, normalised headers, compression."""
 
-from layerbuild.layer.compression import Compression, compress_writer, open_decompressed
+from layerbuild.layer.compression import Compression, compress_writer, open_decompressed, sniff
 from layerbuild.layer.export import LayerInfo, write_layer
 from layerbuild.layer.extract import ExtractInfo, extract_layer
 
@@ -11,5 +11,6 @@ __all__ = [
     "compress_writer",
     "extract_layer",
     "open_decompressed",
+    "sniff",
     "write_layer",
 ]

@@ -224,18 +224,32 @@ def _peek(stream: BinaryIO) -> bytes:
     return head
 
 
+def sniff(head: bytes) -> str | None:
+    """The compression whose magic bytes start `head` ("gzip", "zstd", "xz", "bzip2"), or None.
+
+    >>> sniff(b"\\x1f\\x8b\\x08"), sniff(b"ustar")
+    ('gzip', None)
+    """
+    for magic, kind in ((_MAGIC_GZIP, "gzip"), (_MAGIC_ZSTD, "zstd"), (_MAGIC_XZ, "xz"),
+                        (_MAGIC_BZIP2, "bzip2")):
+        if head.startswith(magic):
+            return kind
+    return None
+
+
 def _decoder(head: bytes, raw: _Replay) -> tuple[str, BinaryIO] | None:
     """The decompressing reader the magic bytes call for, or None for uncompressed data."""
-    if head.startswith(_MAGIC_GZIP):
-        return "gzip", cast(BinaryIO, igzip.IGzipFile(fileobj=raw, mode="rb"))
-    if head.startswith(_MAGIC_ZSTD):
+    kind = sniff(head)
+    if kind == "gzip":
+        return kind, cast(BinaryIO, igzip.IGzipFile(fileobj=raw, mode="rb"))
+    if kind == "zstd":
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True,
                                                             closefd=False)
-        return "zstd", cast(BinaryIO, reader)
-    if head.startswith(_MAGIC_XZ):
-        return "xz", cast(BinaryIO, lzma.LZMAFile(raw))
-    if head.startswith(_MAGIC_BZIP2):
-        return "bzip2", cast(BinaryIO, bz2.BZ2File(raw))
+        return kind, cast(BinaryIO, reader)
+    if kind == "xz":
+        return kind, cast(BinaryIO, lzma.LZMAFile(raw))
+    if kind == "bzip2":
+        return kind, cast(BinaryIO, bz2.BZ2File(raw))
     return None
 
 
