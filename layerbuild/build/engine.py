@@ -136,8 +136,10 @@ class Build:
         self._total = sum(1 + len(s.instructions) for s in stages)
         unused = [a for a in unused_build_args(self.buildfile, self.request.build_args)
                   if a != EPOCH_ARG]
-        if unused:
-            self.events.note(f"warning: build args not used by any ARG: {', '.join(unused)}")
+        warnings = [f"warning: build args not used by any ARG: {', '.join(unused)}"] \
+            if unused else []
+        for warning in warnings:
+            self.events.note(warning)
         report = Report(self.events, [s.index for s in stages], lambda: self._total)
         with self.store.staging() as lease:
             self._build_stages(stages, lease, report)
@@ -154,7 +156,7 @@ class Build:
                     and all(settled(sig, read) for sig, read in listed.values()):
                 seen = {**self.stats.seen, **{path: sig for path, (sig, _) in listed.items()}}
                 write_record(self.store, self.fingerprint, image, report.steps, self.images,
-                             seen)
+                             seen, warnings)
         return image
 
     def _build_stages(self, stages: list[Stage], lease: Path, report: Report) -> None:

@@ -70,8 +70,10 @@ def _content(path: Path) -> str | None:
 
 
 def write_record(store: Store, key: str, image: Image, steps: list[tuple[str, bool]],
-                 images: Mapping[str, str], paths: Mapping[str, list[int]]) -> None:
-    """Keep what a finished build looked at; `steps` are (progress text, is a FROM).
+                 images: Mapping[str, str], paths: Mapping[str, list[int]],
+                 warnings: list[str]) -> None:
+    """Keep what a finished build looked at; `steps` are (progress text, is a FROM), and
+    `warnings` what it said before them (said again when it is replayed).
 
     Only for builds whose entries were all `settled` when they were read: a stat taken within
     a clock tick of a change cannot vouch for what the entry holds later.
@@ -79,7 +81,7 @@ def write_record(store: Store, key: str, image: Image, steps: list[tuple[str, bo
     directory = store.buildcache / RECORDS
     directory.mkdir(exist_ok=True)
     data = {"image": str(image.id), "steps": steps, "images": dict(images),
-            "paths": dict(paths)}
+            "paths": dict(paths), "warnings": warnings}
     tmp = directory / f".{key}.{os.getpid()}"
     tmp.write_text(json.dumps(data, separators=(",", ":")))
     tmp.rename(directory / f"{key}.json")
@@ -99,6 +101,8 @@ def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:
     if not store.has_image(image_id) or not _unchanged(store, data):
         return None
     image = store.get_image(str(image_id))
+    for warning in data.get("warnings", []):
+        events.note(warning)
     steps: list[Any] = data["steps"]
     for number, (text, is_from) in enumerate(steps, 1):
         events.step(number, len(steps), text)

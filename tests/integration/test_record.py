@@ -154,3 +154,16 @@ def test_no_record_vouches_for_a_file_changed_a_moment_ago(lb, ctx: Path, store_
     build(Store(store_root), _request(ctx), Recorder())
     monkeypatch.undo()
     assert _replayed(store_root, _request(ctx)) is None
+
+
+def test_a_replayed_build_says_what_the_build_said(lb, ctx: Path, store_root: Path) -> None:
+    first = lb("build", "--progress", "plain", "--build-arg", "NOBODY=1", str(ctx))
+    warning = "warning: build args not used by any ARG: NOBODY"
+    assert first.stderr.splitlines()[0] == warning
+    request = _request(ctx, build_args={"NOBODY": "1"})
+    assert _replayed(store_root, request) is not None  # so the next build is a replay
+    again = lb("build", "--progress", "plain", "--build-arg", "NOBODY=1", str(ctx))
+    assert again.stderr.splitlines() == [
+        warning, "[1/5] FROM base", "  0.0s", "[2/5] ARG USED=1", "  CACHED",
+        "[3/5] COPY src/ /src/", "  CACHED", "[4/5] COPY conf/*.ini /etc/app/", "  CACHED",
+        '[5/5] RUN echo "$USED" > /used', "  CACHED"]
