@@ -13,6 +13,7 @@ from layerbuild.build.config import (
     created_by,
     go_duration,
     go_quote,
+    step_text,
     with_default_path,
 )
 from layerbuild.build.plan import run_script
@@ -89,3 +90,20 @@ def test_workdir_is_written_resolved_and_path_is_always_set() -> None:
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
     kept = with_default_path(config.with_config(Env=["PATH=/x", "A=1"]))
     assert kept.config["Env"] == ["PATH=/x", "A=1"]
+
+
+@pytest.mark.parametrize(("line", "shown"), [
+    ("COPY --from=build --chown=app:app --chmod=640 --link /out /srv/",
+     "COPY --from=build --chown=app:app --chmod=640 --link /out /srv/"),
+    ("COPY --parents --exclude=*.tmp src/ /app/", "COPY --exclude=*.tmp --parents src/ /app/"),
+    ("ADD --checksum=sha256:ab https://example.com/x.tgz /x",
+     "ADD --checksum=sha256:ab https://example.com/x.tgz /x"),
+    ("RUN --network=none --mount=type=cache,target=/root/.cache,id=pip pip install x",
+     "RUN --network=none --mount=type=cache,target=/root/.cache,id=pip pip install x"),
+    ("RUN --mount=type=bind,from=build,source=/out,target=/in ls /in",
+     "RUN --mount=type=bind,target=/in,source=/out,from=build ls /in"),
+    ("WORKDIR /app", "WORKDIR /app"),
+])
+def test_progress_lines_show_the_flags(line: str, shown: str) -> None:
+    buildfile = parse_buildfile(f"FROM scratch AS build\nFROM scratch\n{line}\n", "Buildfile")
+    assert step_text(buildfile.stages[1].instructions[0]) == shown
