@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerbuild.buildfile.ignore import IgnoreRules
 from layerbuild.errors import LayerbuildError, UnsafePath
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:  # loaded when used: a build record asks for `ignore_files` alone
+    from layerbuild.buildfile.ignore import IgnoreRules
 
 _MAX_LINKS = 40
 _WILDCARDS = frozenset("*?[")
@@ -27,12 +30,20 @@ class ContextError(LayerbuildError):
     """A COPY/ADD source that cannot be taken from the build context."""
 
 
-def load_ignore(context: Path, buildfile: Path | None) -> IgnoreRules:
-    """Ignore rules; `<Buildfile>.dockerignore` beside the Buildfile wins over `.dockerignore`."""
+def ignore_files(context: Path, buildfile: Path | None) -> list[Path]:
+    """Where ignore rules may come from, the first found winning: `<Buildfile>.dockerignore`
+    beside the Buildfile, then the context's `.dockerignore`."""
     candidates = [context / ".dockerignore"]
     if buildfile is not None:
         candidates.insert(0, buildfile.with_name(buildfile.name + ".dockerignore"))
-    for path in candidates:
+    return candidates
+
+
+def load_ignore(context: Path, buildfile: Path | None) -> IgnoreRules:
+    """The ignore rules of the first of `ignore_files` that exists (none: nothing ignored)."""
+    from layerbuild.buildfile.ignore import IgnoreRules
+
+    for path in ignore_files(context, buildfile):
         if path.is_file():
             return IgnoreRules.parse(path.read_text(), str(path))
     return IgnoreRules()
@@ -54,6 +65,8 @@ class Context:
     """A build context directory and its ignore rules."""
 
     def __init__(self, root: Path, rules: IgnoreRules | None = None) -> None:
+        from layerbuild.buildfile.ignore import IgnoreRules
+
         self.root = root.resolve()
         self.rules = rules or IgnoreRules()
         self.listed: dict[str, tuple[os.stat_result, int]] = {}

@@ -22,6 +22,7 @@ from typing import Any
 
 from layerbuild import __version__
 from layerbuild.build.request import BuildRequest, Events
+from layerbuild.context import ignore_files
 from layerbuild.digest import Digest
 from layerbuild.errors import LayerbuildError
 from layerbuild.image import Image
@@ -50,8 +51,7 @@ def fingerprint(request: BuildRequest) -> str | None:
     if request.template or request.buildfile.name.endswith(".j2") or request.no_cache \
             or request.no_cache_filter or request.dry_run:
         return None
-    ignores = [request.buildfile.with_name(request.buildfile.name + ".dockerignore"),
-               request.context / ".dockerignore"]
+    ignores = ignore_files(request.context, request.buildfile)
     asked = {"version": __version__, "machine": os.uname().machine,
              "buildfile": str(request.buildfile.resolve()),
              "context": str(request.context.resolve()),
