@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layerbuild.build.record import settled, signature
+from layerbuild.builder.record import settled, signature
 from layerbuild.buildfile import IgnoreRules, Instruction, to_dict
 from layerbuild.context import Context
 from layerbuild.digest import Digest

@@ -258,8 +258,8 @@ def _buildfile(args: argparse.Namespace) -> Path:
 
 
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
-    from layerbuild.build.record import replay
-    from layerbuild.build.request import BuildRequest
+    from layerbuild.builder.record import replay
+    from layerbuild.builder.request import BuildRequest
     from layerbuild.progress import open_progress
 
     variables: dict[str, str] = {}
@@ -273,7 +273,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
     variables.update(_pairs(args.var, "--var"))
     outputs = []
     if args.output:
-        from layerbuild.build.outputs import parse_output, write_output
+        from layerbuild.builder.outputs import parse_output, write_output
 
         outputs = [parse_output(o) for o in args.output]
     request = BuildRequest(
@@ -290,7 +290,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
         # Nothing changed since the last build of this: no need to load the build engine.
         image = replay(store, request, progress)
         if image is None:
-            from layerbuild.build.engine import build
+            from layerbuild.builder.engine import build
 
             image = build(store, request, progress)
     finally:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.build.record import SETTLED_NS, replay
-from layerbuild.build.request import BuildRequest, Events
+from layerbuild.builder.record import SETTLED_NS, replay
+from layerbuild.builder.request import BuildRequest, Events
 from layerbuild.image import Image
 from layerbuild.reference import Reference
 from layerbuild.store import Store
@@ -143,8 +143,8 @@ def test_a_new_image_under_a_missing_from_reference_is_seen(lb, ctx: Path,
 
 def test_no_record_vouches_for_a_file_changed_a_moment_ago(lb, ctx: Path, store_root: Path,
                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import layerbuild.build.record as record
-    from layerbuild.build.engine import build
+    import layerbuild.builder.record as record
+    from layerbuild.builder.engine import build
 
     lb("build", "-t", "app:1", str(ctx))
     (ctx / "src/a.txt").write_text("B\n")  # the same size, changed again

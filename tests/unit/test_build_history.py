@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from layerbuild.build.config import (
+from layerbuild.builder.config import (
     apply_metadata,
     created_by,
     go_duration,
@@ -16,7 +16,7 @@ from layerbuild.build.config import (
     step_text,
     with_default_path,
 )
-from layerbuild.build.plan import run_script
+from layerbuild.builder.plan import run_script
 from layerbuild.buildfile import Run, Workdir, parse_buildfile
 from layerbuild.image import empty_config
 

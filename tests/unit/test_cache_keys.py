@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from layerbuild.build.record import SETTLED_NS
+from layerbuild.builder.record import SETTLED_NS
 from layerbuild.buildfile import parse_buildfile
 from layerbuild.cache import (
     CachedStep,

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from layerbuild.build.report import Report
-from layerbuild.build.request import Events
-from layerbuild.build.schedule import run_at_once
+from layerbuild.builder.report import Report
+from layerbuild.builder.request import Events
+from layerbuild.builder.schedule import run_at_once
 
 
 class Lines(Events):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from layerbuild.build import config as cfg
-from layerbuild.build.plan import stage_ref
+from layerbuild.builder import config as cfg
+from layerbuild.builder.plan import stage_ref
 from layerbuild.buildfile import Buildfile, Instruction, Stage, expand
 from layerbuild.context import Context
 from layerbuild.digest import Digest, chain_ids
@@ -18,8 +18,8 @@ from layerbuild.sandbox import StepRoot, read_image_file
 from layerbuild.store import Store
 
 if TYPE_CHECKING:
-    from layerbuild.build.engine import StageState
-    from layerbuild.build.request import BuildRequest, Events
+    from layerbuild.builder.request import BuildRequest, Events
+    from layerbuild.builder.state import StageState
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild import __version__
-from layerbuild.build.request import BuildRequest, Events
+from layerbuild.builder.request import BuildRequest, Events
 from layerbuild.context import ignore_files
 from layerbuild.digest import Digest
 from layerbuild.errors import LayerbuildError

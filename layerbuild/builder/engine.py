@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from layerbuild.build import config as cfg
-from layerbuild.build.keys import cacheable, step_inputs
-from layerbuild.build.plan import (
+from layerbuild.builder import config as cfg
+from layerbuild.builder.keys import cacheable, step_inputs
+from layerbuild.builder.plan import (
     is_layer_step,
     is_linked,
     needed_stages,
@@ -23,10 +23,11 @@ from layerbuild.build.plan import (
     stage_ref,
     target_stage,
 )
-from layerbuild.build.record import fingerprint, settled, signature, write_record
-from layerbuild.build.report import Report, StageEvents
-from layerbuild.build.request import BuildRequest, Events
-from layerbuild.build.schedule import Stopped, run_at_once
+from layerbuild.builder.record import fingerprint, settled, signature, write_record
+from layerbuild.builder.report import Report, StageEvents
+from layerbuild.builder.request import BuildRequest, Events
+from layerbuild.builder.schedule import Stopped, run_at_once
+from layerbuild.builder.state import StageState
 from layerbuild.buildfile import (
     Arg,
     Buildfile,
@@ -53,7 +54,6 @@ from layerbuild.errors import BuildfileError, LayerbuildError
 from layerbuild.image import (
     History,
     Image,
-    ImageConfig,
     empty_config,
     host_platform,
     rfc3339,
@@ -63,18 +63,6 @@ from layerbuild.store import Store
 
 COMMENT = "buildkit.dockerfile.v0"
 EPOCH_ARG = "SOURCE_DATE_EPOCH"
-
-
-@dataclass
-class StageState:
-    """A stage as built so far: its config, its top layer and the variables in force."""
-
-    config: ImageConfig
-    top: Digest | None
-    scope: Scope
-    cmd_set: bool = False
-    key: str = ""
-    missed: bool = False
 
 
 def host_platform_value() -> Platform:
@@ -318,7 +306,7 @@ class Build:
             if cached.chain_id is None or (was := self.store.layer(cached.chain_id)) is None:
                 return None
             if not self.request.dry_run:
-                from layerbuild.build.steps import relink
+                from layerbuild.builder.steps import relink
 
                 relink(self.store, was, top, lease)
         if not self.request.dry_run:
@@ -356,8 +344,8 @@ class Build:
                 diff_id, top = EMPTY_LAYER_DIFF_ID, state.top
             else:
                 # Loaded here: a fully cached build never needs the sandbox or layer code.
-                from layerbuild.build.stepcontext import StepContext
-                from layerbuild.build.steps import run_filesystem_step
+                from layerbuild.builder.stepcontext import StepContext
+                from layerbuild.builder.steps import run_filesystem_step
 
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
                                   self.results, stage, self.request, events)

@@ -9,11 +9,11 @@ import posixpath
 from collections.abc import Mapping
 from pathlib import Path
 
-from layerbuild.build import config as cfg
-from layerbuild.build.copying import copy_step
-from layerbuild.build.plan import is_linked, run_script
-from layerbuild.build.stepcontext import StepContext, layer_dirs, made_time, source_top
-from layerbuild.build.users import Ids, home_dir, resolve_user
+from layerbuild.builder import config as cfg
+from layerbuild.builder.copying import copy_step
+from layerbuild.builder.plan import is_linked, run_script
+from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, source_top
+from layerbuild.builder.users import Ids, home_dir, resolve_user
 from layerbuild.buildfile import Instruction, Run, Workdir
 from layerbuild.digest import Digest
 from layerbuild.errors import StepFailed

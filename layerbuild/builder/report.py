@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from layerbuild.build.request import Events
+from layerbuild.builder.request import Events
 
 HELD_OUTPUT = 8 << 20
 """Bytes of RUN output held per waiting stage; beyond it, the oldest is dropped."""

@@ -9,8 +9,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from layerbuild.build.stepcontext import StepContext, layer_dirs, made_time, read_text, source_top
-from layerbuild.build.users import resolve_chown
+from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, read_text, source_top
+from layerbuild.builder.users import resolve_chown
 from layerbuild.buildfile import Add, Copy, IgnoreRules, expand
 from layerbuild.context import Context, ContextError
 from layerbuild.image import ImageConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from layerbuild.build.plan import stage_ref
+from layerbuild.builder.plan import stage_ref
 from layerbuild.buildfile import (
     Add,
     Buildfile,
