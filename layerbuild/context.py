@@ -114,7 +114,7 @@ class Context:
             return [rel]
         found = [""]
         for comp in parts:
-            nxt = []
+            nxt: list[str] = []
             for base in found:
                 if _WILDCARDS & set(comp):
                     listed = self._abs(self.resolve(base))

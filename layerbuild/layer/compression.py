@@ -47,7 +47,7 @@ class Compression(StrEnum):
 
 
 class _Sink(Protocol):
-    def write(self, data: bytes) -> int | None: ...
+    def write(self, data: bytes | bytearray | memoryview, /) -> int | None: ...
 
 
 class _GzipStream:
@@ -191,8 +191,10 @@ class _Replay(io.RawIOBase):
         return len(data)
 
 
-_CORRUPT = (EOFError, OSError, ValueError, zlib.error, isal_zlib.error, lzma.LZMAError,
-            zstandard.ZstdError)
+# isal's stubs declare `isal_zlib.error` an instance; it is an exception class.
+_CORRUPT: tuple[type[BaseException], ...] = (
+    EOFError, OSError, ValueError, zlib.error, cast(type[BaseException], isal_zlib.error),
+    lzma.LZMAError, zstandard.ZstdError)
 
 
 class _Decompressed(io.RawIOBase):
@@ -243,11 +245,11 @@ def _decoder(head: bytes, raw: _Replay) -> tuple[str, BinaryIO] | None:
     if kind == "gzip":
         return kind, cast(BinaryIO, igzip.IGzipFile(fileobj=raw, mode="rb"))
     if kind == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True,
-                                                            closefd=False)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, raw), read_across_frames=True, closefd=False)
         return kind, cast(BinaryIO, reader)
     if kind == "xz":
-        return kind, cast(BinaryIO, lzma.LZMAFile(raw))
+        return kind, cast(BinaryIO, lzma.LZMAFile(cast(BinaryIO, raw)))
     if kind == "bzip2":
         return kind, cast(BinaryIO, bz2.BZ2File(raw))
     return None

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from layerbuild.digest import Digest, digest_stream
 from layerbuild.errors import FormatError
@@ -71,7 +72,7 @@ def compare_paths(left: PathInfo | None, right: PathInfo | None) -> str | None:
     if left is None or right is None or left.kind != right.kind:
         prefix = "type " if left is not None and right is not None else ""
         return f"{prefix}{describe(left)} != {describe(right)}"
-    parts = [f"{label} {show(a)} != {show(b)}" for label, show, a, b in (
+    fields: tuple[tuple[str, Callable[[Any], str], object, object], ...] = (
         ("content", _opt, left.content, right.content),
         ("size", str, left.size, right.size),
         ("mode", _mode, left.mode, right.mode),
@@ -80,7 +81,8 @@ def compare_paths(left: PathInfo | None, right: PathInfo | None) -> str | None:
         ("link target", _quoted, left.link, right.link),
         ("device", _device, left.device, right.device),
         ("opaque", _yes_no, left.opaque, right.opaque),
-    ) if a != b]
+    )
+    parts = [f"{label} {show(a)} != {show(b)}" for label, show, a, b in fields if a != b]
     parts.extend(_xattr_changes(dict(left.xattrs), dict(right.xattrs)))
     if left.mtime != right.mtime:
         parts.append(f"mtime {_time(left.mtime)} != {_time(right.mtime)}")

@@ -6,7 +6,6 @@ The tree is walked without following symlinks, entries sorted bytewise within ea
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from layerbuild.errors import FormatError
 from layerbuild.layer import tarheader as th
 from layerbuild.layer import whiteout
 from layerbuild.layer.compression import FEED_SIZE, Compression, compress_writer
+from layerbuild.layer.whiteout import read_xattrs
 
 _WH = whiteout.PREFIX.encode()
 _OPAQUE = whiteout.OPAQUE.encode()
@@ -127,24 +127,6 @@ class _Blocks:
             self._pos = 0
 
 
-def read_xattrs(path: bytes) -> dict[str, bytes]:
-    """Every xattr of a path, not following a symlink (none on a filesystem without them)."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as e:
-        if e.errno == errno.ENOTSUP:  # a filesystem without xattrs has none to keep
-            return {}
-        raise
-    return {name: os.getxattr(path, name, follow_symlinks=False) for name in names}
-
-
-def _is_whiteout(st: os.stat_result, xattrs: dict[str, bytes]) -> bool:
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-        return True
-    return (stat.S_ISREG(st.st_mode) and st.st_size == 0
-            and whiteout.overlay_value(xattrs, "whiteout") is not None)
-
-
 def _children(top: bytes, rel: bytes) -> list[Entry]:
     """The entries of one directory in tar order: whiteouts first, then bytewise by name."""
     entries = []
@@ -160,7 +142,7 @@ def _children(top: bytes, rel: bytes) -> list[Entry]:
             if feature := whiteout.not_a_diff(xattrs):
                 raise FormatError(f"{os.fsdecode(child)}: overlay {feature} xattr: not a faithful "
                                   "diff (mount with redirect_dir=off and no metacopy)")
-            entries.append(Entry(child, de.path, st, xattrs, _is_whiteout(st, xattrs)))
+            entries.append(Entry(child, de.path, st, xattrs, whiteout.is_whiteout(st, xattrs.copy)))
     entries.sort(key=lambda e: (not e.is_whiteout, e.tar_name))
     return entries
 

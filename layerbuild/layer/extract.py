@@ -17,7 +17,7 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from layerbuild.digest import CHUNK
 from layerbuild.errors import FormatError, UnsafePath
@@ -52,16 +52,18 @@ class _StrictInfo(tarfile.TarInfo):
     """
 
     @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
         buf = tarfile_.fileobj.read(tarfile.BLOCKSIZE)  # type: ignore[union-attr]
-        where = f" after {tarfile_.members[-1].name!r}" if tarfile_.members else ""
+        # `members` and `EOFHeaderError` are real but missing from typeshed's tarfile.
+        members: list[tarfile.TarInfo] = tarfile_.members  # type: ignore[attr-defined]
+        where = f" after {members[-1].name!r}" if members else ""
         if not buf:
             raise FormatError(f"layer tar ends without its end-of-archive blocks{where}")
         if len(buf) != tarfile.BLOCKSIZE:
             raise FormatError(f"layer tar is truncated in a header{where}")
         try:
             obj = cls.frombuf(buf, tarfile_.encoding, tarfile_.errors)  # type: ignore[arg-type]
-        except tarfile.EOFHeaderError:
+        except tarfile.EOFHeaderError:  # type: ignore[attr-defined]
             raise  # a zero block: the end of the archive
         except tarfile.HeaderError as e:
             raise FormatError(f"layer tar has a corrupt header{where}: {e}") from None
@@ -91,7 +93,7 @@ def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True,
                 while (member := tf.next()) is not None:
                     name = member.name
                     writer.member(tf, member)
-                    del tf.members[:-1]  # stream mode would keep every header; keep the last
+                    del tf.members[:-1]  # type: ignore[attr-defined]  # stream mode would keep every header; keep the last
         except (tarfile.TarError, EOFError) as e:
             at = f" at {name!r}" if name else ""
             raise FormatError(f"corrupt layer tar{at}: {e}") from e
@@ -151,7 +153,8 @@ class _Writer:
                 return  # keep the dir and what this archive already put in it
             _remove(pfd, leaf, old)
             os.mkdir(leaf, 0o700, dir_fd=pfd)
-            if old is not None and _is_whiteout(old) and self._whiteouts:
+            if old is not None and self._whiteouts and whiteout.is_whiteout(
+                    old, lambda: whiteout.read_xattrs(f"/proc/self/fd/{pfd}/{leaf}")):
                 # A dir replacing a whiteout hides what the lower layers had there, as
                 # overlayfs itself marks a dir recreated over a deleted one.
                 _set_opaque(pfd, leaf)
@@ -267,10 +270,6 @@ def _lstat(dfd: int, leaf: str) -> os.stat_result | None:
         return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return None
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def _remove(pfd: int, leaf: str, old: os.stat_result | None) -> None:

@@ -67,8 +67,8 @@ def encode(h: Header) -> bytes:
         else:
             records[key] = str(value).encode()
             fields[key] = 0
-    for key, value in h.xattrs:
-        records[b"SCHILY.xattr." + key] = value
+    for xattr, data in h.xattrs:
+        records[b"SCHILY.xattr." + xattr] = data
     if not _utf8(records.get(b"path", b"")) or not _utf8(records.get(b"linkpath", b"")):
         records[b"hdrcharset"] = b"BINARY"
     ustar = _ustar(name, prefix, h.type, h.mode, fields, linkname, h.devmajor, h.devminor)

@@ -1,6 +1,14 @@
-"""Whiteout names and overlayfs xattrs, shared by export (overlay -> OCI) and extract."""
+"""Whiteout names and overlayfs xattrs, shared by export (overlay -> OCI) and extract.
+
+The one place that knows what a whiteout is, in a tar (`.wh.NAME`) and in an overlay dir.
+"""
 
 from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Mapping
 
 PREFIX = ".wh."
 """`dir/.wh.NAME` in a layer tar deletes NAME from the layers below."""
@@ -26,6 +34,29 @@ def overlay_value(xattrs: dict[str, bytes], key: str) -> bytes | None:
         if namespace + key in xattrs:
             return xattrs[namespace + key]
     return None
+
+
+def read_xattrs(path: bytes | str) -> dict[str, bytes]:
+    """Every xattr of a path, not following a symlink (none on a filesystem without them)."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno == errno.ENOTSUP:  # a filesystem without xattrs has none to keep
+            return {}
+        raise
+    return {name: os.getxattr(path, name, follow_symlinks=False) for name in names}
+
+
+def is_whiteout(st: os.stat_result, xattrs: Callable[[], Mapping[str, bytes]]) -> bool:
+    """True for an overlay dir entry that deletes its name from the layers below.
+
+    overlayfs writes a 0/0 character device; where mknod is not allowed (a user namespace,
+    `userxattr`) an empty file marked `overlay.whiteout`. `xattrs` is asked only for that form.
+    """
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return True
+    return (stat.S_ISREG(st.st_mode) and st.st_size == 0
+            and overlay_value(dict(xattrs()), "whiteout") is not None)
 
 
 def is_opaque(xattrs: dict[str, bytes]) -> bool:
