@@ -1,43 +1,25 @@
-"""Builds through the fake sandbox: a store, a base image made from a small tar, a context."""
+"""Builds through the fake sandbox: a store, a base image made from a directory, a context."""
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakesandbox import FakeSandbox
 
-from layerbuild.archive import import_rootfs
 from layerbuild.builder.engine import build
 from layerbuild.builder.events import Event, RecordingEvents
 from layerbuild.builder.request import BuildRequest
 from layerbuild.builder.stepcontext import layer_dirs
 from layerbuild.digest import chain_ids
-from layerbuild.image import Image
+from layerbuild.image import History, Image, empty_config, rfc3339
+from layerbuild.ingest import ingest_dir
 from layerbuild.reference import Reference
 from layerbuild.store import Store
 
 BASE_FILES = {"etc/passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
               "etc/group": "root:x:0:\napp:x:1000:\n", "etc/os-release": "ID=test\n"}
-
-
-def rootfs_tar(path: Path, files: dict[str, str], mtime: int = 1000) -> Path:
-    """A tar of files (and their parent dirs), every entry owned by root, at `mtime`."""
-    with tarfile.open(path, "w") as tar:
-        dirs = sorted({str(Path(name).parent) for name in files} - {"."})
-        for name in dirs:
-            info = tarfile.TarInfo(name)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
-            tar.addfile(info)
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, mtime
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @dataclass
@@ -55,10 +37,22 @@ class Bench:
 
     def base(self, files: dict[str, str] | None = None, tag: str = "base",
              epoch: int = 1000) -> Image:
-        """Store a base image from a tar of `files` under `tag`."""
-        tar = rootfs_tar(self.root / f"{tag}-{os.urandom(4).hex()}.tar",
-                         files or BASE_FILES, epoch)
-        return import_rootfs(self.store, str(tar), Reference.parse(tag), source_date_epoch=epoch)
+        """Store a base image of `files` (every entry at `epoch`) under `tag`, as an import
+        does, but from a directory: extracting a tar would need root for its owners."""
+        created = rfc3339(epoch)
+        with self.store.staging() as stage:
+            diff = stage / "diff"
+            for name, text in (files or BASE_FILES).items():
+                (diff / name).parent.mkdir(parents=True, exist_ok=True)
+                (diff / name).write_text(text)
+            for path in (*diff.rglob("*"), diff):
+                os.utime(path, (epoch, epoch))
+            got = ingest_dir(self.store, None, diff, stage, epoch, lease=stage)
+            history = History(created=created, created_by=f"layerbuild import {tag}")
+            image = Image.from_config(empty_config(created).with_layer(got.record.diff_id,
+                                                                       history))
+            self.store.put_image(image, [Reference.parse(tag)])
+        return image
 
     def write(self, name: str, text: str, mtime: int | None = None) -> Path:
         """A file of the context (its mtime in seconds, when given)."""
