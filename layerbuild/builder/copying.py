@@ -15,7 +15,7 @@ from layerbuild.buildfile import Add, Copy, IgnoreRules, expand
 from layerbuild.context import Context, ContextError
 from layerbuild.image import ImageConfig
 from layerbuild.layer import extract_layer, open_decompressed, sniff
-from layerbuild.sandbox import CopyItem, StepRoot, copy_into, glob_in_image
+from layerbuild.sandbox.spec import CopyItem, StepRoot
 
 
 def _dest(instr: Copy | Add, config: ImageConfig, env: Mapping[str, str], escape: str) -> str:
@@ -34,7 +34,8 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
     owner = (0, 0)
     if instr.chown:
         spec = expand(instr.chown, env, escape)
-        owner = resolve_chown(spec, read_text(base, "/etc/passwd"), read_text(base, "/etc/group"))
+        owner = resolve_chown(spec, read_text(ctx.sandbox, base, "/etc/passwd"),
+                              read_text(ctx.sandbox, base, "/etc/group"))
     mode = int(instr.chmod, 8) if instr.chmod else None
     sources = [expand(s, env, escape) for s in instr.sources]
     exclude = IgnoreRules.from_patterns([expand(p, env, escape) for p in instr.exclude]) \
@@ -53,7 +54,7 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
             os.utime(docs / doc.name, ns=(written, written))
         items = [CopyItem(doc.name, _into(dest, doc.name, many), owner[0], owner[1],
                           mode if mode is not None else 0o644) for doc in instr.heredocs]
-        copy_into(root, docs, items)
+        ctx.sandbox.copy_into(root, docs, items)
     from_ = getattr(instr, "from_", None)
     if from_:
         _copy_from(ctx, instr, root, from_, sources, dest, owner, mode, env, stage)
@@ -72,7 +73,7 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
         for rel in matches:
             full = ctx.context.root / rel if rel else ctx.context.root
             if isinstance(instr, Add) and full.is_file() and _is_archive(full):
-                _add_archive(root, full, dest, owner if instr.chown else None, stage,
+                _add_archive(ctx, root, full, dest, owner if instr.chown else None, stage,
                              made_time(config, ctx.request.source_date_epoch))
                 continue
             named = rel if wildcard else posixpath.normpath(source).lstrip("/")
@@ -81,7 +82,8 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
                 target = posixpath.join(dest, rel if full.is_dir() else posixpath.dirname(rel))
                 target, into = target.rstrip("/") + "/", True
             items, single = _items(ctx.context, rel, target, into, owner, mode, exclude, named)
-            copy_into(root, ctx.context.root, items, follow_source_symlinks=single)
+            ctx.sandbox.copy_into(root, ctx.context.root, items,
+                                  follow_source_symlinks=single)
 
 
 def _into(dest: str, name: str, directory: bool) -> str:
@@ -121,7 +123,7 @@ def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
     items = [CopyItem(s.lstrip("/") or ".", dest, uid, gid, mode,
                       into_existing_dir=not dest.endswith("/"))
              for s in _expand_wildcards(ctx, instr, lowers, sources, stage)]
-    copy_into(root, lowers, items, follow_source_symlinks=True)
+    ctx.sandbox.copy_into(root, lowers, items, follow_source_symlinks=True)
 
 
 def _expand_wildcards(ctx: StepContext, instr: Copy | Add, lowers: tuple[Path, ...],
@@ -133,7 +135,7 @@ def _expand_wildcards(ctx: StepContext, instr: Copy | Add, lowers: tuple[Path, .
     view = stage / "glob"
     for sub in ("upper", "work"):
         (view / sub).mkdir(parents=True)
-    found = dict(zip(patterns, glob_in_image(StepRoot(lowers, view / "upper", view / "work"),
+    found = dict(zip(patterns, ctx.sandbox.glob(StepRoot(lowers, view / "upper", view / "work"),
                                              patterns), strict=True))
     out = []
     for source in sources:
@@ -150,8 +152,8 @@ def _is_archive(path: Path) -> bool:
     return sniff(head) is not None or head[257:262] == b"ustar"
 
 
-def _add_archive(root: StepRoot, path: Path, dest: str, owner: tuple[int, int] | None,
-                 stage: Path, made: int) -> None:
+def _add_archive(ctx: StepContext, root: StepRoot, path: Path, dest: str,
+                 owner: tuple[int, int] | None, stage: Path, made: int) -> None:
     """Extract a local archive into dest; `--chown` owns what it extracts, as in BuildKit
     0.23+ (older BuildKit, Docker 20.10's among them, left the archive's owners).
 
@@ -161,7 +163,7 @@ def _add_archive(root: StepRoot, path: Path, dest: str, owner: tuple[int, int] |
         extract_layer(open_decompressed(raw), unpacked, whiteouts=False, implicit_mtime=made)
     items = [CopyItem(".", dest.rstrip("/") or "/", owner[0] if owner else None,
                       owner[1] if owner else None, None, made_time=made)]
-    copy_into(root, unpacked, items)
+    ctx.sandbox.copy_into(root, unpacked, items)
 
 
 def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
@@ -196,5 +198,5 @@ def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
             pass
     item = CopyItem(name, _into(dest, name, False), owner[0], owner[1], mode,
                     into_existing_dir=not dest.endswith("/"))
-    copy_into(root, fetched, [item])
+    ctx.sandbox.copy_into(root, fetched, [item])
     shutil.rmtree(fetched, ignore_errors=True)

@@ -13,6 +13,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from layerbuild.builder import config as cfg
+from layerbuild.builder.events import (
+    BuildWarning,
+    CacheMiss,
+    Events,
+    Relinked,
+    StepFinished,
+    StepStarted,
+    WouldRun,
+)
 from layerbuild.builder.keys import cacheable, step_inputs
 from layerbuild.builder.plan import (
     is_layer_step,
@@ -25,7 +34,8 @@ from layerbuild.builder.plan import (
 )
 from layerbuild.builder.record import fingerprint, settled, signature, write_record
 from layerbuild.builder.report import Report, StageEvents
-from layerbuild.builder.request import BuildRequest, Events
+from layerbuild.builder.request import BuildRequest
+from layerbuild.builder.sandbox import HostSandbox, Sandbox
 from layerbuild.builder.schedule import Stopped, run_at_once
 from layerbuild.builder.state import StageState
 from layerbuild.buildfile import (
@@ -85,13 +95,14 @@ def read_buildfile(request: BuildRequest) -> Buildfile:
 
 
 class Build:
-    """One build of one Buildfile into one store."""
+    """One build of one Buildfile into one store, its steps run by `sandbox` (the host's)."""
 
     def __init__(self, store: Store, request: BuildRequest, events: Events | None = None,
-                 ) -> None:
+                 sandbox: Sandbox | None = None) -> None:
         self.store = store
         self.request = request
         self.events = events or Events()
+        self.sandbox: Sandbox = sandbox or HostSandbox()
         self.buildfile = read_buildfile(request)
         self.fingerprint = fingerprint(request)
         self.replayable = True  # no step that must never come from the cache
@@ -127,7 +138,7 @@ class Build:
         warnings = [f"warning: build args not used by any ARG: {', '.join(unused)}"] \
             if unused else []
         for warning in warnings:
-            self.events.note(warning)
+            self.events.emit(BuildWarning(warning))
         report = Report(self.events, [s.index for s in stages], lambda: self._total)
         with self.store.staging() as lease:
             self._build_stages(stages, lease, report)
@@ -169,12 +180,10 @@ class Build:
 
         def stop() -> None:
             """No more steps, the running ones killed, and the display left as it is."""
-            from layerbuild.sandbox import stop_all
-
             shown = report.close()
             stopped_at.append(channels[shown].where if shown is not None else "")
             self._stopping.set()
-            stop_all()
+            self.sandbox.stop()
 
         try:
             run_at_once([s.index for s in stages], needs, build_one, stop)
@@ -183,10 +192,10 @@ class Build:
 
     def _build_stage(self, stage: Stage, lease: Path, events: StageEvents) -> StageState:
         started = time.monotonic()
-        events.begin(f"FROM {stage.from_instr.image}"
-                     + (f" AS {stage.name}" if stage.name else ""), is_from=True)
+        text = f"FROM {stage.from_instr.image}" + (f" AS {stage.name}" if stage.name else "")
+        events.emit(StepStarted(0, 0, text, stage.index, is_from=True))
         state = self._base(stage)
-        events.done(time.monotonic() - started)
+        events.emit(StepFinished(time.monotonic() - started, False, text, stage.index))
         triggers = state.config.config.get("OnBuild") or []
         if triggers:
             state.config = state.config.with_config(OnBuild=None)
@@ -252,7 +261,7 @@ class Build:
         text = cfg.describe(instr)
         shown = label or cfg.step_text(instr)
         started = time.monotonic()
-        events.begin(shown)
+        events.emit(StepStarted(0, 0, shown, stage.index))
         events.where = f"{self.buildfile.path}:{instr.line}: {shown}"
         env = state.scope.environment()
         inputs = step_inputs(state.key, instr, env, self.buildfile, stage.index, self.context,
@@ -268,7 +277,7 @@ class Build:
         self.replayable = self.replayable and cacheable(inputs)
         cached = self.cache.get(key) if self._use_cache(stage) and cacheable(inputs) else None
         if cached is not None and cached.diff_id is not None and linked:
-            cached = self._relinked(cached, state.top, lease)
+            cached = self._relinked(cached, state.top, lease, events, shown, stage.index)
         elif cached is not None and cached.chain_id is not None:
             if self.store.layer(cached.chain_id) is None:
                 cached = None
@@ -278,7 +287,7 @@ class Build:
             state.missed = True
             reason = why_missed(self.cache.last_inputs(slot), inputs)
             if self._use_cache(stage):
-                events.note(f"  cache miss: {reason}")
+                events.emit(CacheMiss(shown, reason, stage.index))
         try:
             history = self._apply(stage, state, instr, lease, env, text, cached, events)
         except KeyboardInterrupt:  # say where, as a failing step does
@@ -291,13 +300,14 @@ class Build:
         # What follows a linked step depends on everything below it, as after any other step.
         state.key = hashlib.sha256(f"{state.key}+{key}".encode()).hexdigest() if linked else key
         if self.request.dry_run and cached is None:
-            events.note("  would run")
+            events.emit(WouldRun(shown, stage.index))
         else:
-            events.done(time.monotonic() - started, cached=cached is not None)
+            events.emit(StepFinished(time.monotonic() - started, cached is not None, shown,
+                                     stage.index))
         return state
 
-    def _relinked(self, cached: CachedStep, top: Digest | None, lease: Path,
-                  ) -> CachedStep | None:
+    def _relinked(self, cached: CachedStep, top: Digest | None, lease: Path, events: Events,
+                  step: str, stage: int) -> CachedStep | None:
         """A cached linked layer put on the stack `top`: it is there, or it is stored there
         from the blob of the same layer on another stack (a rebase, nothing is rerun)."""
         assert cached.diff_id is not None
@@ -309,6 +319,7 @@ class Build:
                 from layerbuild.builder.steps import relink
 
                 relink(self.store, was, top, lease)
+                events.emit(Relinked(step, stage, chain))
         if not self.request.dry_run:
             self.store.hold(lease, chain)
         return replace(cached, chain_id=chain)
@@ -348,7 +359,7 @@ class Build:
                 from layerbuild.builder.steps import run_filesystem_step
 
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
-                                  self.results, stage, self.request, events)
+                                  self.results, stage, self.request, events, self.sandbox)
                 diff_id, top, newest = run_filesystem_step(ctx, instr, state.config,
                                                            state.top, env)
             if cached is None:
@@ -402,7 +413,9 @@ def source_date_epoch(request: BuildRequest) -> int | None:
         raise LayerbuildError(f"{EPOCH_ARG} must be an integer, not {value!r}") from None
 
 
-def build(store: Store, request: BuildRequest, events: Events | None = None) -> Image | None:
-    """Build a Buildfile into the store; returns the image."""
-    return Build(store, request, events).run()
+def build(store: Store, request: BuildRequest, events: Events | None = None,
+          sandbox: Sandbox | None = None) -> Image | None:
+    """Build a Buildfile into the store, steps run by `sandbox` (the host's); returns the
+    image (None for a dry run)."""
+    return Build(store, request, events, sandbox).run()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
-from layerbuild.builder.request import Events
+from layerbuild.builder.events import Event, Events, Output, StepStarted
 
 HELD_OUTPUT = 8 << 20
 """Bytes of RUN output held per waiting stage; beyond it, the oldest is dropped."""
@@ -26,7 +27,7 @@ class Report:
         """Every step passed on so far: (text, is a FROM)."""
         self._order = order
         self._front = 0
-        self._held: dict[int, list[tuple[str, tuple[object, ...]]]] = {i: [] for i in order}
+        self._held: dict[int, list[Event]] = {i: [] for i in order}
         self._held_bytes = dict.fromkeys(order, 0)
         self._finished: set[int] = set()
         self._number = 0
@@ -44,21 +45,21 @@ class Report:
         """The events one stage reports through."""
         return StageEvents(self, stage)
 
-    def emit(self, stage: int, kind: str, *args: object) -> None:
+    def emit(self, stage: int, event: Event) -> None:
         """Pass an event on now if its stage is the one shown, else hold it."""
         with self._lock:
             if self._front < len(self._order) and stage == self._order[self._front]:
-                self._send(kind, args)
+                self._send(event)
                 return
             if not self._order:
                 return  # closed
             held = self._held[stage]
-            if kind == "output":
-                self._held_bytes[stage] += len(args[0])  # type: ignore[arg-type]
+            if isinstance(event, Output):
+                self._held_bytes[stage] += len(event.data)
                 while self._held_bytes[stage] > HELD_OUTPUT:
-                    dropped = next(i for i, e in enumerate(held) if e[0] == "output")
-                    self._held_bytes[stage] -= len(held.pop(dropped)[1][0])  # type: ignore
-            held.append((kind, args))
+                    dropped = next(i for i, e in enumerate(held) if isinstance(e, Output))
+                    self._held_bytes[stage] -= len(held.pop(dropped).data)  # type: ignore
+            held.append(event)
 
     def finished(self, stage: int) -> None:
         """A stage ended: show the next ones, with what they held."""
@@ -68,22 +69,16 @@ class Report:
                 self._front += 1
                 if self._front < len(self._order):
                     following = self._order[self._front]
-                    for kind, args in self._held[following]:
-                        self._send(kind, args)
+                    for event in self._held[following]:
+                        self._send(event)
                     self._held[following] = []
 
-    def _send(self, kind: str, args: tuple[object, ...]) -> None:
-        if kind == "step":
-            text, is_from = args
+    def _send(self, event: Event) -> None:
+        if isinstance(event, StepStarted):  # numbered in the order steps are shown
             self._number += 1
-            self.steps.append((str(text), bool(is_from)))
-            self.events.step(self._number, self.total(), str(text))
-        elif kind == "done":
-            self.events.done(float(args[0]), cached=bool(args[1]))  # type: ignore[arg-type]
-        elif kind == "output":
-            self.events.output(args[0])  # type: ignore[arg-type]
-        else:
-            self.events.note(str(args[0]))
+            self.steps.append((event.text, event.is_from))
+            event = replace(event, number=self._number, total=self.total())
+        self.events.emit(event)
 
 
 class StageEvents(Events):
@@ -94,18 +89,6 @@ class StageEvents(Events):
         self.stage = stage
         self.where = ""
 
-    def begin(self, text: str, is_from: bool = False) -> None:
-        """A step starts (numbered when it is shown)."""
-        self.report.emit(self.stage, "step", text, is_from)
-
-    def step(self, number: int, total: int, text: str) -> None:
-        self.begin(text)
-
-    def done(self, seconds: float, cached: bool = False) -> None:
-        self.report.emit(self.stage, "done", seconds, cached)
-
-    def output(self, data: bytes) -> None:
-        self.report.emit(self.stage, "output", data)
-
-    def note(self, text: str) -> None:
-        self.report.emit(self.stage, "note", text)
+    def emit(self, event: Event) -> None:
+        """Pass the event on to the report (a StepStarted is numbered when it is shown)."""
+        self.report.emit(self.stage, event)

@@ -6,7 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from layerbuild.builder.events import Events
 from layerbuild.reference import Reference
+
+__all__ = ["BuildRequest", "Events"]
 
 
 @dataclass(frozen=True)
@@ -26,19 +29,3 @@ class BuildRequest:
     no_cache_filter: tuple[str, ...] = ()
     dry_run: bool = False
     secrets: Mapping[str, Path] = field(default_factory=dict)
-
-
-class Events:
-    """What a build reports while it runs; the CLI draws it, tests may record it."""
-
-    def step(self, number: int, total: int, text: str) -> None:
-        """A step starts."""
-
-    def done(self, seconds: float, cached: bool = False) -> None:
-        """The current step ended."""
-
-    def output(self, data: bytes) -> None:
-        """A RUN step printed something."""
-
-    def note(self, text: str) -> None:
-        """A remark about the build (a warning, say)."""

@@ -14,11 +14,12 @@ from layerbuild.context import Context
 from layerbuild.digest import Digest, chain_ids
 from layerbuild.errors import BuildfileError, LayerbuildError
 from layerbuild.image import ImageConfig, timestamp
-from layerbuild.sandbox import StepRoot, read_image_file
+from layerbuild.sandbox.spec import StepRoot
 from layerbuild.store import Store
 
 if TYPE_CHECKING:
     from layerbuild.builder.request import BuildRequest, Events
+    from layerbuild.builder.sandbox import Sandbox
     from layerbuild.builder.state import StageState
 
 
@@ -34,6 +35,7 @@ class StepContext:
     stage: Stage
     request: BuildRequest
     events: Events
+    sandbox: Sandbox
 
     def error(self, instr: Instruction, message: str) -> BuildfileError:
         return BuildfileError(message, self.buildfile.path, instr.line, instr.instruction)
@@ -59,8 +61,9 @@ def made_time(config: ImageConfig, epoch: int | None) -> int:
     return int(when) if when is not None else epoch or 0
 
 
-def read_text(root: StepRoot, path: str) -> str | None:
-    data = read_image_file(root, path)
+def read_text(sandbox: Sandbox, root: StepRoot, path: str) -> str | None:
+    """A text file of the image `root` shows (None when it is missing)."""
+    data = sandbox.read_files(root, [path])[0]
     return data.decode("utf-8", "replace") if data is not None else None
 
 

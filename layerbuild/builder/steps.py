@@ -11,7 +11,9 @@ from pathlib import Path
 
 from layerbuild.builder import config as cfg
 from layerbuild.builder.copying import copy_step
+from layerbuild.builder.events import Output
 from layerbuild.builder.plan import is_linked, run_script
+from layerbuild.builder.sandbox import Sandbox
 from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, source_top
 from layerbuild.builder.users import Ids, home_dir, resolve_user
 from layerbuild.buildfile import Instruction, Run, Workdir
@@ -19,16 +21,7 @@ from layerbuild.digest import Digest
 from layerbuild.errors import StepFailed
 from layerbuild.image import ImageConfig
 from layerbuild.ingest import ingest_blob, ingest_dir
-from layerbuild.sandbox import (
-    CopyItem,
-    Mount,
-    RunSpec,
-    StepRoot,
-    copy_into,
-    export_merged,
-    read_image_files,
-    run_step,
-)
+from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
 from layerbuild.store import LayerRecord, Store
 
 TAIL_LINES = 15
@@ -47,7 +40,7 @@ def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfi
         if isinstance(instr, Run):
             _run(ctx, instr, root, config, env)
         elif isinstance(instr, Workdir):
-            _workdir(root, config, stage, ctx.request.source_date_epoch)
+            _workdir(ctx.sandbox, root, config, stage, ctx.request.source_date_epoch)
         else:
             # --link: written into an empty tree, so the layer is the same on any base (the
             # base is only read, for --chown names).
@@ -58,8 +51,8 @@ def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfi
     return got.record.diff_id, got.record.chain_id, got.newest
 
 
-def _workdir(root: StepRoot, config: ImageConfig, stage: Path, epoch: int | None,
-             ) -> None:
+def _workdir(sandbox: Sandbox, root: StepRoot, config: ImageConfig, stage: Path,
+             epoch: int | None) -> None:
     """Create the WORKDIR (and its parents) unless the image has it; an existing one is kept.
 
     What it creates belongs to the USER in force, as BuildKit makes it, and takes the time of
@@ -68,9 +61,10 @@ def _workdir(root: StepRoot, config: ImageConfig, stage: Path, epoch: int | None
     empty = stage / "workdir"
     empty.mkdir(mode=0o755)
     workdir = str(config.config.get("WorkingDir") or "/")
-    ids, _home = _ids(root, str(config.config.get("User") or ""))
-    copy_into(root, empty, [CopyItem(".", workdir, ids.uid, ids.gid, 0o755, recursive=False,
-                                     made_time=made_time(config, epoch))])
+    ids, _home = _ids(sandbox, root, str(config.config.get("User") or ""))
+    sandbox.copy_into(root, empty, [CopyItem(".", workdir, ids.uid, ids.gid, 0o755,
+                                             recursive=False,
+                                             made_time=made_time(config, epoch))])
 
 
 def relink(store: Store, layer: LayerRecord, top: Digest | None, lease: Path) -> None:
@@ -81,10 +75,10 @@ def relink(store: Store, layer: LayerRecord, top: Digest | None, lease: Path) ->
                     expected_size=blob.size, lease=lease)
 
 
-def _ids(root: StepRoot, user: str) -> tuple[Ids, str]:
+def _ids(sandbox: Sandbox, root: StepRoot, user: str) -> tuple[Ids, str]:
     """The USER's numeric ids, and its home directory (for HOME)."""
     passwd, group = (d.decode("utf-8", "replace") if d is not None else None
-                     for d in read_image_files(root, ["/etc/passwd", "/etc/group"]))
+                     for d in sandbox.read_files(root, ["/etc/passwd", "/etc/group"]))
     ids = Ids(0, 0) if not user or user in ("0", "root", "0:0") else resolve_user(
         user, passwd, group)
     return ids, home_dir(ids.uid, passwd)
@@ -106,13 +100,13 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
         argv = cfg.command_argv(script, config)
     values = dict(env)
     values.setdefault("PATH", cfg.DEFAULT_PATH.partition("=")[2])
-    ids, home = _ids(root, str(config.config.get("User") or ""))
+    ids, home = _ids(ctx.sandbox, root, str(config.config.get("User") or ""))
     values.setdefault("HOME", home)
     tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
     partial = bytearray()
 
     def on_output(data: bytes) -> None:
-        ctx.events.output(data)
+        ctx.events.emit(Output(data, ctx.stage.index))
         partial.extend(data)
         *lines, rest = bytes(partial).split(b"\n")
         tail.extend(lines)
@@ -122,7 +116,7 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
                    cwd=str(config.config.get("WorkingDir") or "/"), user=ids.spec(),
                    network=instr.network or ctx.request.network,
                    mounts=tuple(mounts))
-    code = run_step(root, spec, on_output)
+    code = ctx.sandbox.run(root, spec, on_output)
     if partial:
         tail.append(bytes(partial))
     if code != 0:
@@ -176,5 +170,5 @@ def _stage_tree(ctx: StepContext, instr: Run, ref: str, env: Mapping[str, str],
     top = source_top(ctx, instr, ref, env)
     tree = stage / f"from-{len(list(stage.glob('from-*')))}"
     tree.mkdir()
-    export_merged(tuple(layer_dirs(ctx.store, top)), tree)
+    ctx.sandbox.export(tuple(layer_dirs(ctx.store, top)), tree)
     return tree

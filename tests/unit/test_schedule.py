@@ -6,6 +6,13 @@ import threading
 
 import pytest
 
+from layerbuild.builder.events import (
+    CacheMiss,
+    Output,
+    RecordingEvents,
+    StepFinished,
+    StepStarted,
+)
 from layerbuild.builder.report import Report
 from layerbuild.builder.request import Events
 from layerbuild.builder.schedule import run_at_once
@@ -78,18 +85,18 @@ def test_reports_are_shown_stage_by_stage_and_numbered_in_order() -> None:
     out = Lines()
     report = Report(out, [0, 1, 2], lambda: 6)
     a, b, c = (report.channel(i) for i in range(3))
-    b.begin("FROM base AS b", is_from=True)  # b runs first, but a is shown first
-    b.done(0.0)
-    b.begin("RUN b")
-    b.output(b"from b\n")
-    a.begin("FROM base AS a", is_from=True)
-    a.output(b"from a\n")
-    b.done(1.0)
+    b.emit(StepStarted(0, 0, "FROM base AS b", 1, is_from=True))  # b runs first, a shown first
+    b.emit(StepFinished(0.0, False, "FROM base AS b", 1))
+    b.emit(StepStarted(0, 0, "RUN b", 1))
+    b.emit(Output(b"from b\n", 1))
+    a.emit(StepStarted(0, 0, "FROM base AS a", 0, is_from=True))
+    a.emit(Output(b"from a\n", 0))
+    b.emit(StepFinished(1.0, False, "RUN b", 1))
     report.finished(1)
-    a.done(0.5)
+    a.emit(StepFinished(0.5, False, "FROM base AS a", 0))
     report.finished(0)
-    c.begin("FROM base")
-    c.done(0.0, cached=True)
+    c.emit(StepStarted(0, 0, "FROM base", 2))
+    c.emit(StepFinished(0.0, True, "FROM base", 2))
     report.finished(2)
     assert out.lines == ["[1/6] FROM base AS a", "from a\n", "done", "[2/6] FROM base AS b",
                          "done", "[3/6] RUN b", "from b\n", "done", "[4/6] FROM base",
@@ -98,13 +105,27 @@ def test_reports_are_shown_stage_by_stage_and_numbered_in_order() -> None:
                             ("RUN b", False), ("FROM base", False)]
 
 
+def test_typed_events_are_passed_on_numbered() -> None:
+    out = RecordingEvents()
+    report = Report(out, [0, 1], lambda: 3)
+    a, b = report.channel(0), report.channel(1)
+    b.emit(StepStarted(0, 0, "FROM base", 1, is_from=True))
+    b.emit(CacheMiss("FROM base", "new step", 1))
+    a.emit(StepStarted(0, 0, "FROM scratch", 0, is_from=True))
+    report.finished(0)
+    report.finished(1)
+    assert out.events == [StepStarted(1, 3, "FROM scratch", 0, is_from=True),
+                          StepStarted(2, 3, "FROM base", 1, is_from=True),
+                          CacheMiss("FROM base", "new step", 1)]
+
+
 def test_a_closed_report_shows_nothing_more() -> None:
     out = Lines()
     report = Report(out, [0, 1], lambda: 2)
     a, b = report.channel(0), report.channel(1)
-    a.begin("RUN a")
-    b.begin("RUN b")
+    a.emit(StepStarted(0, 0, "RUN a", 0))
+    b.emit(StepStarted(0, 0, "RUN b", 1))
     assert report.close() == 0
-    a.output(b"late\n")
+    a.emit(Output(b"late\n", 0))
     report.finished(0)
     assert out.lines == ["[1/2] RUN a"]

@@ -1,0 +1,126 @@
+"""What a build reports while it runs, as typed events, and the receiver they go to.
+
+The engine emits one event per thing it has to say; a receiver (`Events`) either takes them as
+they are (`emit`) or, by default, as the plain calls the progress view draws (step, done,
+output, note), with the wording the CLI has always shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layerbuild.digest import Digest
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    """A step starts: `number` of `total` in the order steps are shown (FROM counts)."""
+
+    number: int
+    total: int
+    text: str
+    stage: int
+    is_from: bool = False
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    """The step started last ended, after `seconds`; `cached` when it came from the cache."""
+
+    seconds: float
+    cached: bool
+    step: str
+    stage: int
+
+
+@dataclass(frozen=True)
+class CacheMiss:
+    """The first step of a stage the cache does not have, and why (later ones miss too)."""
+
+    step: str
+    reason: str
+    stage: int
+
+
+@dataclass(frozen=True)
+class WouldRun:
+    """A dry run would run this step (it is not in the cache)."""
+
+    step: str
+    stage: int
+
+
+@dataclass(frozen=True)
+class Relinked:
+    """A cached COPY --link layer stored again on a new base (`chain_id`), without rerunning."""
+
+    step: str
+    stage: int
+    chain_id: Digest
+
+
+@dataclass(frozen=True)
+class BuildWarning:
+    """A warning about the build (say, build args no ARG uses)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Output:
+    """Bytes a RUN step printed."""
+
+    data: bytes
+    stage: int = 0
+
+
+Event = StepStarted | StepFinished | CacheMiss | WouldRun | Relinked | BuildWarning | Output
+
+
+class Events:
+    """What a build reports while it runs; the CLI draws it, tests may record it."""
+
+    def emit(self, event: Event) -> None:
+        """Take one event; by default, as the plain calls below, worded as the CLI shows it."""
+        match event:
+            case StepStarted():
+                self.step(event.number, event.total, event.text)
+            case StepFinished():
+                self.done(event.seconds, cached=event.cached)
+            case Output():
+                self.output(event.data)
+            case CacheMiss():
+                self.note(f"  cache miss: {event.reason}")
+            case WouldRun():
+                self.note("  would run")
+            case BuildWarning():
+                self.note(event.text)
+            case Relinked():
+                pass  # shown as the CACHED step it is
+
+    def step(self, number: int, total: int, text: str) -> None:
+        """A step starts."""
+
+    def done(self, seconds: float, cached: bool = False) -> None:
+        """The current step ended."""
+
+    def output(self, data: bytes) -> None:
+        """A RUN step printed something."""
+
+    def note(self, text: str) -> None:
+        """A remark about the build (a warning, say)."""
+
+
+class RecordingEvents(Events):
+    """Keeps every event, in order, in `events`."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        """Keep the event."""
+        self.events.append(event)
+
+    def of(self, kind: type[Event]) -> list[Event]:
+        """The events of one kind, in order."""
+        return [e for e in self.events if isinstance(e, kind)]

@@ -1,0 +1,85 @@
+"""The sandbox as the engine sees it: what a step may ask of it, and the real one on this host.
+
+The engine takes a `Sandbox` next to the store, so it can build through a fake one (tests run
+without root); `HostSandbox` is `layerbuild.sandbox`, loaded on first use, so a build that runs
+no step never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from layerbuild.sandbox.spec import CopyItem, RunSpec, StepRoot
+
+
+class Sandbox(Protocol):
+    """Runs steps and reads and writes the images they see."""
+
+    def run(self, root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) -> int:
+        """Run a RUN step's process on `root`, stream its output; returns its exit code."""
+        ...
+
+    def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
+                  items: Sequence[CopyItem], follow_source_symlinks: bool = False) -> None:
+        """Copy items from a directory, or a stack of layer dirs (top first), into `root`."""
+        ...
+
+    def read_files(self, root: StepRoot, paths: Sequence[str]) -> list[bytes | None]:
+        """Files of the image `root` shows (None for a missing one)."""
+        ...
+
+    def glob(self, root: StepRoot, patterns: Sequence[str]) -> list[list[str]]:
+        """For each absolute wildcard pattern, the image's matching paths, sorted."""
+        ...
+
+    def export(self, lowers: Sequence[Path], dest: Path) -> None:
+        """Copy the tree that layer dirs `lowers` (top first) make together into dest."""
+        ...
+
+    def stop(self) -> None:
+        """Kill every running step."""
+        ...
+
+
+class HostSandbox:
+    """The real sandbox: overlay mounts and processes in namespaces (needs root)."""
+
+    def run(self, root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) -> int:
+        """Run a RUN step's process on `root`, stream its output; returns its exit code."""
+        from layerbuild.sandbox.ops import run_step
+
+        return run_step(root, spec, on_output)
+
+    def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
+                  items: Sequence[CopyItem], follow_source_symlinks: bool = False) -> None:
+        """Copy items from a directory, or a stack of layer dirs (top first), into `root`."""
+        from layerbuild.sandbox.ops import copy_into
+
+        copy_into(root, source, items, follow_source_symlinks=follow_source_symlinks)
+
+    def read_files(self, root: StepRoot, paths: Sequence[str]) -> list[bytes | None]:
+        """Files of the image `root` shows (None for a missing one)."""
+        from layerbuild.sandbox.ops import read_image_files
+
+        return read_image_files(root, paths)
+
+    def glob(self, root: StepRoot, patterns: Sequence[str]) -> list[list[str]]:
+        """For each absolute wildcard pattern, the image's matching paths, sorted."""
+        from layerbuild.sandbox.ops import glob_in_image
+
+        return glob_in_image(root, patterns)
+
+    def export(self, lowers: Sequence[Path], dest: Path) -> None:
+        """Copy the tree that layer dirs `lowers` (top first) make together into dest."""
+        from layerbuild.sandbox.ops import export_merged
+
+        export_merged(lowers, dest)
+
+    def stop(self) -> None:
+        """Kill every running step."""
+        from layerbuild.sandbox.launch import stop_all
+
+        stop_all()
