@@ -258,8 +258,8 @@ def _buildfile(args: argparse.Namespace) -> Path:
 
 
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
-    from layerbuild.builder.record import replay
     from layerbuild.builder.request import BuildRequest
+    from layerbuild.cache.records import replay
     from layerbuild.progress import open_progress
 
     variables: dict[str, str] = {}

@@ -442,21 +442,9 @@ class Store:
 
     def cache_references(self) -> set[Digest]:
         """Chain IDs that build cache entries hold on to."""
-        refs: set[Digest] = set()
-        for entry in self.buildcache.glob("*.json"):
-            try:
-                refs.update(Digest.parse(c) for c in json.loads(entry.read_bytes())["layers"])
-            except (ValueError, KeyError, TypeError, FormatError):
-                continue
-        return refs
+        from layerbuild.cache.index import roots  # loaded when used: it loads the key code
 
-    def _cache_entry_whole(self, entry: Path) -> bool:
-        """Whether every layer a cache entry names is still stored."""
-        try:
-            chains = [Digest.parse(c) for c in json.loads(entry.read_bytes())["layers"]]
-        except (OSError, ValueError, KeyError, TypeError, FormatError):
-            return False
-        return all(self.layer(c) is not None for c in chains)
+        return roots(self.buildcache)
 
     def image_references(self) -> dict[Digest, int]:
         """How many stored images use each chain ID."""
@@ -504,13 +492,11 @@ class Store:
 
         Dropping them all also drops the build records, so the next build runs every step.
         """
+        from layerbuild.cache.index import drop_entries
+
         with self.lock():
-            for entry in self.buildcache.glob("*.json"):
-                if all_cache or not self._cache_entry_whole(entry):
-                    entry.unlink()
-            if all_cache:
-                for record in self.buildcache.glob("records/*.json"):
-                    record.unlink()
+            stored = None if all_cache else (lambda chain: self.layer(chain) is not None)
+            drop_entries(self.buildcache, stored)
             self.clean_debris()
             return self.release_layers()
 

@@ -22,7 +22,6 @@ from layerbuild.builder.events import (
     StepStarted,
     WouldRun,
 )
-from layerbuild.builder.keys import cacheable, step_inputs
 from layerbuild.builder.plan import (
     is_layer_step,
     is_linked,
@@ -32,7 +31,6 @@ from layerbuild.builder.plan import (
     stage_ref,
     target_stage,
 )
-from layerbuild.builder.record import fingerprint, settled, signature, write_record
 from layerbuild.builder.report import Report, StageEvents
 from layerbuild.builder.request import BuildRequest
 from layerbuild.builder.sandbox import HostSandbox, Sandbox
@@ -57,7 +55,10 @@ from layerbuild.buildfile import (
     render_template,
     unused_build_args,
 )
-from layerbuild.cache import CachedStep, CacheIndex, why_missed
+from layerbuild.cache.index import CachedStep, CacheIndex
+from layerbuild.cache.keys import cacheable, step_inputs, why_missed
+from layerbuild.cache.records import fingerprint, write_record
+from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
 from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_id, chain_ids
 from layerbuild.errors import BuildfileError, LayerbuildError

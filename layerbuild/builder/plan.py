@@ -6,19 +6,10 @@ import re
 from collections.abc import Mapping
 
 from layerbuild.buildfile import Add, Buildfile, Copy, Instruction, Run, Stage, Workdir, expand
+from layerbuild.buildfile import stage_ref as stage_ref  # re-exported: the engine imports it here
 from layerbuild.errors import BuildfileError
 
 _HEREDOC_ONLY = re.compile(r"^<<-?(['\"]?)([A-Za-z0-9_]+)\1$")
-
-
-def stage_ref(buildfile: Buildfile, ref: str, before: int) -> Stage | None:
-    """The earlier stage a `--from`/FROM value names (by name or index), or None for an image."""
-    for stage in buildfile.stages[:before]:
-        if stage.name is not None and stage.name == ref.lower():
-            return stage
-    if ref.isdigit() and int(ref) < before:
-        return buildfile.stages[int(ref)]
-    return None
 
 
 def _refs(instr: Instruction) -> list[str]:

@@ -51,7 +51,7 @@ from layerbuild.buildfile.instructions import (
 )
 from layerbuild.buildfile.mounts import Mount
 from layerbuild.buildfile.parser import Directive, Document, Heredoc, Node, parse
-from layerbuild.buildfile.stages import Buildfile, Stage, parse_buildfile
+from layerbuild.buildfile.stages import Buildfile, Stage, parse_buildfile, stage_ref
 from layerbuild.buildfile.template import is_template, parse_var_file, render_template
 
 __all__ = [
@@ -101,6 +101,7 @@ __all__ = [
     "parse_var_file",
     "platform_args",
     "render_template",
+    "stage_ref",
     "to_dict",
     "unused_build_args",
 ]

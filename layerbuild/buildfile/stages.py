@@ -20,7 +20,7 @@ from layerbuild.buildfile.instructions import (
 from layerbuild.buildfile.parser import Directive, parse
 from layerbuild.errors import BuildfileError
 
-__all__ = ["Buildfile", "Stage", "parse_buildfile"]
+__all__ = ["Buildfile", "Stage", "parse_buildfile", "stage_ref"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,16 @@ class Buildfile:
             if stage.name == ref.lower():
                 return stage
         raise KeyError(ref)
+
+
+def stage_ref(buildfile: Buildfile, ref: str, before: int) -> Stage | None:
+    """The earlier stage a `--from`/FROM value names (by name or index), or None for an image."""
+    for stage in buildfile.stages[:before]:
+        if stage.name is not None and stage.name == ref.lower():
+            return stage
+    if ref.isdigit() and int(ref) < before:
+        return buildfile.stages[int(ref)]
+    return None
 
 
 def parse_buildfile(text: str, path: str = "Buildfile") -> Buildfile:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.builder.record import SETTLED_NS, replay
 from layerbuild.builder.request import BuildRequest, Events
+from layerbuild.cache.records import replay
+from layerbuild.cache.stat import SETTLED_NS
 from layerbuild.image import Image
 from layerbuild.reference import Reference
 from layerbuild.store import Store
@@ -143,14 +144,14 @@ def test_a_new_image_under_a_missing_from_reference_is_seen(lb, ctx: Path,
 
 def test_no_record_vouches_for_a_file_changed_a_moment_ago(lb, ctx: Path, store_root: Path,
                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import layerbuild.builder.record as record
+    import layerbuild.cache.stat as stat
     from layerbuild.builder.engine import build
 
     lb("build", "-t", "app:1", str(ctx))
     (ctx / "src/a.txt").write_text("B\n")  # the same size, changed again
     # Read within a clock tick of that change (made certain here by a longer "tick"): its
     # stat cannot vouch for what it will hold, so no record is kept.
-    monkeypatch.setattr(record, "SETTLED_NS", 3600 * 10**9)
+    monkeypatch.setattr(stat, "SETTLED_NS", 3600 * 10**9)
     build(Store(store_root), _request(ctx), Recorder())
     monkeypatch.undo()
     assert _replayed(store_root, _request(ctx)) is None

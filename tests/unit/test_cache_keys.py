@@ -6,17 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from layerbuild.builder.record import SETTLED_NS
 from layerbuild.buildfile import parse_buildfile
-from layerbuild.cache import (
-    CachedStep,
-    CacheIndex,
-    StatCache,
-    StepInputs,
-    instruction_form,
-    source_digests,
-    why_missed,
-)
+from layerbuild.cache.index import CachedStep, CacheIndex
+from layerbuild.cache.keys import StepInputs, instruction_form, why_missed
+from layerbuild.cache.stat import SETTLED_NS, StatCache, source_digests
 from layerbuild.context import Context
 from layerbuild.digest import Digest
 from layerbuild.image import History
@@ -53,7 +46,7 @@ def test_explanations_name_the_cause() -> None:
 
 def test_stat_cache_reads_a_file_only_when_its_stat_changes(tmp_path: Path,
                                                            monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import layerbuild.cache as cache_module
+    import layerbuild.cache.stat as cache_module
 
     reads = []
     real = cache_module.hashlib.file_digest

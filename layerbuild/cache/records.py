@@ -15,34 +15,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild import __version__
 from layerbuild.builder.request import BuildRequest, Events
+from layerbuild.cache.stat import signature
 from layerbuild.context import ignore_files
 from layerbuild.digest import Digest
 from layerbuild.errors import LayerbuildError
-from layerbuild.image import Image
-from layerbuild.store import Store
+from layerbuild.fsutil import write_atomic
+
+if TYPE_CHECKING:  # types only: the caller has the store loaded already
+    from layerbuild.image import Image
+    from layerbuild.store import Store
 
 RECORDS = "records"
-SETTLED_NS = 100_000_000
-"""How old a change must be before its stat can vouch for the content: file times move in clock
-ticks (a few ms), so a file changed again within the tick it was read in keeps its stat."""
-
-
-def signature(st: os.stat_result) -> list[int]:
-    """What must stay the same for an entry to be unchanged (ctime moves on any change)."""
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
-
-
-def settled(sig: list[int], read_ns: int | None = None) -> bool:
-    """Whether an entry's last change was old enough, when it was read (default: now), for its
-    signature to vouch for its content."""
-    return (time.time_ns() if read_ns is None else read_ns) - sig[2] > SETTLED_NS
+"""The subdirectory of the store's `buildcache/` that holds build records."""
 
 
 def fingerprint(request: BuildRequest) -> str | None:
@@ -82,9 +72,7 @@ def write_record(store: Store, key: str, image: Image, steps: list[tuple[str, bo
     directory.mkdir(exist_ok=True)
     data = {"image": str(image.id), "steps": steps, "images": dict(images),
             "paths": dict(paths), "warnings": warnings}
-    tmp = directory / f".{key}.{os.getpid()}"
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    tmp.rename(directory / f"{key}.json")
+    write_atomic(directory / f"{key}.json", json.dumps(data, separators=(",", ":")).encode())
 
 
 def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:

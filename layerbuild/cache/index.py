@@ -1,0 +1,122 @@
+"""The index of cached step results in the store's `buildcache/` directory.
+
+Files: `<key>.json` (an entry: the step's history and the layer it produced, named in `layers`
+so that the store keeps that layer), `slots/<digest>.json` (what went into the last build of
+each step, to explain the next miss), `stat/<digest>.json` (a `StatCache` per build context)
+and `records/` (build records, see `records`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerbuild.cache.keys import StepInputs
+from layerbuild.cache.stat import StatCache
+from layerbuild.digest import Digest
+from layerbuild.errors import FormatError
+from layerbuild.fsutil import write_atomic
+from layerbuild.image import History
+
+_RECORDS = "records"  # `records.RECORDS`, named again so the index loads no build-record code
+
+
+@dataclass(frozen=True)
+class CachedStep:
+    """A cached step result: its history entry and, for filesystem steps, its layer."""
+
+    history: History
+    chain_id: Digest | None = None
+    diff_id: Digest | None = None
+
+
+class CacheIndex:
+    """Cache entries under the store's `buildcache/`: `<key>.json`, plus slots and stat caches.
+
+    An entry names the layer it produced in `layers`, which the store reads to keep it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.slots = directory / "slots"
+        self.slots.mkdir(parents=True, exist_ok=True)
+
+    def get(self, key: str) -> CachedStep | None:
+        """The cached result for a key, or None."""
+        try:
+            data = json.loads((self.dir / f"{key}.json").read_bytes())
+            return CachedStep(History.from_dict(data["history"]),
+                              Digest.parse(data["chain_id"]) if data.get("chain_id") else None,
+                              Digest.parse(data["diff_id"]) if data.get("diff_id") else None)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, key: str, step: CachedStep) -> None:
+        """Record a step's result (atomically)."""
+        data = {"history": step.history.to_dict(),
+                "layers": [str(step.chain_id)] if step.chain_id else []}
+        if step.chain_id is not None:
+            data["chain_id"] = str(step.chain_id)
+            data["diff_id"] = str(step.diff_id)
+        _write(self.dir / f"{key}.json", data)
+
+    def last_inputs(self, slot: str) -> StepInputs | None:
+        """What went into the last build of this slot."""
+        try:
+            return StepInputs.from_json(json.loads((self.slots / _name(slot)).read_bytes()))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def remember(self, slot: str, inputs: StepInputs) -> None:
+        """Keep a slot's inputs for the next explanation."""
+        _write(self.slots / _name(slot), inputs.to_json())
+
+    def stat_cache(self, context: Path) -> StatCache:
+        """The content-hash cache of one build context directory."""
+        return StatCache(self.dir / "stat" / _name(str(context.resolve())))
+
+
+def roots(directory: Path) -> set[Digest]:
+    """The chain IDs that the cache entries in `directory` hold on to."""
+    refs: set[Digest] = set()
+    for entry in directory.glob("*.json"):
+        layers = _layers(entry)
+        if layers is not None:
+            refs.update(layers)
+    return refs
+
+
+def drop_entries(directory: Path, keep_layer: Callable[[Digest], bool] | None) -> None:
+    """Remove the cache entries one of whose layers `keep_layer` does not keep (or that cannot
+    be read); with None, every entry and every build record, so the next build runs every step.
+    """
+    for entry in directory.glob("*.json"):
+        if keep_layer is None or not _whole(entry, keep_layer):
+            entry.unlink()
+    if keep_layer is None:
+        for record in directory.glob(f"{_RECORDS}/*.json"):
+            record.unlink()
+
+
+def _whole(entry: Path, keep_layer: Callable[[Digest], bool]) -> bool:
+    layers = _layers(entry)
+    return layers is not None and all(keep_layer(c) for c in layers)
+
+
+def _layers(entry: Path) -> list[Digest] | None:
+    """The chain IDs an entry names, or None if it cannot be read."""
+    try:
+        return [Digest.parse(c) for c in json.loads(entry.read_bytes())["layers"]]
+    except (OSError, ValueError, KeyError, TypeError, FormatError):
+        return None
+
+
+def _name(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest() + ".json"
+
+
+def _write(path: Path, data: object) -> None:
+    write_atomic(path, json.dumps(data, separators=(",", ":")).encode())

@@ -1,0 +1,89 @@
+"""The cache index on disk: the layers its entries hold on to, and dropping entries."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import layerbuild.cache.index as index_module
+import layerbuild.cache.records as records_module
+import layerbuild.cache.stat as stat_module
+from layerbuild.cache.index import CachedStep, CacheIndex, drop_entries, roots
+from layerbuild.cache.keys import StepInputs
+from layerbuild.digest import Digest
+from layerbuild.image import History
+
+KEPT, GONE = Digest.of(b"kept"), Digest.of(b"gone")
+
+
+def _history() -> History:
+    return History(created="2024-01-01T00:00:00Z", created_by="RUN x")
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    """A buildcache with entries of every kind, a slot, a stat cache and a build record."""
+    directory = tmp_path / "buildcache"
+    index = CacheIndex(directory)
+    index.put("kept", CachedStep(_history(), KEPT, Digest.of(b"d1")))
+    index.put("gone", CachedStep(_history(), GONE, Digest.of(b"d2")))
+    index.put("config", CachedStep(_history()))  # no layer: ENV, LABEL, ...
+    (directory / "broken.json").write_text("{not json")
+    (directory / "baddigest.json").write_text(json.dumps({"layers": ["md5:x"]}))
+    index.remember("slot", StepInputs("p", {"instruction": "RUN"}))
+    (directory / "stat").mkdir()
+    (directory / "stat/ctx.json").write_text("{}")
+    (directory / "records").mkdir()
+    (directory / "records/r.json").write_text("{}")
+    return directory
+
+
+def _names(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*.json")}
+
+
+def test_roots_are_the_layers_entries_name(cache: Path) -> None:
+    assert roots(cache) == {KEPT, GONE}
+    assert roots(cache / "nothing here") == set()
+
+
+def test_dropping_entries_whose_layers_are_gone(cache: Path) -> None:
+    drop_entries(cache, lambda chain: chain == KEPT)
+    assert _names(cache) == {"kept.json", "config.json", "slots/" + index_module._name("slot"),
+                             "stat/ctx.json", "records/r.json"}
+    assert roots(cache) == {KEPT}
+
+
+def test_dropping_every_entry_drops_the_build_records(cache: Path) -> None:
+    drop_entries(cache, None)
+    assert _names(cache) == {"slots/" + index_module._name("slot"), "stat/ctx.json"}
+    assert roots(cache) == set()
+
+
+def test_cache_files_are_written_atomically(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[str] = []
+
+    def recording(path: Path, data: bytes, *, durable: bool = True) -> None:
+        written.append(str(path.parent.relative_to(tmp_path)))
+        path.write_bytes(data)
+
+    for module in (index_module, stat_module, records_module):
+        monkeypatch.setattr(module, "write_atomic", recording)
+    monkeypatch.setattr(stat_module, "settled", lambda sig: True)  # worth keeping at once
+    index = CacheIndex(tmp_path / "buildcache")
+    index.put("k", CachedStep(_history()))
+    index.remember("slot", StepInputs("p", {}))
+    stats = index.stat_cache(tmp_path)
+    (tmp_path / "f").write_text("f")
+    stats.entry_digest(str(tmp_path / "f"), os.stat(tmp_path / "f"))
+    stats.save()
+    store = SimpleNamespace(buildcache=tmp_path / "buildcache")
+    image = SimpleNamespace(id=Digest.of(b"image"))
+    records_module.write_record(store, "r", image, [], {}, {}, [])  # type: ignore[arg-type]
+    assert written == ["buildcache", "buildcache/slots", "buildcache/stat",
+                       "buildcache/records"]
