@@ -74,7 +74,7 @@ def default_root() -> Path:
 
 def open_store(root: str | os.PathLike[str] | None = None) -> Store:
     """The store at `root` (default: `default_root()`), with what crashed writers left removed."""
-    store = Store(default_root() if root is None else root)
+    store = Store(default_root() if root is None else Path(root))
     store.clean_debris()
     return store
 

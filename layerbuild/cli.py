@@ -99,7 +99,7 @@ def cmd_images(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(header: list[str], rows: list[tuple[str, ...]]) -> None:
+def _table(header: list[str], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     for row in [tuple(header), *rows]:
         _out("   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
