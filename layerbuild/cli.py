@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from layerbuild import __version__
+from layerbuild import __version__, api
 from layerbuild.digest import chain_ids
 from layerbuild.errors import LayerbuildError
 from layerbuild.reference import Reference
@@ -50,36 +50,15 @@ def _ago(created: str | None) -> str:
     return "Less than a minute ago"
 
 
-def _epoch(args: argparse.Namespace) -> int | None:
-    value = getattr(args, "source_date_epoch", None) or os.environ.get("SOURCE_DATE_EPOCH")
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise LayerbuildError(f"SOURCE_DATE_EPOCH must be an integer, not {value!r}") from None
-
-
 def cmd_import(store: Store, args: argparse.Namespace) -> int:
-    from layerbuild.archive import import_rootfs
-
-    tag = Reference.parse(args.name) if args.name else None
-    image = import_rootfs(store, args.file, tag, _epoch(args), args.message)
+    image = api.import_rootfs(args.file, args.name or None, store=store,
+                              source_date_epoch=args.source_date_epoch, message=args.message)
     _out(str(image.id))
     return 0
 
 
 def cmd_load(store: Store, args: argparse.Namespace) -> int:
-    from layerbuild.archive import find_images, open_archive, store_images
-
-    with store.staging() as stage:
-        source = open_archive(args.input, stage)
-        try:
-            images = find_images(source)
-            progress = (lambda _line: None) if args.quiet else _out
-            store_images(store, source, images, progress)
-        finally:
-            source.close()
+    images = api.load(args.input, store=store, progress=None if args.quiet else _out)
     for item in images:
         for tag in item.tags:
             _out(f"Loaded image: {tag.familiar}")
@@ -89,12 +68,10 @@ def cmd_load(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_save(store: Store, args: argparse.Namespace) -> int:
-    from layerbuild.archive import save
-
     output = args.output or "-"
     if output == "-" and sys.stdout.isatty():
         raise LayerbuildError("refusing to write an archive to a terminal: use -o FILE")
-    save(store, args.images, output, args.compress)
+    api.save(args.images, output, store=store, compression=args.compress)
     return 0
 
 
@@ -122,39 +99,14 @@ def cmd_images(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(header: list[str], rows: list[tuple[str, ...]]) -> None:
+def _table(header: list[str], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     for row in [tuple(header), *rows]:
         _out("   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def inspect_image(store: Store, ref: str) -> dict[str, Any]:
-    """Docker-like inspect data for one image, plus where its layers live in the store."""
-    image_id = store.resolve(ref)
-    image = store.image_by_id(image_id)
-    config = image.config
-    tags = sorted(t for t, i in store.tags().items() if i == image_id)
-    layers = []
-    for chain in chain_ids(config.diff_ids):
-        record = store.layer(chain)
-        if record is not None:
-            layers.append({"ChainID": str(chain), "DiffID": str(record.diff_id),
-                           "CacheID": record.cache_id, "DiffDir": str(store.diff_dir(record)),
-                           "Size": record.size})
-    return {
-        "Id": str(image_id), "RepoTags": tags, "RepoDigests": [], "Parent": "",
-        "Comment": config.history[-1].comment or "" if config.history else "",
-        "Created": config.created, "Author": config.author or "",
-        "Architecture": config.architecture, "Os": config.os,
-        **({"Variant": config.variant} if config.variant else {}),
-        "Config": dict(config.config), "Size": _image_size(store, config.diff_ids),
-        "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.diff_ids]},
-        "Store": {"Layers": layers},
-    }
-
-
 def cmd_inspect(store: Store, args: argparse.Namespace) -> int:
-    data = [inspect_image(store, ref) for ref in args.images]
+    data = [api.inspect(ref, store=store) for ref in args.images]
     _out(json.dumps(data, indent=4))
     return 0
 
@@ -247,19 +199,7 @@ def _secrets(values: list[str]) -> dict[str, Path]:
     return out
 
 
-def _buildfile(args: argparse.Namespace) -> Path:
-    context = Path(args.context)
-    if args.file:
-        return Path(args.file) if args.file != "-" else Path("/dev/stdin")
-    for name in ("Buildfile", "Buildfile.j2", "Dockerfile"):
-        if (context / name).is_file():
-            return context / name
-    raise LayerbuildError(f"no Buildfile (or Dockerfile) in {context}; use -f FILE")
-
-
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
-    from layerbuild.builder.request import BuildRequest
-    from layerbuild.cache.records import replay
     from layerbuild.progress import open_progress
 
     variables: dict[str, str] = {}
@@ -271,40 +211,27 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
         except OSError as exc:
             raise LayerbuildError(f"cannot read {path}: {exc.strerror}") from None
     variables.update(_pairs(args.var, "--var"))
-    outputs = []
-    if args.output:
-        from layerbuild.builder.outputs import parse_output, write_output
-
-        outputs = [parse_output(o) for o in args.output]
-    request = BuildRequest(
-        context=Path(args.context), buildfile=_buildfile(args),
-        tags=tuple(Reference.parse(t) for t in args.tag),
-        build_args=_pairs(args.build_arg, "--build-arg"), target=args.target,
-        template=True if args.template else None, template_vars=variables,
-        source_date_epoch=_epoch(args), network=args.network, no_cache=args.no_cache,
-        no_cache_filter=tuple(s.lower() for s in args.no_cache_filter), dry_run=args.dry_run,
-        secrets=_secrets(args.secret))
+    build_args = _pairs(args.build_arg, "--build-arg")
+    secrets = _secrets(args.secret)
     mode = "quiet" if args.quiet else args.progress
     progress = open_progress("plain" if args.dry_run else mode)
     try:
-        # Nothing changed since the last build of this: no need to load the build engine.
-        image = replay(store, request, progress)
-        if image is None:
-            from layerbuild.builder.engine import build
-
-            image = build(store, request, progress)
+        image = api.build(
+            args.context, tags=args.tag, buildfile=args.file, build_args=build_args,
+            target=args.target, outputs=args.output, store=store, events=progress,
+            no_cache=args.no_cache, no_cache_filter=args.no_cache_filter, dry_run=args.dry_run,
+            source_date_epoch=args.source_date_epoch, network=args.network, secrets=secrets,
+            template=True if args.template else None, template_vars=variables)
     finally:
         progress.close()  # before any error is printed: the live view must not hide it
     if image is None:
         return 0
-    for output in outputs:
-        write_output(store, image, output, [t.familiar for t in request.tags])
     if args.quiet:
         _out(str(image.id))
         return 0
     _out(f"Successfully built {image.id}")
-    for tag in request.tags:
-        _out(f"Successfully tagged {tag.familiar}")
+    for tag in args.tag:
+        _out(f"Successfully tagged {Reference.parse(tag).familiar}")
     return 0
 
 
@@ -389,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         store = Store(args.root)
+        store.clean_debris()
         return int(args.func(store, args))
     except LayerbuildError as exc:
         print(f"layerbuild: error: {exc}", file=sys.stderr)

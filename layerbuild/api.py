@@ -1,0 +1,253 @@
+"""Building, loading, saving, importing and inspecting images from Python, as the CLI does.
+
+>>> image = build("examples/hello", tags=["hello:1"], store="/tmp/store")  # doctest: +SKIP
+>>> save(["hello:1"], "hello.tar", store="/tmp/store")                     # doctest: +SKIP
+>>> load("hello.tar", store="/tmp/other")[0].image.id == image.id          # doctest: +SKIP
+True
+
+Every function takes `store=`: a `Store`, the path of one, or None for $LAYERBUILD_ROOT (else
+/var/lib/layerbuild). The modules behind each function load when it is called, so importing
+this one stays cheap and a build that nothing changed loads no build engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from layerbuild.digest import chain_ids
+from layerbuild.errors import (
+    BuildfileError,
+    DigestMismatch,
+    FormatError,
+    ImageNotFound,
+    LayerbuildError,
+    StepFailed,
+    StoreError,
+    UnsafePath,
+)
+from layerbuild.image import Image
+from layerbuild.reference import InvalidReference, Reference
+from layerbuild.store import DEFAULT_ROOT, Store
+
+if TYPE_CHECKING:
+    from layerbuild.archive.load import Loadable
+    from layerbuild.builder.outputs import Output
+    from layerbuild.builder.request import BuildRequest, Events
+
+StoreLike = Store | str | os.PathLike[str] | None
+ImageRef = str | Reference | Image
+BUILDFILE_NAMES = ("Buildfile", "Buildfile.j2", "Dockerfile")
+
+__all__ = ["BUILDFILE_NAMES", "BuildRequest", "BuildfileError", "DigestMismatch", "Events",
+           "FormatError", "Image", "ImageNotFound", "InvalidReference", "LayerbuildError", "Output",
+           "Reference", "StepFailed", "Store", "StoreError", "UnsafePath", "build",
+           "default_root", "find_buildfile", "import_rootfs", "inspect", "inspect_image", "load",
+           "open_store", "resolve_epoch", "run_build", "save"]
+
+
+# Loaded on first use: Output's module loads the archive code, and `layerbuild --help` needs
+# neither of them.
+_LAZY = {"Output": "layerbuild.builder.outputs", "BuildRequest": "layerbuild.builder.request",
+         "Events": "layerbuild.builder.request"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+# --- stores ------------------------------------------------------------------------------
+
+
+def default_root() -> Path:
+    """The store directory used when none is given: $LAYERBUILD_ROOT, else /var/lib/layerbuild."""
+    return Path(os.environ.get("LAYERBUILD_ROOT", str(DEFAULT_ROOT)))
+
+
+def open_store(root: str | os.PathLike[str] | None = None) -> Store:
+    """The store at `root` (default: `default_root()`), with what crashed writers left removed."""
+    store = Store(default_root() if root is None else Path(root))
+    store.clean_debris()
+    return store
+
+
+def _store(store: StoreLike) -> Store:
+    return store if isinstance(store, Store) else open_store(store)
+
+
+def _ref_text(image: ImageRef) -> str:
+    return str(image.id) if isinstance(image, Image) else str(image)
+
+
+# --- inputs ------------------------------------------------------------------------------
+
+
+def find_buildfile(context: str | os.PathLike[str],
+                   buildfile: str | os.PathLike[str] | None = None) -> Path:
+    """`buildfile` if given ("-" is stdin), else the first of BUILDFILE_NAMES in `context`."""
+    if buildfile:
+        return Path(buildfile) if str(buildfile) != "-" else Path("/dev/stdin")
+    for name in BUILDFILE_NAMES:
+        if (Path(context) / name).is_file():
+            return Path(context) / name
+    raise LayerbuildError(f"no Buildfile (or Dockerfile) in {Path(context)}; use -f FILE")
+
+
+def resolve_epoch(value: int | str | None = None) -> int | None:
+    """SOURCE_DATE_EPOCH as a number: `value` if set, else the environment's; None if neither."""
+    if value is None or value == "":
+        value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise LayerbuildError(f"SOURCE_DATE_EPOCH must be an integer, not {value!r}") from None
+
+
+def _output(value: Output | str) -> Output:
+    from layerbuild.builder.outputs import parse_output
+
+    return parse_output(value) if isinstance(value, str) else value
+
+
+# --- building ----------------------------------------------------------------------------
+
+
+def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = (),
+          buildfile: str | os.PathLike[str] | None = None,
+          build_args: Mapping[str, str] | None = None, target: str | None = None,
+          outputs: Iterable[Output | str] = (), store: StoreLike = None,
+          events: Events | None = None, no_cache: bool = False,
+          no_cache_filter: Iterable[str] = (), dry_run: bool = False,
+          source_date_epoch: int | str | None = None, network: str = "default",
+          secrets: Mapping[str, str | os.PathLike[str]] | None = None,
+          template: bool | None = None, template_vars: Mapping[str, str] | None = None,
+          ) -> Image | None:
+    """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run."""
+    from layerbuild.builder.request import BuildRequest, Events
+
+    wanted = [_output(o) for o in outputs]
+    request = BuildRequest(
+        context=Path(context), buildfile=find_buildfile(context, buildfile),
+        tags=tuple(t if isinstance(t, Reference) else Reference.parse(t) for t in tags),
+        build_args=dict(build_args or {}), target=target, template=template,
+        template_vars=dict(template_vars or {}),
+        source_date_epoch=resolve_epoch(source_date_epoch), network=network,
+        no_cache=no_cache, no_cache_filter=tuple(s.lower() for s in no_cache_filter),
+        dry_run=dry_run, secrets={k: Path(v) for k, v in (secrets or {}).items()})
+    target_store = _store(store)
+    image = run_build(target_store, request, events or Events())
+    if image is not None and wanted:
+        from layerbuild.builder.outputs import write_output
+
+        for output in wanted:
+            write_output(target_store, image, output, [t.familiar for t in request.tags])
+    return image
+
+
+def run_build(store: Store, request: BuildRequest, events: Events) -> Image | None:
+    """Run a build request: its build record's image when nothing changed, else the engine's."""
+    from layerbuild.cache.records import replay
+
+    # Nothing changed since the last build of this: no need to load the build engine.
+    image = replay(store, request, events)
+    if image is None:
+        from layerbuild.builder.engine import build as engine_build
+
+        image = engine_build(store, request, events)
+    return image
+
+
+# --- archives ----------------------------------------------------------------------------
+
+
+def _silent(_line: str) -> None:
+    pass
+
+
+def load(archive: str | os.PathLike[str], *, store: StoreLike = None,
+         progress: Callable[[str], None] | None = None) -> list[Loadable]:
+    """Store every image of an archive or OCI layout ("-" is stdin); each item has
+    `.image` and `.tags`; `progress` gets a line per layer."""
+    from layerbuild.archive import find_images, open_archive, store_images
+
+    target = _store(store)
+    with target.staging() as stage:
+        source = open_archive(str(archive), stage)
+        try:
+            images = find_images(source)
+            store_images(target, source, images, progress or _silent)
+        finally:
+            source.close()
+    return images
+
+
+def save(images: ImageRef | Sequence[ImageRef], output: str | os.PathLike[str], *,
+         store: StoreLike = None, compression: str = "none") -> None:
+    """Write images to one archive file ("-" is stdout): an OCI layout plus `manifest.json`."""
+    from layerbuild.archive import save as save_archive
+
+    refs = [images] if isinstance(images, str | Reference | Image) else list(images)
+    save_archive(_store(store), [_ref_text(r) for r in refs], str(output), compression)
+
+
+def import_rootfs(tarball: str | os.PathLike[str], tag: str | Reference | None = None, *,
+                  store: StoreLike = None, source_date_epoch: int | str | None = None,
+                  message: str | None = None) -> Image:
+    """Store a root filesystem tarball ("-" is stdin) as a one-layer image, like `docker
+    import`."""
+    from layerbuild.archive import import_rootfs as import_tarball
+
+    ref = Reference.parse(tag) if isinstance(tag, str) else tag
+    epoch = resolve_epoch(source_date_epoch)
+    return import_tarball(_store(store), str(tarball), ref, epoch, message)
+
+
+# --- inspecting --------------------------------------------------------------------------
+
+
+def inspect(image: ImageRef, *, store: StoreLike = None) -> dict[str, Any]:
+    """What `layerbuild inspect` shows of one image, as a dict."""
+    return inspect_image(_store(store), _ref_text(image))
+
+
+def _image_size(store: Store, diff_ids: Sequence[Any]) -> int:
+    total = 0
+    for chain in chain_ids(diff_ids):
+        record = store.layer(chain)
+        total += record.size if record else 0
+    return total
+
+
+def inspect_image(store: Store, ref: str) -> dict[str, Any]:
+    """Docker-like inspect data for one image, plus where its layers live in the store."""
+    image_id = store.resolve(ref)
+    image = store.image_by_id(image_id)
+    config = image.config
+    tags = sorted(t for t, i in store.tags().items() if i == image_id)
+    layers = []
+    for chain in chain_ids(config.diff_ids):
+        record = store.layer(chain)
+        if record is not None:
+            layers.append({"ChainID": str(chain), "DiffID": str(record.diff_id),
+                           "CacheID": record.cache_id, "DiffDir": str(store.diff_dir(record)),
+                           "Size": record.size})
+    return {
+        "Id": str(image_id), "RepoTags": tags, "RepoDigests": [], "Parent": "",
+        "Comment": config.history[-1].comment or "" if config.history else "",
+        "Created": config.created, "Author": config.author or "",
+        "Architecture": config.architecture, "Os": config.os,
+        **({"Variant": config.variant} if config.variant else {}),
+        "Config": dict(config.config), "Size": _image_size(store, config.diff_ids),
+        "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.diff_ids]},
+        "Store": {"Layers": layers},
+    }
