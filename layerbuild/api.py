@@ -36,7 +36,8 @@ from layerbuild.store import DEFAULT_ROOT, Store
 if TYPE_CHECKING:
     from layerbuild.archive.load import Loadable
     from layerbuild.builder.outputs import Output
-    from layerbuild.builder.request import BuildRequest, Events
+    from layerbuild.events import Events
+    from layerbuild.request import BuildRequest
 
 StoreLike = Store | str | os.PathLike[str] | None
 ImageRef = str | Reference | Image
@@ -51,8 +52,8 @@ __all__ = ["BUILDFILE_NAMES", "BuildRequest", "BuildfileError", "DigestMismatch"
 
 # Loaded on first use: Output's module loads the archive code, and `layerbuild --help` needs
 # neither of them.
-_LAZY = {"Output": "layerbuild.builder.outputs", "BuildRequest": "layerbuild.builder.request",
-         "Events": "layerbuild.builder.request"}
+_LAZY = {"Output": "layerbuild.builder.outputs", "BuildRequest": "layerbuild.request",
+         "Events": "layerbuild.events"}
 
 
 def __getattr__(name: str) -> Any:
@@ -133,7 +134,8 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
           template: bool | None = None, template_vars: Mapping[str, str] | None = None,
           ) -> Image | None:
     """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run."""
-    from layerbuild.builder.request import BuildRequest, Events
+    from layerbuild.events import Events
+    from layerbuild.request import BuildRequest
 
     wanted = [_output(o) for o in outputs]
     request = BuildRequest(

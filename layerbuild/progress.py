@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TextIO
 
-from layerbuild.builder.request import Events
+from layerbuild.events import Events
 
 WINDOW_LINES = 8  # lines of RUN output shown while the step runs
 REDRAW_EVERY = 0.1  # seconds: a live timer, yet a chatty step costs at most 10 redraws a second

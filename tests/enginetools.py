@@ -9,13 +9,13 @@ from pathlib import Path
 from fakesandbox import FakeSandbox
 
 from layerbuild.builder.engine import build
-from layerbuild.builder.events import Event, RecordingEvents
-from layerbuild.builder.request import BuildRequest
 from layerbuild.builder.stepcontext import layer_dirs
 from layerbuild.digest import chain_ids
+from layerbuild.events import Event, RecordingEvents
 from layerbuild.image import History, Image, empty_config, rfc3339
 from layerbuild.ingest import ingest_dir
 from layerbuild.reference import Reference
+from layerbuild.request import BuildRequest
 from layerbuild.store import Store
 
 BASE_FILES = {"etc/passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",

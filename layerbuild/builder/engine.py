@@ -13,15 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from layerbuild.builder import config as cfg
-from layerbuild.builder.events import (
-    BuildWarning,
-    CacheMiss,
-    Events,
-    Relinked,
-    StepFinished,
-    StepStarted,
-    WouldRun,
-)
 from layerbuild.builder.plan import (
     is_layer_step,
     is_linked,
@@ -32,7 +23,6 @@ from layerbuild.builder.plan import (
     target_stage,
 )
 from layerbuild.builder.report import Report, StageEvents
-from layerbuild.builder.request import BuildRequest
 from layerbuild.builder.sandbox import HostSandbox, Sandbox
 from layerbuild.builder.schedule import Stopped, run_at_once
 from layerbuild.builder.state import StageState
@@ -62,6 +52,15 @@ from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
 from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_id, chain_ids
 from layerbuild.errors import BuildfileError, LayerbuildError
+from layerbuild.events import (
+    BuildWarning,
+    CacheMiss,
+    Events,
+    Relinked,
+    StepFinished,
+    StepStarted,
+    WouldRun,
+)
 from layerbuild.image import (
     History,
     Image,
@@ -70,6 +69,7 @@ from layerbuild.image import (
     rfc3339,
     timestamp,
 )
+from layerbuild.request import BuildRequest
 from layerbuild.store import Store
 
 COMMENT = "buildkit.dockerfile.v0"

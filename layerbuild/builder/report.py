@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
-from layerbuild.builder.events import Event, Events, Output, StepStarted
+from layerbuild.events import Event, Events, StepOutput, StepStarted
 
 HELD_OUTPUT = 8 << 20
 """Bytes of RUN output held per waiting stage; beyond it, the oldest is dropped."""
@@ -54,10 +54,10 @@ class Report:
             if not self._order:
                 return  # closed
             held = self._held[stage]
-            if isinstance(event, Output):
+            if isinstance(event, StepOutput):
                 self._held_bytes[stage] += len(event.data)
                 while self._held_bytes[stage] > HELD_OUTPUT:
-                    dropped = next(i for i, e in enumerate(held) if isinstance(e, Output))
+                    dropped = next(i for i, e in enumerate(held) if isinstance(e, StepOutput))
                     self._held_bytes[stage] -= len(held.pop(dropped).data)  # type: ignore
             held.append(event)
 

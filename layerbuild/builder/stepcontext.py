@@ -18,9 +18,10 @@ from layerbuild.sandbox.spec import StepRoot
 from layerbuild.store import Store
 
 if TYPE_CHECKING:
-    from layerbuild.builder.request import BuildRequest, Events
     from layerbuild.builder.sandbox import Sandbox
     from layerbuild.builder.state import StageState
+    from layerbuild.events import Events
+    from layerbuild.request import BuildRequest
 
 
 @dataclass(frozen=True)

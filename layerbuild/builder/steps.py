@@ -11,7 +11,6 @@ from pathlib import Path
 
 from layerbuild.builder import config as cfg
 from layerbuild.builder.copying import copy_step
-from layerbuild.builder.events import Output
 from layerbuild.builder.plan import is_linked, run_script
 from layerbuild.builder.sandbox import Sandbox
 from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, source_top
@@ -19,6 +18,7 @@ from layerbuild.builder.users import Ids, home_dir, resolve_user
 from layerbuild.buildfile import Instruction, Run, Workdir
 from layerbuild.digest import Digest
 from layerbuild.errors import StepFailed
+from layerbuild.events import StepOutput
 from layerbuild.image import ImageConfig
 from layerbuild.ingest import ingest_blob, ingest_dir
 from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
@@ -106,7 +106,7 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
     partial = bytearray()
 
     def on_output(data: bytes) -> None:
-        ctx.events.emit(Output(data, ctx.stage.index))
+        ctx.events.emit(StepOutput(data, ctx.stage.index))
         partial.extend(data)
         *lines, rest = bytes(partial).split(b"\n")
         tail.extend(lines)

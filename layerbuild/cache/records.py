@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerbuild import __version__
-from layerbuild.builder.request import BuildRequest, Events
 from layerbuild.cache.stat import signature
 from layerbuild.context import ignore_files
 from layerbuild.digest import Digest
 from layerbuild.errors import LayerbuildError
+from layerbuild.events import Events
 from layerbuild.fsutil import write_atomic
+from layerbuild.request import BuildRequest
 
 if TYPE_CHECKING:  # types only: the caller has the store loaded already
     from layerbuild.image import Image

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.builder.request import BuildRequest, Events
 from layerbuild.cache.records import replay
 from layerbuild.cache.stat import SETTLED_NS
+from layerbuild.events import Events
 from layerbuild.image import Image
 from layerbuild.reference import Reference
+from layerbuild.request import BuildRequest
 from layerbuild.store import Store
 
 BUILDFILE = """\

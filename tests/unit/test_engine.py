@@ -8,7 +8,7 @@ import pytest
 from enginetools import Bench, new_bench
 from fakesandbox import writes
 
-from layerbuild.builder.events import (
+from layerbuild.events import (
     BuildWarning,
     CacheMiss,
     StepFinished,

@@ -9,7 +9,7 @@ import pytest
 from enginetools import Bench, new_bench
 from fakesandbox import writes
 
-from layerbuild.builder.events import Relinked, StepFinished
+from layerbuild.events import Relinked, StepFinished
 from layerbuild.image import Image, rfc3339, timestamp
 
 

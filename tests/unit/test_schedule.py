@@ -6,16 +6,16 @@ import threading
 
 import pytest
 
-from layerbuild.builder.events import (
+from layerbuild.builder.report import Report
+from layerbuild.builder.schedule import run_at_once
+from layerbuild.events import (
     CacheMiss,
-    Output,
+    Events,
     RecordingEvents,
     StepFinished,
+    StepOutput,
     StepStarted,
 )
-from layerbuild.builder.report import Report
-from layerbuild.builder.request import Events
-from layerbuild.builder.schedule import run_at_once
 
 
 class Lines(Events):
@@ -88,9 +88,9 @@ def test_reports_are_shown_stage_by_stage_and_numbered_in_order() -> None:
     b.emit(StepStarted(0, 0, "FROM base AS b", 1, is_from=True))  # b runs first, a shown first
     b.emit(StepFinished(0.0, False, "FROM base AS b", 1))
     b.emit(StepStarted(0, 0, "RUN b", 1))
-    b.emit(Output(b"from b\n", 1))
+    b.emit(StepOutput(b"from b\n", 1))
     a.emit(StepStarted(0, 0, "FROM base AS a", 0, is_from=True))
-    a.emit(Output(b"from a\n", 0))
+    a.emit(StepOutput(b"from a\n", 0))
     b.emit(StepFinished(1.0, False, "RUN b", 1))
     report.finished(1)
     a.emit(StepFinished(0.5, False, "FROM base AS a", 0))
@@ -126,6 +126,6 @@ def test_a_closed_report_shows_nothing_more() -> None:
     a.emit(StepStarted(0, 0, "RUN a", 0))
     b.emit(StepStarted(0, 0, "RUN b", 1))
     assert report.close() == 0
-    a.emit(Output(b"late\n", 0))
+    a.emit(StepOutput(b"late\n", 0))
     report.finished(0)
     assert out.lines == ["[1/2] RUN a"]

@@ -67,14 +67,14 @@ class BuildWarning:
 
 
 @dataclass(frozen=True)
-class Output:
+class StepOutput:
     """Bytes a RUN step printed."""
 
     data: bytes
     stage: int = 0
 
 
-Event = StepStarted | StepFinished | CacheMiss | WouldRun | Relinked | BuildWarning | Output
+Event = StepStarted | StepFinished | CacheMiss | WouldRun | Relinked | BuildWarning | StepOutput
 
 
 class Events:
@@ -87,7 +87,7 @@ class Events:
                 self.step(event.number, event.total, event.text)
             case StepFinished():
                 self.done(event.seconds, cached=event.cached)
-            case Output():
+            case StepOutput():
                 self.output(event.data)
             case CacheMiss():
                 self.note(f"  cache miss: {event.reason}")

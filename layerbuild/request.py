@@ -1,4 +1,5 @@
-"""What a build is asked to do, and what it reports while it runs (no build code loaded)."""
+"""What a build is asked to do (no build code loaded): the words the API, the CLI, the build
+records and the engine share."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from layerbuild.builder.events import Events
 from layerbuild.reference import Reference
-
-__all__ = ["BuildRequest", "Events"]
 
 
 @dataclass(frozen=True)
