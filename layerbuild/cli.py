@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild import __version__
-from layerbuild.digest import chain_ids
 from layerbuild.errors import LayerbuildError
 from layerbuild.reference import Reference
-from layerbuild.store import DEFAULT_ROOT, Store
+from layerbuild.store import DEFAULT_ROOT, Layer, Store
 
 Command = Callable[[Store, argparse.Namespace], int]
 
@@ -98,19 +97,15 @@ def cmd_save(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_size(store: Store, diff_ids: Sequence[Any]) -> int:
-    total = 0
-    for chain in chain_ids(diff_ids):
-        record = store.layer(chain)
-        total += record.size if record else 0
-    return total
+def _image_size(layers: list[Layer]) -> int:
+    return sum(layer.size for layer in layers)
 
 
 def cmd_images(store: Store, args: argparse.Namespace) -> int:
     rows = []
     for entry in store.images():
         config = entry.image.config
-        size = _human(_image_size(store, config.diff_ids))
+        size = _human(_image_size(store.image_layers(entry.image)))
         for tag in entry.tags or ("<none>:<none>",):
             name, _, version = tag.rpartition(":")
             rows.append((name, version, entry.image.id.short, _ago(config.created), size))
@@ -134,20 +129,17 @@ def inspect_image(store: Store, ref: str) -> dict[str, Any]:
     image = store.image_by_id(image_id)
     config = image.config
     tags = sorted(t for t, i in store.tags().items() if i == image_id)
-    layers = []
-    for chain in chain_ids(config.diff_ids):
-        record = store.layer(chain)
-        if record is not None:
-            layers.append({"ChainID": str(chain), "DiffID": str(record.diff_id),
-                           "CacheID": record.cache_id, "DiffDir": str(store.diff_dir(record)),
-                           "Size": record.size})
+    stored = store.image_layers(image)
+    layers = [{"ChainID": str(layer.chain_id), "DiffID": str(layer.diff_id),
+               "CacheID": layer.cache_id, "DiffDir": str(layer.diff_dir), "Size": layer.size}
+              for layer in stored]
     return {
         "Id": str(image_id), "RepoTags": tags, "RepoDigests": [], "Parent": "",
         "Comment": config.history[-1].comment or "" if config.history else "",
         "Created": config.created, "Author": config.author or "",
         "Architecture": config.architecture, "Os": config.os,
         **({"Variant": config.variant} if config.variant else {}),
-        "Config": dict(config.config), "Size": _image_size(store, config.diff_ids),
+        "Config": dict(config.config), "Size": _image_size(stored),
         "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.diff_ids]},
         "Store": {"Layers": layers},
     }
@@ -161,12 +153,11 @@ def cmd_inspect(store: Store, args: argparse.Namespace) -> int:
 
 def cmd_history(store: Store, args: argparse.Namespace) -> int:
     image = store.get_image(args.image)
-    diffs = iter(chain_ids(image.config.diff_ids))
+    layers = iter(store.image_layers(image))
     rows = []
     for entry in image.config.history:
-        chain = None if entry.empty_layer else next(diffs, None)
-        record = store.layer(chain) if chain else None
-        size = record.size if record else 0
+        layer = None if entry.empty_layer else next(layers, None)
+        size = layer.size if layer else 0
         created_by = entry.created_by or ""
         if not args.no_trunc and len(created_by) > 45:
             created_by = created_by[:44] + "…"
@@ -389,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         store = Store(args.root)
+        store.clean_debris()
         return int(args.func(store, args))
     except LayerbuildError as exc:
         print(f"layerbuild: error: {exc}", file=sys.stderr)
