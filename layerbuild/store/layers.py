@@ -124,13 +124,8 @@ class LayerDB:
             return existing
         if parent is not None and self.get(parent) is None:
             raise StoreError(f"parent layer {parent} is not in the store")
-        cache_id = secrets.token_hex(32)
-        stage = diff.parent / f"commit-{cache_id[:12]}"
-        (stage / "layer").mkdir(parents=True)
-        diff.rename(stage / "layer" / "diff")
-        _write_entry(stage / "db", parent, diff_id, cache_id, size,
-                     {"tar_size": tar_size, "blobs": [blob.to_dict()]})
-        _syncfs(stage)
+        stage, cache_id = _stage_commit(parent, diff_id, diff, size,
+                                        {"tar_size": tar_size, "blobs": [blob.to_dict()]})
         with self.area.lock():
             if lease is not None:
                 self.area.hold(lease, chain)
@@ -184,6 +179,19 @@ class LayerDB:
     def half_written_blob_lists(self) -> list[Path]:
         """Temp files of blobs.json rewrites that a killed writer left."""
         return list(self.layerdb.glob("*/.blobs.json.*"))
+
+
+def _stage_commit(parent: Digest | None, diff_id: Digest, diff: Path, size: int,
+                  meta: dict[str, object]) -> tuple[Path, str]:
+    """Beside `diff`, a dir holding `layer/diff` (moved there) and the layerdb entry `db/`,
+    made durable with one syncfs; returns it and the new cache ID."""
+    cache_id = secrets.token_hex(32)
+    stage = diff.parent / f"commit-{cache_id[:12]}"
+    (stage / "layer").mkdir(parents=True)
+    diff.rename(stage / "layer" / "diff")
+    _write_entry(stage / "db", parent, diff_id, cache_id, size, meta)
+    _syncfs(stage)
+    return stage, cache_id
 
 
 def _write_entry(db: Path, parent: Digest | None, diff_id: Digest, cache_id: str, size: int,
