@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layerbuild.digest import chain_ids
 from layerbuild.errors import (
     BuildfileError,
     DigestMismatch,
@@ -222,34 +221,23 @@ def inspect(image: ImageRef, *, store: StoreLike = None) -> dict[str, Any]:
     return inspect_image(_store(store), _ref_text(image))
 
 
-def _image_size(store: Store, diff_ids: Sequence[Any]) -> int:
-    total = 0
-    for chain in chain_ids(diff_ids):
-        record = store.layer(chain)
-        total += record.size if record else 0
-    return total
-
-
 def inspect_image(store: Store, ref: str) -> dict[str, Any]:
     """Docker-like inspect data for one image, plus where its layers live in the store."""
     image_id = store.resolve(ref)
     image = store.image_by_id(image_id)
     config = image.config
     tags = sorted(t for t, i in store.tags().items() if i == image_id)
-    layers = []
-    for chain in chain_ids(config.diff_ids):
-        record = store.layer(chain)
-        if record is not None:
-            layers.append({"ChainID": str(chain), "DiffID": str(record.diff_id),
-                           "CacheID": record.cache_id, "DiffDir": str(store.diff_dir(record)),
-                           "Size": record.size})
+    stored = store.image_layers(image)
+    layers = [{"ChainID": str(layer.chain_id), "DiffID": str(layer.diff_id),
+               "CacheID": layer.cache_id, "DiffDir": str(layer.diff_dir), "Size": layer.size}
+              for layer in stored]
     return {
         "Id": str(image_id), "RepoTags": tags, "RepoDigests": [], "Parent": "",
         "Comment": config.history[-1].comment or "" if config.history else "",
         "Created": config.created, "Author": config.author or "",
         "Architecture": config.architecture, "Os": config.os,
         **({"Variant": config.variant} if config.variant else {}),
-        "Config": dict(config.config), "Size": _image_size(store, config.diff_ids),
+        "Config": dict(config.config), "Size": sum(layer.size for layer in stored),
         "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.diff_ids]},
         "Store": {"Layers": layers},
     }

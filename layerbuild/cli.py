@@ -10,13 +10,11 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from layerbuild import __version__, api
-from layerbuild.digest import chain_ids
 from layerbuild.errors import LayerbuildError
 from layerbuild.reference import Reference
-from layerbuild.store import DEFAULT_ROOT, Store
+from layerbuild.store import DEFAULT_ROOT, Layer, Store
 
 Command = Callable[[Store, argparse.Namespace], int]
 
@@ -75,19 +73,15 @@ def cmd_save(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_size(store: Store, diff_ids: Sequence[Any]) -> int:
-    total = 0
-    for chain in chain_ids(diff_ids):
-        record = store.layer(chain)
-        total += record.size if record else 0
-    return total
+def _image_size(layers: list[Layer]) -> int:
+    return sum(layer.size for layer in layers)
 
 
 def cmd_images(store: Store, args: argparse.Namespace) -> int:
     rows = []
     for entry in store.images():
         config = entry.image.config
-        size = _human(_image_size(store, config.diff_ids))
+        size = _human(_image_size(store.image_layers(entry.image)))
         for tag in entry.tags or ("<none>:<none>",):
             name, _, version = tag.rpartition(":")
             rows.append((name, version, entry.image.id.short, _ago(config.created), size))
@@ -113,12 +107,11 @@ def cmd_inspect(store: Store, args: argparse.Namespace) -> int:
 
 def cmd_history(store: Store, args: argparse.Namespace) -> int:
     image = store.get_image(args.image)
-    diffs = iter(chain_ids(image.config.diff_ids))
+    layers = iter(store.image_layers(image))
     rows = []
     for entry in image.config.history:
-        chain = None if entry.empty_layer else next(diffs, None)
-        record = store.layer(chain) if chain else None
-        size = record.size if record else 0
+        layer = None if entry.empty_layer else next(layers, None)
+        size = layer.size if layer else 0
         created_by = entry.created_by or ""
         if not args.no_trunc and len(created_by) > 45:
             created_by = created_by[:44] + "…"

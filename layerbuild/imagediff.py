@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from layerbuild.digest import Digest, chain_ids
-from layerbuild.errors import StoreError
+from layerbuild.digest import Digest
 from layerbuild.image import Image, parse_json_object
 from layerbuild.layer.contents import compare_listings, scan_layer, with_contents
 from layerbuild.store import Store
@@ -65,7 +63,7 @@ class ImageDiff:
 
 def compare_configs(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[Difference]:
     """Field-by-field differences of two config JSON objects, leaving out their history."""
-    out = []
+    out: list[Difference] = []
     for key in _ordered((left.keys() | right.keys()) - {"history"}, _TOP_ORDER):
         a, b = left.get(key, ABSENT), right.get(key, ABSENT)
         pairs = _rootfs(a, b) if key == "rootfs" else _values(key, a, b)
@@ -140,36 +138,28 @@ def diff_images(store: Store, left: Image, right: Image) -> ImageDiff:
     b = parse_json_object(right.config_bytes, f"image config {right.id}")
     found = [*compare_configs(a, b), *compare_history(a.get("history") or [],
                                                       b.get("history") or []),
-             *_layer_differences(store, left.config.diff_ids, right.config.diff_ids)]
+             *_layer_differences(store, left, right)]
     if not found:  # other bytes for the same JSON, e.g. a config written by another tool
         found.append(Difference("config", "encoding",
                                 "same fields, different bytes (key order, spacing or escapes)"))
     return ImageDiff(left.id, right.id, tuple(found))
 
 
-def _layer_differences(store: Store, left: Sequence[Digest], right: Sequence[Digest],
-                       ) -> Iterator[Difference]:
-    if len(left) != len(right):
-        yield Difference("layers", "count", f"{len(left)} != {len(right)}")
-    pairs = zip(left, right, chain_ids(left), chain_ids(right), strict=False)
-    for i, (diff_a, diff_b, chain_a, chain_b) in enumerate(pairs):
+def _layer_differences(store: Store, left: Image, right: Image) -> Iterator[Difference]:
+    layers_a, layers_b = store.image_layers(left), store.image_layers(right)
+    if len(layers_a) != len(layers_b):
+        yield Difference("layers", "count", f"{len(layers_a)} != {len(layers_b)}")
+    for i, (a, b) in enumerate(zip(layers_a, layers_b, strict=False)):
+        diff_a, diff_b = a.diff_id, b.diff_id
         if diff_a == diff_b:
             continue  # same tar, same files: nothing to walk
-        listings = with_contents(scan_layer(_diff_dir(store, chain_a)),
-                                 scan_layer(_diff_dir(store, chain_b)))
+        listings = with_contents(scan_layer(a.diff_dir), scan_layer(b.diff_dir))
         found = compare_listings(*listings)
         for path, text in found:
             yield Difference(f"layer {i}", path, text)
         if not found:  # e.g. another tool's tar of the same files
             yield Difference(f"layer {i}", "tar", "same files, different tar bytes "
                              f"(diff_id {diff_a} != {diff_b})")
-
-
-def _diff_dir(store: Store, chain: Digest) -> Path:
-    record = store.layer(chain)
-    if record is None:
-        raise StoreError(f"layer {chain} is not in the store")
-    return store.diff_dir(record)
 
 
 def render(diff: ImageDiff, left_name: str, right_name: str) -> list[str]:

@@ -23,7 +23,7 @@ from layerbuild.layer import (
     sniff,
 )
 from layerbuild.layer import write_layer as _write_layer
-from layerbuild.store import LayerRecord, Store
+from layerbuild.store import Layer, Store
 
 
 class TeeReader:
@@ -58,7 +58,7 @@ class _Peek:
 class Ingested:
     """A layer now in the store, and whether it was there already."""
 
-    record: LayerRecord
+    record: Layer
     existed: bool
     newest: int = 0
     """The newest mtime in the layer (seconds), when it was made from a directory."""
@@ -173,14 +173,13 @@ class LayerBlob:
     open: Callable[[], BinaryIO]
 
 
-def layer_blob(store: Store, record: LayerRecord, compression: str) -> LayerBlob:
+def layer_blob(store: Store, layer: Layer, compression: str) -> LayerBlob:
     """The layer's blob in the asked compression ("none", "gzip", "zstd"), made if needed."""
-    source = record.blobs[0]
     if compression == "none":
-        desc = Descriptor(layer_media_type("none"), record.diff_id, record.tar_size)
-        return LayerBlob(desc, lambda: _open_tar(store, source.digest))
+        desc = Descriptor(layer_media_type("none"), layer.diff_id, layer.tar_size)
+        return LayerBlob(desc, lambda: _open_tar(layer))
     media = layer_media_type(compression)
-    found = next((b for b in record.blobs if b.media_type == media), None)
+    found = next((b for b in layer.blobs if b.media_type == media), None)
     if found is not None:
         return _stored_blob(store, found)
     with store.staging() as stage:
@@ -188,7 +187,7 @@ def layer_blob(store: Store, record: LayerRecord, compression: str) -> LayerBlob
         with open(out_path, "wb") as out:
             hashed = HashingWriter(out)  # type: ignore[arg-type]
             with compress_writer(Compression(compression), hashed) as comp:  # type: ignore
-                tar = _open_tar(store, source.digest)
+                tar = _open_tar(layer)
                 try:
                     while chunk := tar.read(CHUNK):
                         comp.write(chunk)
@@ -197,7 +196,7 @@ def layer_blob(store: Store, record: LayerRecord, compression: str) -> LayerBlob
             out.flush()
             os.fsync(out.fileno())
         desc = Descriptor(media, hashed.digest, hashed.size)
-        store.add_layer_blob(record, desc, out_path)
+        store.add_layer_blob(layer, desc, out_path)
     return _stored_blob(store, desc)
 
 
@@ -206,5 +205,5 @@ def _stored_blob(store: Store, desc: Descriptor) -> LayerBlob:
     return LayerBlob(desc, lambda: open(path, "rb"))
 
 
-def _open_tar(store: Store, digest: Digest) -> BinaryIO:
-    return open_decompressed(open(store.blob_path(digest), "rb"))
+def _open_tar(layer: Layer) -> BinaryIO:
+    return open_decompressed(layer.open())

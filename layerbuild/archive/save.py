@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import tarfile
 from collections.abc import Callable
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from layerbuild.digest import Digest, chain_ids
-from layerbuild.errors import StoreError
+from layerbuild.digest import Digest
+from layerbuild.fsutil import atomic_file
 from layerbuild.image import (
     CONTAINERD_NAME,
     OCI_CONFIG,
@@ -66,11 +65,8 @@ def plan_archive(store: Store, refs: list[str], compression: str = "none") -> Ar
     for image_id in order:
         image = store.image_by_id(image_id)
         layers = []
-        for chain in chain_ids(image.config.diff_ids):
-            record = store.layer(chain)
-            if record is None:
-                raise StoreError(f"image {image_id.short}: layer {chain} is missing")
-            blob = layer_blob(store, record, compression)
+        for layer in store.image_layers(image):
+            blob = layer_blob(store, layer, compression)
             layers.append(blob.descriptor)
             blobs.setdefault(blob.descriptor.digest, (blob.descriptor.size, blob.open))
         config = Descriptor(OCI_CONFIG, image.id, len(image.config_bytes))
@@ -137,17 +133,8 @@ def save(store: Store, refs: list[str], output: str, compression: str = "none") 
         write_archive(plan, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    target = Path(output)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            write_archive(plan, out)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.rename(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(Path(output)) as out:
+        write_archive(plan, out)
 
 
 def images_in(plan: ArchivePlan) -> list[Image]:

@@ -46,11 +46,12 @@ from layerbuild.buildfile import (
     unused_build_args,
 )
 from layerbuild.cache.index import CachedStep, CacheIndex
-from layerbuild.cache.keys import cacheable, step_inputs, why_missed
+from layerbuild.cache.inputs import step_inputs
+from layerbuild.cache.keys import cacheable, why_missed
 from layerbuild.cache.records import fingerprint, write_record
 from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
-from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_id, chain_ids
+from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_id
 from layerbuild.errors import BuildfileError, LayerbuildError
 from layerbuild.events import (
     BuildWarning,
@@ -243,8 +244,8 @@ class Build:
                                      self.buildfile.path, instr.line, "FROM") from None
             config, key = image.config, f"image:{image.id}"
             self.images[ref] = str(image.id)
-            chains = chain_ids(config.diff_ids)
-            top = chains[-1] if chains else None
+            layers = self.store.image_layers(image)
+            top = layers[-1].chain_id if layers else None
         config = cfg.with_default_path(config)
         scope = self.scope.enter_stage(cfg.env_map(config))
         return StageState(config, top, scope, key=key)
@@ -279,11 +280,11 @@ class Build:
         cached = self.cache.get(key) if self._use_cache(stage) and cacheable(inputs) else None
         if cached is not None and cached.diff_id is not None and linked:
             cached = self._relinked(cached, state.top, lease, events, shown, stage.index)
-        elif cached is not None and cached.chain_id is not None:
-            if self.store.layer(cached.chain_id) is None:
+        elif cached is not None and (chain := cached.chain_id) is not None:
+            if self.store.layer(chain) is None:
                 cached = None
             else:
-                self.store.hold(lease, cached.chain_id)
+                self.store.hold(lease, chain)
         if cached is None and not state.missed:
             state.missed = True
             reason = why_missed(self.cache.last_inputs(slot), inputs)

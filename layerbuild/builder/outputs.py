@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from layerbuild.archive.save import plan_archive, save
-from layerbuild.digest import chain_ids
 from layerbuild.errors import LayerbuildError
+from layerbuild.fsutil import atomic_file, write_atomic
 from layerbuild.image import Image
 from layerbuild.store import Store
 
@@ -58,34 +58,25 @@ def _write_layout(store: Store, refs: list[str], dest: Path) -> None:
         target = dest / "blobs/sha256" / digest.hex
         if target.exists():
             continue
-        tmp = target.with_name(f".{digest.hex}.tmp")
-        with opener() as src, open(tmp, "wb") as out:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-        tmp.rename(target)
+        with opener() as src, atomic_file(target, durable=False) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
     for name, data in plan.files.items():
-        (dest / name).write_bytes(data)
+        write_atomic(dest / name, data, durable=False)
 
 
 def export_rootfs(store: Store, image: Image, dest: Path) -> None:
     """The image's root filesystem as a plain directory (layers applied, whiteouts honoured)."""
     from layerbuild.sandbox import export_merged
 
-    dirs = []
-    for chain in chain_ids(image.config.diff_ids):
-        record = store.layer(chain)
-        if record is None:
-            raise LayerbuildError(f"layer {chain} is missing from the store")
-        dirs.append(store.diff_dir(record))
+    dirs = tuple(layer.diff_dir for layer in reversed(store.image_layers(image)))
     dest.mkdir(parents=True, exist_ok=True)
-    export_merged(tuple(reversed(dirs)), dest)
+    export_merged(dirs, dest)
 
 
 def export_rootfs_tar(store: Store, image: Image, dest: Path) -> None:
     """The image's root filesystem as one tar file."""
     with store.staging() as stage:
         export_rootfs(store, image, stage / "rootfs")
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--sort=name", "-C",
-                        str(stage / "rootfs"), "-cf", str(tmp), "."], check=True)
-        tmp.rename(dest)
+        with atomic_file(dest, durable=False) as out:
+            subprocess.run(["tar", "--numeric-owner", "--xattrs", "--sort=name", "-C",
+                            str(stage / "rootfs"), "-cf", "-", "."], stdout=out, check=True)

@@ -11,7 +11,7 @@ from layerbuild.builder import config as cfg
 from layerbuild.builder.plan import stage_ref
 from layerbuild.buildfile import Buildfile, Instruction, Stage, expand
 from layerbuild.context import Context
-from layerbuild.digest import Digest, chain_ids
+from layerbuild.digest import Digest
 from layerbuild.errors import BuildfileError, LayerbuildError
 from layerbuild.image import ImageConfig, timestamp
 from layerbuild.sandbox.spec import StepRoot
@@ -44,14 +44,7 @@ class StepContext:
 
 def layer_dirs(store: Store, top: Digest | None) -> list[Path]:
     """The diff dirs of a layer stack, top first."""
-    dirs = []
-    while top is not None:
-        record = store.layer(top)
-        if record is None:
-            raise LayerbuildError(f"layer {top} is missing from the store")
-        dirs.append(store.diff_dir(record))
-        top = record.parent
-    return dirs
+    return [layer.diff_dir for layer in store.stack(top)]
 
 
 def made_time(config: ImageConfig, epoch: int | None) -> int:
@@ -76,8 +69,9 @@ def source_top(ctx: StepContext, instr: Instruction, ref: str,
     if earlier is not None:
         return ctx.results[earlier.index].top
     try:
-        chains = chain_ids(ctx.store.get_image(expanded).config.diff_ids)
+        image = ctx.store.get_image(expanded)
     except LayerbuildError:
         raise ctx.error(instr, f"--from={expanded}: no such stage or image in the store",
                         ) from None
-    return chains[-1] if chains else None
+    layers = ctx.store.image_layers(image)
+    return layers[-1].chain_id if layers else None

@@ -22,7 +22,7 @@ from layerbuild.events import StepOutput
 from layerbuild.image import ImageConfig
 from layerbuild.ingest import ingest_blob, ingest_dir
 from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
-from layerbuild.store import LayerRecord, Store
+from layerbuild.store import Layer, Store
 
 TAIL_LINES = 15
 
@@ -67,12 +67,11 @@ def _workdir(sandbox: Sandbox, root: StepRoot, config: ImageConfig, stage: Path,
                                              made_time=made_time(config, epoch))])
 
 
-def relink(store: Store, layer: LayerRecord, top: Digest | None, lease: Path) -> None:
+def relink(store: Store, layer: Layer, top: Digest | None, lease: Path) -> None:
     """Store a layer made by COPY --link on another stack `top` too, from its blob."""
-    blob = layer.blobs[0]
-    with open(store.blob_path(blob.digest), "rb") as f:
-        ingest_blob(store, top, layer.diff_id, f, blob.media_type, expected=blob.digest,
-                    expected_size=blob.size, lease=lease)
+    with layer.open() as f:
+        ingest_blob(store, top, layer.diff_id, f, layer.media_type, expected=layer.digest,
+                    expected_size=layer.blobs[0].size, lease=lease)
 
 
 def _ids(sandbox: Sandbox, root: StepRoot, user: str) -> tuple[Ids, str]:
@@ -130,34 +129,35 @@ def _mounts(ctx: StepContext, instr: Run, env: Mapping[str, str], stage: Path) -
     for m in instr.mounts:
         if not m.target and m.type != "secret":
             raise ctx.error(instr, f"--mount type={m.type} needs a target")
+        target = m.target or ""
         if m.type == "cache":
-            ident = m.id or m.target
+            ident = m.id or target
             source = ctx.store.root / "cachemounts" / hashlib.sha256(ident.encode()).hexdigest()
             source.mkdir(parents=True, exist_ok=True)
-            out.append(Mount("cache", m.target, source, readonly=m.readonly, mode=m.mode,
+            out.append(Mount("cache", target, source, readonly=m.readonly, mode=m.mode,
                              uid=m.uid or 0, gid=m.gid or 0))
         elif m.type == "tmpfs":
-            out.append(Mount("tmpfs", m.target, None, readonly=False, size=m.size))
+            out.append(Mount("tmpfs", target, None, readonly=False, size=m.size))
         elif m.type == "bind" and m.from_:
             tree = _stage_tree(ctx, instr, m.from_, env, stage)
             sub = posixpath.normpath("/" + (m.source or "")).lstrip("/")
-            out.append(Mount("bind", m.target, tree / sub if sub else tree,
+            out.append(Mount("bind", target, tree / sub if sub else tree,
                              readonly=m.readonly))
         elif m.type == "bind":
             rel = ctx.context.resolve(m.source or "")
-            out.append(Mount("bind", m.target, ctx.context.root / rel if rel else
+            out.append(Mount("bind", target, ctx.context.root / rel if rel else
                              ctx.context.root, readonly=m.readonly))
         elif m.type == "secret":
             ident = m.id or posixpath.basename(m.target or "")
             if not ident:
                 raise ctx.error(instr, "--mount type=secret needs an id or a target")
-            source = ctx.request.secrets.get(ident)
-            if source is None:
+            secret = ctx.request.secrets.get(ident)
+            if secret is None:
                 if m.required:
                     raise ctx.error(instr, f"secret {ident!r} is required but was not given "
                                     "(--secret id=ID,src=FILE)")
                 continue
-            out.append(Mount("secret", m.target or f"/run/secrets/{ident}", Path(source),
+            out.append(Mount("secret", m.target or f"/run/secrets/{ident}", Path(secret),
                              mode=m.mode, uid=m.uid or 0, gid=m.gid or 0))
         else:
             raise ctx.error(instr, f"--mount type={m.type} is not supported")

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from layerbuild.cache.keys import StepInputs
 from layerbuild.cache.stat import StatCache
 from layerbuild.digest import Digest
-from layerbuild.errors import FormatError
 from layerbuild.fsutil import write_atomic
 from layerbuild.image import History
-
-_RECORDS = "records"  # `records.RECORDS`, named again so the index loads no build-record code
 
 
 @dataclass(frozen=True)
@@ -77,41 +73,6 @@ class CacheIndex:
     def stat_cache(self, context: Path) -> StatCache:
         """The content-hash cache of one build context directory."""
         return StatCache(self.dir / "stat" / _name(str(context.resolve())))
-
-
-def roots(directory: Path) -> set[Digest]:
-    """The chain IDs that the cache entries in `directory` hold on to."""
-    refs: set[Digest] = set()
-    for entry in directory.glob("*.json"):
-        layers = _layers(entry)
-        if layers is not None:
-            refs.update(layers)
-    return refs
-
-
-def drop_entries(directory: Path, keep_layer: Callable[[Digest], bool] | None) -> None:
-    """Remove the cache entries one of whose layers `keep_layer` does not keep (or that cannot
-    be read); with None, every entry and every build record, so the next build runs every step.
-    """
-    for entry in directory.glob("*.json"):
-        if keep_layer is None or not _whole(entry, keep_layer):
-            entry.unlink()
-    if keep_layer is None:
-        for record in directory.glob(f"{_RECORDS}/*.json"):
-            record.unlink()
-
-
-def _whole(entry: Path, keep_layer: Callable[[Digest], bool]) -> bool:
-    layers = _layers(entry)
-    return layers is not None and all(keep_layer(c) for c in layers)
-
-
-def _layers(entry: Path) -> list[Digest] | None:
-    """The chain IDs an entry names, or None if it cannot be read."""
-    try:
-        return [Digest.parse(c) for c in json.loads(entry.read_bytes())["layers"]]
-    except (OSError, ValueError, KeyError, TypeError, FormatError):
-        return None
 
 
 def _name(text: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerbuild import __version__
+from layerbuild.cache.roots import RECORDS
 from layerbuild.cache.stat import signature
 from layerbuild.context import ignore_files
 from layerbuild.digest import Digest
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # types only: the caller has the store loaded already
     from layerbuild.image import Image
     from layerbuild.store import Store
 
-RECORDS = "records"
 """The subdirectory of the store's `buildcache/` that holds build records."""
 
 

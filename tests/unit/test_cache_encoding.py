@@ -12,7 +12,8 @@ import pytest
 import layerbuild.buildfile
 import layerbuild.buildfile.dump
 from layerbuild.buildfile import Instruction, Mount, Run, parse_buildfile
-from layerbuild.cache.keys import KEY_VERSION, StepInputs, instruction_form, step_inputs
+from layerbuild.cache.inputs import step_inputs
+from layerbuild.cache.keys import KEY_VERSION, StepInputs, instruction_form
 from layerbuild.cache.stat import StatCache
 from layerbuild.context import Context
 

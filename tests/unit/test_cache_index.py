@@ -12,8 +12,9 @@ import pytest
 import layerbuild.cache.index as index_module
 import layerbuild.cache.records as records_module
 import layerbuild.cache.stat as stat_module
-from layerbuild.cache.index import CachedStep, CacheIndex, drop_entries, roots
+from layerbuild.cache.index import CachedStep, CacheIndex
 from layerbuild.cache.keys import StepInputs
+from layerbuild.cache.roots import drop_entries, roots
 from layerbuild.digest import Digest
 from layerbuild.image import History
 

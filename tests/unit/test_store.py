@@ -1,4 +1,4 @@
-"""The store's bookkeeping: commits, dedupe, tags, removal, leases and debris."""
+"""The store's bookkeeping: commits, dedupe, tags, removal, leases, debris, atomic writes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from layerbuild.digest import Digest, chain_ids
 from layerbuild.errors import ImageNotFound, StoreError
+from layerbuild.fsutil import atomic_file, temp_name
 from layerbuild.image import OCI_LAYER_GZIP, Descriptor, History, Image, empty_config
 from layerbuild.reference import Reference
 from layerbuild.store import Store
@@ -120,10 +121,9 @@ def test_cache_entries_hold_layers(store: Store) -> None:
     assert store.layers() == []
 
 
-def test_debris_of_a_dead_writer_is_cleaned(store_root: Path) -> None:
-    store = Store(store_root)
-    _store_images(store, "keep:1", b"keep")
-    # A writer that died: its staging dir (unlocked) leased a layer it committed.
+def _leave_debris(store: Store) -> None:
+    """What a writer that died leaves: its staging dir (unlocked) leased a layer it committed;
+    an unnamed overlay dir and blob."""
     dead = store.tmp / "12345-dead"
     dead.mkdir()
     (dead / "diff").mkdir()
@@ -132,7 +132,13 @@ def test_debris_of_a_dead_writer_is_cleaned(store_root: Path) -> None:
     store.hold(dead, orphan)
     (store.overlay / ("f" * 64)).mkdir()
     (store.blobs / ("e" * 64)).write_bytes(b"stray")
-    Store(store_root)  # opening the store cleans
+
+
+def test_debris_of_a_dead_writer_is_cleaned(store_root: Path) -> None:
+    store = Store(store_root)
+    _store_images(store, "keep:1", b"keep")
+    _leave_debris(store)
+    Store(store_root).clean_debris()
     assert list(store.tmp.iterdir()) == []
     assert [r.chain_id for r in store.layers()] == [Digest.of(b"keep")]
     assert len(list(store.overlay.iterdir())) == 1
@@ -160,3 +166,75 @@ def test_two_processes_commit_the_same_layer(store_root: Path) -> None:
     store = Store(store_root)
     assert len(store.layers()) == 1
     assert len(os.listdir(store.overlay)) == 1
+
+
+def test_opening_a_store_leaves_debris_until_it_is_cleaned(store_root: Path) -> None:
+    store = Store(store_root)
+    _store_images(store, "keep:1", b"keep")
+    _leave_debris(store)
+    before = sorted(p.relative_to(store_root) for p in store_root.rglob("*"))
+    reopened = Store(store_root)
+    assert sorted(p.relative_to(store_root) for p in store_root.rglob("*")) == before
+    assert len(reopened.layers()) == 2
+    reopened.clean_debris()
+    assert [r.chain_id for r in reopened.layers()] == [Digest.of(b"keep")]
+
+
+def test_half_written_files_are_debris(store: Store) -> None:
+    image = _store_images(store, "keep:1", b"keep")
+    chain = chain_ids(image.config.diff_ids)[0]
+    half = [temp_name(store.imagedb / ("a" * 64)), store.imagedb / f".{'a' * 64}.123",
+            temp_name(store.repositories), store.repositories.with_name(".repositories.json.9"),
+            temp_name(store.layerdb / chain.hex / "blobs.json")]
+    for path in half:
+        path.write_bytes(b"{")
+    store.clean_debris()
+    assert not [p for p in half if p.exists()]
+    assert store.get_image("keep:1").id == image.id
+
+
+def test_image_layers_are_bottom_first_and_stack_is_top_first(store: Store) -> None:
+    image = _store_images(store, "a:1", b"base", b"mid", b"top")
+    chains = chain_ids(image.config.diff_ids)
+    layers = store.image_layers(image)
+    assert [layer.chain_id for layer in layers] == chains
+    assert [layer.chain_id for layer in store.stack(chains[-1])] == chains[::-1]
+    assert store.stack(None) == []
+    assert layers[1].parent == chains[0] and layers[0].parent is None
+    assert layers[2].diff_dir == store.overlay / layers[2].cache_id / "diff"
+    assert store.diff_dir(layers[2]) == layers[2].diff_dir
+    assert (layers[2].diff_dir / "file").read_bytes() == b"top"
+
+
+def test_a_missing_layer_is_named(store: Store) -> None:
+    _commit(store, None, b"base")
+    image = _image(b"base", b"gone")
+    gone = chain_ids(image.config.diff_ids)[1]
+    with pytest.raises(StoreError, match=f"image {image.id}: layer {gone}"):
+        store.image_layers(image)
+    with pytest.raises(StoreError, match=str(gone)):
+        store.stack(gone)
+
+
+def test_a_layer_opens_its_blob(store: Store) -> None:
+    layer = store.layer(_commit(store, None, b"content"))
+    assert layer is not None
+    assert layer.digest == Digest.of(b"blob:content") == layer.blobs[0].digest
+    assert layer.media_type == OCI_LAYER_GZIP
+    assert layer.blob_path == store.blob_path(layer.digest)
+    with layer.open() as f:
+        assert f.read() == b"blob:content"
+
+
+def test_a_failed_atomic_write_leaves_the_old_content(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_file(target) as out:
+        out.write(b"new, half")
+        raise RuntimeError("killed")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["file"]
+    with atomic_file(target) as out:
+        out.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["file"]

@@ -1,0 +1,173 @@
+"""Images in the store: their configs in imagedb, and the tags of repositories.json.
+
+    image/overlay2/imagedb/content/sha256/<image-id>      exact config bytes
+    image/overlay2/repositories.json                      tags -> image IDs
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerbuild.digest import Digest
+from layerbuild.errors import FormatError, ImageNotFound, StoreError
+from layerbuild.fsutil import fsync_dir, write_atomic
+from layerbuild.image import Image
+from layerbuild.reference import InvalidReference, Reference
+
+Repositories = dict[str, dict[str, str]]
+"""repositories.json's content: repository name -> tag (`name:tag`) -> image ID."""
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """An image with the tags that name it."""
+
+    image: Image
+    tags: tuple[str, ...]
+
+
+class ImageDB:
+    """Image configs by ID and the tags that name them (writers hold the store lock)."""
+
+    def __init__(self, imagedb: Path, repositories: Path) -> None:
+        self.imagedb = imagedb
+        self.repositories = repositories
+
+    # --- tags -----------------------------------------------------------------------------
+
+    def read_repositories(self) -> Repositories:
+        """Every repository's tags, as stored."""
+        try:
+            data = json.loads(self.repositories.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise StoreError(f"{self.repositories} is damaged: {exc}") from None
+        repos = data.get("Repositories") or {}
+        return {str(k): dict(v) for k, v in repos.items()}
+
+    def write_repositories(self, repos: Repositories) -> None:
+        """Replace the stored tags (repositories left without tags are dropped)."""
+        repos = {k: v for k, v in sorted(repos.items()) if v}
+        write_atomic(self.repositories, json.dumps({"Repositories": repos}, indent=2).encode())
+
+    def tags(self) -> dict[str, Digest]:
+        """Every tag (`name:tag`) and the image ID it names."""
+        return {tag: Digest.parse(image_id)
+                for per_repo in self.read_repositories().values()
+                for tag, image_id in per_repo.items() if "@" not in tag}
+
+    def set_tags(self, image_id: Digest, tags: list[Reference]) -> list[str]:
+        """Point `tags` at an image; returns those that were moved away from another."""
+        repos = self.read_repositories()
+        moved = []
+        for ref in tags:
+            per_repo = repos.setdefault(ref.name, {})
+            old = per_repo.get(ref.familiar)
+            if old and old != str(image_id):
+                moved.append(ref.familiar)
+            per_repo[ref.familiar] = str(image_id)
+        if tags:
+            self.write_repositories(repos)
+        return moved
+
+    def untag(self, image_id: Digest, ref: str, force: bool) -> tuple[list[str], bool]:
+        """Remove the tag `ref` names, or every tag of the image; returns (untagged, whether no
+        tag names the image any more)."""
+        repos = self.read_repositories()
+        names = sorted(t for per in repos.values() for t, i in per.items() if i == str(image_id))
+        if _familiar(ref) in names:
+            untag = [_familiar(ref)]
+        elif len(names) > 1 and not force:
+            raise StoreError(f"image {image_id.short} is referenced by several tags "
+                             f"({', '.join(names)}): remove them by name or use --force")
+        else:
+            untag = names
+        for per_repo in repos.values():
+            for tag in untag:
+                per_repo.pop(tag, None)
+        self.write_repositories(repos)
+        return untag, len(untag) == len(names)
+
+    def drop_dangling_tags(self) -> None:
+        """Remove tags that name an image that is not stored."""
+        repos = self.read_repositories()
+        changed = False
+        for per_repo in repos.values():
+            for tag, image_id in list(per_repo.items()):
+                if not self._names_stored(image_id):
+                    del per_repo[tag]
+                    changed = True
+        if changed:
+            self.write_repositories(repos)
+
+    def _names_stored(self, image_id: str) -> bool:
+        try:
+            return self.has(Digest.parse(image_id))
+        except FormatError:
+            return False
+
+    # --- configs --------------------------------------------------------------------------
+
+    def has(self, image_id: Digest) -> bool:
+        """Whether an image with this ID is stored."""
+        return (self.imagedb / image_id.hex).exists()
+
+    def by_id(self, image_id: Digest) -> Image:
+        """The stored image with this ID."""
+        try:
+            return Image.from_config_bytes((self.imagedb / image_id.hex).read_bytes())
+        except FileNotFoundError:
+            raise ImageNotFound(f"no such image: {image_id}") from None
+
+    def resolve(self, ref: str) -> Digest:
+        """The image ID that `ref` names: a tag, a full ID, or a unique ID prefix."""
+        hexpart = ref.removeprefix("sha256:")
+        if hexpart and all(c in "0123456789abcdef" for c in hexpart) and (
+                ref.startswith("sha256:") or len(hexpart) >= 4):
+            matches = [p.name for p in self.imagedb.iterdir() if p.name.startswith(hexpart)]
+            if len(matches) == 1:
+                return Digest(matches[0])
+            if len(matches) > 1:
+                raise ImageNotFound(f"image ID prefix {ref!r} is ambiguous")
+        try:
+            name = Reference.parse(ref).familiar
+        except InvalidReference:
+            raise ImageNotFound(f"no such image: {ref}") from None
+        found = self.tags().get(name)
+        if found is None or not self.has(found):
+            raise ImageNotFound(f"no such image: {ref}")
+        return found
+
+    def entries(self) -> list[ImageEntry]:
+        """Every stored image with its tags."""
+        by_id: dict[Digest, list[str]] = {}
+        for tag, image_id in self.tags().items():
+            by_id.setdefault(image_id, []).append(tag)
+        out = []
+        for entry in sorted(self.imagedb.iterdir()):
+            if len(entry.name) != 64 or entry.name.startswith("."):
+                continue
+            image_id = Digest(entry.name)
+            out.append(ImageEntry(self.by_id(image_id), tuple(sorted(by_id.get(image_id, [])))))
+        return out
+
+    def put(self, image: Image) -> None:
+        """Store an image's config, unless it is stored already."""
+        target = self.imagedb / image.id.hex
+        if not target.exists():
+            write_atomic(target, image.config_bytes)
+
+    def delete(self, image_id: Digest) -> None:
+        """Delete an image's config."""
+        (self.imagedb / image_id.hex).unlink(missing_ok=True)
+        fsync_dir(self.imagedb)
+
+
+def _familiar(ref: str) -> str:
+    try:
+        return Reference.parse(ref).familiar
+    except InvalidReference:
+        return ref
