@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from layerbuild import __version__, api
-from layerbuild.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError, StoreError
 from layerbuild.reference import Reference
 from layerbuild.store import DEFAULT_ROOT, Layer, Store
 
@@ -81,7 +81,12 @@ def cmd_images(store: Store, args: argparse.Namespace) -> int:
     rows = []
     for entry in store.images():
         config = entry.image.config
-        size = _human(_image_size(store.image_layers(entry.image)))
+        try:
+            size = _human(_image_size(store.image_layers(entry.image)))
+        except StoreError:
+            if store.has_image(entry.image.id):
+                raise  # a layer of a stored image is gone: the store is damaged
+            continue  # removed by another command while listed
         for tag in entry.tags or ("<none>:<none>",):
             name, _, version = tag.rpartition(":")
             rows.append((name, version, entry.image.id.short, _ago(config.created), size))
