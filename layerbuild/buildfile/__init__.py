@@ -4,7 +4,8 @@ Parsing runs in stages, each its own module: :mod:`.parser` (text → nodes: dir
 continuations, heredocs, flags, exec form), :mod:`.instructions` (nodes → typed values),
 :mod:`.stages` (the whole file: global ARGs, stages, cross-stage checks). Variable expansion
 (:mod:`.expand`) and ARG scoping (:mod:`.args`) are applied by the build, step by step.
-:mod:`.template` renders ``*.j2`` Buildfiles; :mod:`.ignore` reads ``.dockerignore``.
+:mod:`.template` renders ``*.j2`` Buildfiles; :mod:`.ignore` reads ``.dockerignore``;
+:mod:`.limits` bounds what a Buildfile may hold (size, line length, nesting, UTF-8).
 
 Everything here is pure: no file, process or network access.
 """
@@ -49,6 +50,12 @@ from layerbuild.buildfile.instructions import (
     Volume,
     Workdir,
 )
+from layerbuild.buildfile.limits import (
+    MAX_BUILDFILE_BYTES,
+    MAX_LINE_BYTES,
+    MAX_NESTING,
+    decode_buildfile,
+)
 from layerbuild.buildfile.mounts import Mount
 from layerbuild.buildfile.parser import Directive, Document, Heredoc, Node, parse
 from layerbuild.buildfile.stages import Buildfile, Stage, parse_buildfile, stage_ref
@@ -56,6 +63,9 @@ from layerbuild.buildfile.template import is_template, parse_var_file, render_te
 
 __all__ = [
     "EXPANDING_INSTRUCTIONS",
+    "MAX_BUILDFILE_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_NESTING",
     "PLATFORM_ARGS",
     "PROXY_ARGS",
     "Add",
@@ -91,6 +101,7 @@ __all__ = [
     "Volume",
     "Workdir",
     "build_instruction",
+    "decode_buildfile",
     "dumps",
     "expand",
     "expand_words",

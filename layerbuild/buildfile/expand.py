@@ -26,9 +26,12 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from layerbuild.buildfile.limits import MAX_NESTING
+from layerbuild.buildfile.trampoline import drive
 from layerbuild.errors import BuildfileError
 
 __all__ = [
@@ -49,6 +52,11 @@ EXPANDING_INSTRUCTIONS = frozenset({
 })
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+
+_T = TypeVar("_T")
+# A production of the grammar: it yields the productions it calls and is sent their results
+# (run by `drive`, so that nesting depth costs no Python stack).
+_Gen = Generator[Any, Any, _T]
 
 
 class ExpansionError(BuildfileError):
@@ -100,13 +108,14 @@ def process(text: str, env: Mapping[str, str], escape: str = "\\", *, raw_quotes
             raw_escapes: bool = False, skip_unset: bool = False) -> Processed:
     """Lex ``text`` with every BuildKit knob: keep quotes, keep escapes, leave unset ``$X`` as is.
 
-    Raises :class:`ExpansionError` on malformed input.
+    Raises :class:`ExpansionError` on malformed input, and for ``${...}`` nested deeper than
+    MAX_NESTING.
     """
     if escape not in ("\\", "`"):
         raise ExpansionError(f"invalid escape character {escape!r}: use \\ or `")
     lexer = _Lexer(text, env, escape, raw_quotes, raw_escapes, skip_unset)
     try:
-        word, words = lexer.run_until(None, raw_escapes)
+        word, words = drive(lexer.run_until(None, raw_escapes))
     except ExpansionError as err:
         raise ExpansionError(f"failed to process {text!r}: {err.reason}") from None
     return Processed(word, tuple(words))
@@ -117,7 +126,7 @@ class _Words:
 
     def __init__(self) -> None:
         self.words: list[str] = []
-        self.buf = ""
+        self.buf: list[str] = []  # joined once a word ends: adding to a str copies it
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
@@ -125,12 +134,13 @@ class _Words:
             self.add_raw(ch)
         elif self.in_word and self.buf:
             # An empty quoted string leaves in_word set but adds no word, as in BuildKit.
-            self.words.append(self.buf)
-            self.buf = ""
+            self.words.append("".join(self.buf))
+            self.buf = []
             self.in_word = False
 
     def add_raw(self, text: str) -> None:
-        self.buf += text
+        if text:
+            self.buf.append(text)
         self.in_word = True
 
     def add_expanded(self, text: str) -> None:
@@ -139,8 +149,8 @@ class _Words:
 
     def finish(self) -> list[str]:
         if self.buf:
-            self.words.append(self.buf)
-        self.buf = ""
+            self.words.append("".join(self.buf))
+        self.buf = []
         self.in_word = False
         return self.words
 
@@ -157,6 +167,7 @@ class _Lexer:
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
         self.skip_unset = skip_unset
+        self.depth = 0  # words being lexed, one inside the other
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -167,19 +178,23 @@ class _Lexer:
             self.pos += 1
         return ch
 
-    def run_until(self, stop: str | None, raw_escapes: bool) -> tuple[str, list[str]]:
+    def run_until(self, stop: str | None, raw_escapes: bool) -> _Gen[tuple[str, list[str]]]:
         """Lex up to ``stop`` (consumed) or the end; returns the word and the split words."""
         saved, self.raw_escapes = self.raw_escapes, raw_escapes
+        self.depth += 1
         try:
-            return self._run_until(stop)
+            if self.depth > MAX_NESTING:
+                raise ExpansionError(f"expansions nest deeper than the maximum of {MAX_NESTING}")
+            return (yield self._run_until(stop))
         finally:
             self.raw_escapes = saved
+            self.depth -= 1
 
-    def _run_until(self, stop: str | None) -> tuple[str, list[str]]:
+    def _run_until(self, stop: str | None) -> _Gen[tuple[str, list[str]]]:
         result: list[str] = []
         words = _Words()
-        handlers: dict[str, Callable[[], str]] = {
-            "$": self.dollar, "'": self.single_quote, '"': self.double_quote,
+        handlers: dict[str, Callable[[], _Gen[str]]] = {
+            "$": self.dollar, '"': self.double_quote,
         }
         while self.peek():
             ch = self.peek()
@@ -187,8 +202,8 @@ class _Lexer:
                 self.next()
                 return "".join(result), words.finish()
             handler = handlers.get(ch)
-            if handler is not None:
-                piece = handler()
+            if handler is not None or ch == "'":
+                piece = self.single_quote() if handler is None else (yield handler())
                 result.append(piece)
                 if ch == "$":
                     words.add_expanded(piece)
@@ -225,7 +240,7 @@ class _Lexer:
                 return "".join(out)
             out.append(ch)
 
-    def double_quote(self) -> str:
+    def double_quote(self) -> _Gen[str]:
         quote = self.next()
         out = [quote] if self.raw_quotes else []
         while True:
@@ -239,7 +254,7 @@ class _Lexer:
                     out.append(ch)
                 return "".join(out)
             if ch == "$":
-                out.append(self.dollar())
+                out.append((yield self.dollar()))
                 continue
             ch = self.next()
             if ch == self.escape:
@@ -273,7 +288,7 @@ class _Lexer:
             return self.env[name], True
         return "", False
 
-    def dollar(self) -> str:
+    def dollar(self) -> _Gen[str]:
         self.next()  # the "$"
         if self.peek() != "{":
             name = self.name()
@@ -297,7 +312,7 @@ class _Lexer:
                 return "${" + name + "}"
             return value
         if ch == "/":
-            return self.replace(name)
+            return (yield self.replace(name))
         null_is_unset = ch == ":"
         modifier = ch
         if null_is_unset:
@@ -307,22 +322,22 @@ class _Lexer:
             raise ExpansionError("syntax error: missing '}'")
         elif ch not in "+-?#%":
             raise ExpansionError(f"unsupported modifier ({ch}) in substitution")
-        return self.modified(name, ch, modifier, null_is_unset)
+        return (yield self.modified(name, ch, modifier, null_is_unset))
 
-    def inner_word(self, stop: str, raw_escapes: bool, missing: str) -> str:
+    def inner_word(self, stop: str, raw_escapes: bool, missing: str) -> _Gen[str]:
         try:
-            word, _ = self.run_until(stop, raw_escapes)
+            word, _ = yield self.run_until(stop, raw_escapes)
         except ExpansionError:
             if not self.peek():
                 raise ExpansionError(f"syntax error: missing {missing}") from None
             raise
         return word
 
-    def modified(self, name: str, op: str, modifier: str, null_is_unset: bool) -> str:
+    def modified(self, name: str, op: str, modifier: str, null_is_unset: bool) -> _Gen[str]:
         pattern_op = op in ("#", "%")
         if null_is_unset and pattern_op:
             raise ExpansionError(f"unsupported modifier ({modifier}) in substitution")
-        word = self.inner_word("}", pattern_op, "'}'")
+        word = yield self.inner_word("}", pattern_op, "'}'")
         value, found = self.lookup(name)
         if self.skip_unset and not found:
             return "${" + name + modifier + word + "}"
@@ -341,12 +356,12 @@ class _Lexer:
             return _trim(value, word[1:] if greedy else word, op == "#", greedy)
         raise ExpansionError(f"unsupported modifier ({modifier}) in substitution")
 
-    def replace(self, name: str) -> str:
+    def replace(self, name: str) -> _Gen[str]:
         replace_all = self.peek() == "/"
         if replace_all:
             self.next()
-        pattern = self.inner_word("/", True, "'/' in ${}")
-        replacement = self.inner_word("}", True, "'}'")
+        pattern = yield self.inner_word("/", True, "'/' in ${}")
+        replacement = yield self.inner_word("}", True, "'}'")
         value, found = self.lookup(name)
         if self.skip_unset and not found:
             slashes = "//" if replace_all else "/"

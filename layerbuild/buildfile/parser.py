@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, replace
 
 from layerbuild.buildfile.expand import ExpansionError, process
+from layerbuild.buildfile.limits import MAX_NESTING, check_line_length, json_depth
 from layerbuild.errors import BuildfileError
 
 __all__ = [
@@ -101,11 +102,15 @@ class Document:
 def parse_json_array(text: str) -> list[str] | None:
     """``text`` as a JSON array of strings, or None when it is not JSON (shell form).
 
-    Raises ValueError for a JSON array holding something other than strings, as Docker does.
+    Raises ValueError for a JSON array holding something other than strings, as Docker does,
+    and for arrays nested deeper than MAX_NESTING (which ``json.loads`` cannot read).
     """
     text = text.lstrip()
     if not text.startswith("["):
         return None
+    # Counting brackets is cheap; only a text holding that many needs the scan.
+    if text.count("[") + text.count("{") > MAX_NESTING and json_depth(text) > MAX_NESTING:
+        raise ValueError(f"JSON arrays nest deeper than the maximum of {MAX_NESTING}")
     try:
         value = json.loads(text)
     except ValueError:
@@ -130,6 +135,8 @@ class _Reader:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the text ended with a newline
+        for number, line in enumerate(lines, 1):
+            check_line_length(line, number, path)
         self.lines = [line.removesuffix("\r") for line in lines]
         self.path = path
         self.pos = 0
@@ -180,16 +187,18 @@ class _Reader:
         self.directive(stripped, start)
         if stripped.startswith("#"):
             return None
-        text, more = self.continued(stripped)
-        if not more and text == "":
+        first, more = self.continued(stripped)
+        if not more and first == "":
             return None
+        parts = [first]  # joined once: adding to a string would copy it for every line
         while more and self.pos < len(self.lines):
             raw = self.lines[self.pos]
             self.pos += 1
             if raw.lstrip().startswith("#") or raw.strip() == "":
                 continue
             part, more = self.continued(raw)
-            text += part
+            parts.append(part)
+        text = "".join(parts)
         node = self.node(text, start)
         target = node.inner if node.inner is not None else node
         heredocs: tuple[Heredoc, ...] = ()

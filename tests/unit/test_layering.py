@@ -50,22 +50,25 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                 "digest errors events image ingest sandbox.spec store", ""),
     "builder.users": ("pure", "errors", ""),
     "buildfile": ("pure", "buildfile.args buildfile.convert buildfile.dump buildfile.expand "
-                          "buildfile.ignore buildfile.instructions buildfile.mounts "
-                          "buildfile.parser buildfile.stages buildfile.template", ""),
+                          "buildfile.ignore buildfile.instructions buildfile.limits "
+                          "buildfile.mounts buildfile.parser buildfile.stages "
+                          "buildfile.template", ""),
     "buildfile.args": ("pure", "buildfile.expand buildfile.instructions buildfile.stages", ""),
     "buildfile.convert": ("pure", "buildfile.flags buildfile.healthcheck buildfile.instructions "
                                   "buildfile.mounts buildfile.parser buildfile.words errors", ""),
     "buildfile.dump": ("pure", "buildfile.stages", ""),
-    "buildfile.expand": ("pure", "errors", ""),
+    "buildfile.expand": ("pure", "buildfile.limits buildfile.trampoline errors", ""),
     "buildfile.flags": ("pure", "", ""),
     "buildfile.healthcheck": ("pure", "buildfile.flags buildfile.parser", ""),
     "buildfile.ignore": ("pure", "errors", ""),
     "buildfile.instructions": ("pure", "buildfile.mounts buildfile.parser", ""),
+    "buildfile.limits": ("pure", "errors", ""),
     "buildfile.mounts": ("pure", "buildfile.flags", ""),
-    "buildfile.parser": ("pure", "buildfile.expand errors", ""),
+    "buildfile.parser": ("pure", "buildfile.expand buildfile.limits errors", ""),
     "buildfile.stages": ("pure", "buildfile.convert buildfile.instructions buildfile.parser errors",
                                 ""),
     "buildfile.template": ("pure", "errors", ""),
+    "buildfile.trampoline": ("pure", "", ""),
     "buildfile.words": ("pure", "buildfile.expand buildfile.parser", ""),
     "cache": ("pure", "", ""),
     "cache.index": ("effect", "cache.keys cache.stat digest fsutil image", ""),
