@@ -27,6 +27,7 @@ from layerbuild.builder.sandbox import HostSandbox, Sandbox
 from layerbuild.builder.schedule import Stopped, run_at_once
 from layerbuild.builder.state import StageState
 from layerbuild.buildfile import (
+    MAX_BUILDFILE_BYTES,
     Arg,
     Buildfile,
     Env,
@@ -37,6 +38,7 @@ from layerbuild.buildfile import (
     Stage,
     Workdir,
     build_instruction,
+    decode_buildfile,
     expand,
     is_template,
     parse,
@@ -87,9 +89,13 @@ def read_buildfile(request: BuildRequest) -> Buildfile:
     """Read, render (templates) and parse the Buildfile."""
     path = request.buildfile
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            # One byte past the limit tells a file too large, and an endless stream ends.
+            data = f.read(MAX_BUILDFILE_BYTES + 1)
     except OSError as exc:
         raise LayerbuildError(f"cannot read {path}: {exc.strerror}") from None
+    # Universal newlines, as reading it as text always did.
+    text = decode_buildfile(data, str(path)).replace("\r\n", "\n").replace("\r", "\n")
     templated = request.template if request.template is not None else is_template(str(path))
     if templated:
         text = render_template(text, request.template_vars, str(path))

@@ -4,8 +4,9 @@
   scanner's 64 KiB buffer, the newline included).
 - A whole Buildfile holds at most :data:`MAX_BUILDFILE_BYTES` bytes; a reader takes one byte
   more than that and no further, so an endless stream (``-f /dev/zero``) ends at once.
-- ``${...}`` expansions and exec-form JSON arrays nest at most :data:`MAX_NESTING` deep
-  (Docker builds files nesting 5,000 deep).
+- ``${...}`` expansions nest at most :data:`MAX_NESTING` deep (Docker builds files nesting
+  5,000 deep), exec-form JSON at most :data:`MAX_JSON_NESTING` (``json.loads`` recurses; an
+  exec form nesting at all is refused anyway: it must be an array of strings).
 - A Buildfile is UTF-8 text, as BuildKit reads it.
 """
 
@@ -15,6 +16,7 @@ from layerbuild.errors import BuildfileError
 
 __all__ = [
     "MAX_BUILDFILE_BYTES",
+    "MAX_JSON_NESTING",
     "MAX_LINE_BYTES",
     "MAX_NESTING",
     "check_line_length",
@@ -25,6 +27,7 @@ __all__ = [
 MAX_LINE_BYTES = 64 * 1024 - 1
 MAX_BUILDFILE_BYTES = 16 * 1024 * 1024
 MAX_NESTING = 10_000
+MAX_JSON_NESTING = 500
 
 
 def decode_buildfile(data: bytes, path: str = "Buildfile") -> str:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, replace
 
 from layerbuild.buildfile.expand import ExpansionError, process
-from layerbuild.buildfile.limits import MAX_NESTING, check_line_length, json_depth
+from layerbuild.buildfile.limits import MAX_JSON_NESTING, check_line_length, json_depth
 from layerbuild.errors import BuildfileError
 
 __all__ = [
@@ -103,14 +103,15 @@ def parse_json_array(text: str) -> list[str] | None:
     """``text`` as a JSON array of strings, or None when it is not JSON (shell form).
 
     Raises ValueError for a JSON array holding something other than strings, as Docker does,
-    and for arrays nested deeper than MAX_NESTING (which ``json.loads`` cannot read).
+    and for arrays nested deeper than MAX_JSON_NESTING (too deep for ``json.loads``).
     """
     text = text.lstrip()
     if not text.startswith("["):
         return None
     # Counting brackets is cheap; only a text holding that many needs the scan.
-    if text.count("[") + text.count("{") > MAX_NESTING and json_depth(text) > MAX_NESTING:
-        raise ValueError(f"JSON arrays nest deeper than the maximum of {MAX_NESTING}")
+    if text.count("[") + text.count("{") > MAX_JSON_NESTING \
+            and json_depth(text) > MAX_JSON_NESTING:
+        raise ValueError(f"JSON arrays nest deeper than the maximum of {MAX_JSON_NESTING}")
     try:
         value = json.loads(text)
     except ValueError:

@@ -38,9 +38,10 @@ if TYPE_CHECKING:  # types only: the caller has the store loaded already
 
 def fingerprint(request: BuildRequest) -> str | None:
     """What a build was asked, as one digest; None for builds that are never answered from
-    a record (templates, which may include other files, and --no-cache or dry runs)."""
+    a record (templates, which may include other files, --no-cache or dry runs, and a
+    Buildfile that is no regular file: a pipe read here could not be read again to build)."""
     if request.template or request.buildfile.name.endswith(".j2") or request.no_cache \
-            or request.no_cache_filter or request.dry_run:
+            or request.no_cache_filter or request.dry_run or not request.buildfile.is_file():
         return None
     ignores = ignore_files(request.context, request.buildfile)
     asked = {"version": __version__, "machine": os.uname().machine,
