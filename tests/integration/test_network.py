@@ -264,7 +264,8 @@ def test_run_network_host_in_the_buildfile_needs_allow(store_with_probe: Path,
     assert denied.returncode != 0
     assert denied.stderr.strip().splitlines()[-1] == (
         f"layerbuild: error: {ctx / 'Buildfile'}:2: RUN --network=host needs --allow "
-        "network.host (the step would share the host's network: its 127.0.0.1 services and interfaces)")
+        "network.host (the step would share the host's network: its 127.0.0.1 services "
+        "and interfaces)")
     built = run_cli(store_with_probe, "build", "--progress=plain", "--allow=network.host",
                     str(ctx))
     assert "connected host-loopback" in built.stderr
