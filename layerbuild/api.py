@@ -129,12 +129,19 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
           events: Events | None = None, no_cache: bool = False,
           no_cache_filter: Iterable[str] = (), dry_run: bool = False,
           source_date_epoch: int | str | None = None, network: str = "default",
+          allow: Iterable[str] = (),
           secrets: Mapping[str, str | os.PathLike[str]] | None = None,
           template: bool | None = None, template_vars: Mapping[str, str] | None = None,
           ) -> Image | None:
-    """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run."""
+    """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run.
+
+    `network` is RUN's default network: "default" (a private namespace with outbound access),
+    "none" or "host", which, like any `RUN --network=host`, needs "network.host" in `allow`.
+    """
     from layerbuild.events import Events
-    from layerbuild.request import BuildRequest
+    from layerbuild.request import BuildRequest, check_allow
+
+    check_allow(tuple(allow))
 
     wanted = [_output(o) for o in outputs]
     request = BuildRequest(
@@ -143,8 +150,10 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
         build_args=dict(build_args or {}), target=target, template=template,
         template_vars=dict(template_vars or {}),
         source_date_epoch=resolve_epoch(source_date_epoch), network=network,
-        no_cache=no_cache, no_cache_filter=tuple(s.lower() for s in no_cache_filter),
+        allow=tuple(allow), no_cache=no_cache,
+        no_cache_filter=tuple(s.lower() for s in no_cache_filter),
         dry_run=dry_run, secrets={k: Path(v) for k, v in (secrets or {}).items()})
+    request.check_network(network)
     target_store = _store(store)
     image = run_build(target_store, request, events or Events())
     if image is not None and wanted:

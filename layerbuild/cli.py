@@ -218,7 +218,8 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
             args.context, tags=args.tag, buildfile=args.file, build_args=build_args,
             target=args.target, outputs=args.output, store=store, events=progress,
             no_cache=args.no_cache, no_cache_filter=args.no_cache_filter, dry_run=args.dry_run,
-            source_date_epoch=args.source_date_epoch, network=args.network, secrets=secrets,
+            source_date_epoch=args.source_date_epoch, network=args.network, allow=args.allow,
+            secrets=secrets,
             template=True if args.template else None, template_vars=variables)
     finally:
         progress.close()  # before any error is printed: the live view must not hide it
@@ -266,7 +267,11 @@ def parser() -> argparse.ArgumentParser:
                     help="also write the image: docker, oci, local or tar")
     sp.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                     help="a secret for RUN --mount=type=secret (never stored in the image)")
-    sp.add_argument("--network", choices=["default", "none", "host"], default="default")
+    sp.add_argument("--network", choices=["default", "none", "host"], default="default",
+                    help="RUN's network: default (a private namespace with outbound access "
+                    "through slirp4netns), none, or host (needs --allow network.host)")
+    sp.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                    help="grant network.host: RUN may use the host's network")
     sp.add_argument("--template", action="store_true", help="render the Buildfile with Jinja2")
     sp.add_argument("--var", action="append", default=[], metavar="K=V",
                     help="template variable (repeatable)")

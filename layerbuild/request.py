@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from layerbuild.errors import LayerbuildError
 from layerbuild.reference import Reference
+
+ENTITLEMENTS = ("network.host",)
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,22 @@ class BuildRequest:
     template_vars: Mapping[str, str] = field(default_factory=dict)
     source_date_epoch: int | None = None
     network: str = "default"
+    allow: tuple[str, ...] = ()
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
     dry_run: bool = False
     secrets: Mapping[str, Path] = field(default_factory=dict)
+
+    def check_network(self, network: str, what: str = "--network=host") -> None:
+        """Refuse the host's network unless `allow` grants `network.host`, as BuildKit does."""
+        if network == "host" and "network.host" not in self.allow:
+            raise LayerbuildError(f"{what} needs --allow network.host (the step would share "
+                                  "the host's network: its 127.0.0.1 services and interfaces)")
+
+
+def check_allow(allow: tuple[str, ...]) -> None:
+    """Refuse an entitlement we do not know (a typo must not pass unnoticed)."""
+    for name in allow:
+        if name not in ENTITLEMENTS:
+            raise LayerbuildError(f"--allow {name}: unknown entitlement (known: "
+                                  f"{', '.join(ENTITLEMENTS)})")

@@ -111,9 +111,11 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
         tail.extend(lines)
         partial[:] = rest
 
+    network = instr.network or ctx.request.network
+    ctx.request.check_network(network, f"{ctx.buildfile.path}:{instr.line}: RUN --network=host")
     spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in values.items()),
                    cwd=str(config.config.get("WorkingDir") or "/"), user=ids.spec(),
-                   network=instr.network or ctx.request.network,
+                   network=network,
                    mounts=tuple(mounts))
     code = ctx.sandbox.run(root, spec, on_output)
     if partial:

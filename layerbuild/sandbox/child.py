@@ -173,6 +173,8 @@ def main() -> None:
     os.umask(0)
     req = _request()
     os.set_inheritable(req["control_fd"], False)  # never into the step: it could forge replies
+    if "network_fd" in req:
+        os.set_inheritable(req["network_fd"], False)
     control = Control(req["control_fd"])
     try:
         result = OPS[req["op"]](req, control)

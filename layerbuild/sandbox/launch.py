@@ -5,7 +5,8 @@ carries the request and then stays open as a lifeline; its stdout is the step's 
 stderr diagnostics, and one extra fd its JSON replies. A timeout, Ctrl-C or an exception in the
 output callback kills the step's PID 1 (taking its whole PID namespace) and the init (taking
 its mount namespace, hence every mount); the call returns only once the output pipe is closed,
-that is, once no process of the step is left holding it.
+that is, once no process of the step is left holding it. With `network_stack`, the child's
+new network namespace is served by a slirp4netns (`network`) for exactly as long.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import StepFailed, UnsafePath
+from layerbuild.sandbox import network
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -53,28 +55,35 @@ def _unshare() -> str:
 
 def call(request: dict[str, Any], namespaces: Sequence[str],
          on_output: Callable[[bytes], None] | None = None,
-         timeout: float | None = None) -> dict[str, Any]:
+         timeout: float | None = None, network_stack: bool = False) -> dict[str, Any]:
     """Run one request in a fresh child; its final reply, or StepFailed/UnsafePath."""
     if os.geteuid() != 0:
         raise StepFailed("the sandbox needs root (overlay mounts, namespaces)")
+    tool = network.find_tool() if network_stack else None
     cmd = [_unshare(), "--mount", "--propagation", "private", *namespaces, "--",
            sys.executable, "-I", "-S", "-c", _BOOT, _PACKAGE_DIR]
     out_r, out_w = os.pipe()
     ctl_r, ctl_w = os.pipe()
+    ready_r, ready_w = os.pipe() if tool else (-1, -1)
+    child_fds = (ctl_w, ready_r) if tool else (ctl_w,)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out_w,
-                                stderr=subprocess.PIPE, pass_fds=(ctl_w,),
+                                stderr=subprocess.PIPE, pass_fds=child_fds,
                                 start_new_session=True, env={"PATH": _HOST_PATH})
     except OSError as exc:
-        for fd in (out_r, out_w, ctl_r, ctl_w):
+        for fd in (out_r, out_w, ctl_r, *child_fds, *((ready_w,) if tool else ())):
             os.close(fd)
         raise StepFailed(f"cannot start the sandbox: {exc.strerror}") from None
-    os.close(out_w)
-    os.close(ctl_w)
+    for fd in (out_w, *child_fds):
+        os.close(fd)
     session = _Session(proc, out_r, ctl_r, on_output)
     with _RUNNING_LOCK:
         _RUNNING.add(session)
+    stack, said = None, ""
     try:
+        if tool:
+            stack = network.start(tool, proc.pid, ready_w)
+            request = {**request, "network_fd": ready_r}
         session.send({**request, "control_fd": ctl_w})
         session.pump(None if timeout is None else time.monotonic() + timeout)
     except BaseException:
@@ -84,10 +93,15 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
         with _RUNNING_LOCK:
             _RUNNING.discard(session)
         session.close()
+        if stack is not None:
+            said = stack.stop()
     if session.timed_out:
         raise StepFailed(f"timed out after {timeout:g}s; the step and all its processes "
                          "were killed")
-    return session.result()
+    try:
+        return session.result()
+    except StepFailed as exc:
+        raise network.explained(exc, said) from None
 
 
 class _Session:

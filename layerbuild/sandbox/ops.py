@@ -22,16 +22,18 @@ _RUN_NAMESPACES = ("--uts", "--ipc", "--pid")
 def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) -> int:
     """Mount the overlay in a private namespace, run argv there, stream output, return the code.
 
-    The process is PID 1 of new PID, mount, UTS and IPC namespaces (and a network namespace
-    with only `lo` for `network="none"`), pivoted into the merged overlay, with a fresh /proc,
-    a minimal /dev, a read-only /sys and the host's resolv.conf and hosts; none of their mount
+    The process is PID 1 of new PID, mount, UTS, IPC and network namespaces (the network
+    namespace has `lo` and, for `network="default"`, a `tap0` served by slirp4netns; with
+    `network="host"` the step shares the host's network namespace instead), pivoted into the
+    merged overlay, with a fresh /proc, a minimal /dev, a read-only /sys and the host's
+    resolv.conf (its nameserver the stack's, with slirp4netns) and hosts; none of their mount
     points reaches the upper dir. Raises StepFailed when the sandbox cannot be set up or the
     timeout passes (every process of the step is killed); the command's own failure is just
     its non-zero exit code (128+N when killed by signal N).
     """
-    namespaces = _RUN_NAMESPACES + (("--net",) if spec.network == "none" else ())
+    namespaces = _RUN_NAMESPACES + (("--net",) if spec.network != "host" else ())
     request = {"op": "run", "root": encode_root(root), "run": encode_run(spec)}
-    reply = call(request, namespaces, on_output, spec.timeout)
+    reply = call(request, namespaces, on_output, spec.timeout, spec.network == "default")
     return int(reply["exit"])
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from layerbuild.errors import StepFailed
 
 MOUNT_KINDS = ("bind", "cache", "tmpfs", "secret")
+# default: a private network namespace served by slirp4netns; host: the host's; none: only lo
 NETWORKS = ("default", "host", "none")
 
 

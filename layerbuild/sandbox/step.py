@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 
 from layerbuild.errors import StepFailed
-from layerbuild.sandbox import libc, mounts, process
+from layerbuild.sandbox import libc, mounts, network, process
 from layerbuild.sandbox.inroot import ensure
 from layerbuild.sandbox.layers import build_scaffold, enter_staging, mount_overlay, open_dir
 from layerbuild.sandbox.mounts import SYSTEM, Staged
@@ -41,6 +41,8 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
     devices = {name: os.open(f"/dev/{name}", os.O_PATH | os.O_CLOEXEC)
                for name in mounts.DEVICES}
     resolv = mounts.host_file("/etc/resolv.conf")
+    if spec["network"] == "default":
+        resolv = network.resolv_conf(resolv)
     hosts = mounts.hosts_file(mounts.host_file("/etc/hosts"), spec["hostname"])
     last_cap = int(mounts.host_file("/proc/sys/kernel/cap_last_cap").strip() or b"40")
 
@@ -74,8 +76,10 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
         gid=spec["gid"], groups=spec["groups"], last_cap=last_cap,
         staged=[s for s in (staged[i] for i in order) if s is not None])
     libc.sethostname(spec["hostname"])
-    if spec["network"] == "none":
+    if spec["network"] != "host":
         _loopback_up()
+    if "network_fd" in req:
+        network.wait_ready(req["network_fd"])  # as late as can be: the stack starts meanwhile
     pid, err_r, _alive = process.start(launch)
     report({"pid": pid})
     code, error = process.supervise(pid, err_r, lifeline)
@@ -131,8 +135,8 @@ def _stage_all(spec: dict[str, Any], sources: list[int | None], devices: dict[st
 
 
 def _loopback_up() -> None:
-    """Bring up `lo` in the step's new network namespace, as Docker's `--network none` does."""
-    import socket  # only here: most steps share the host's network
+    """Bring up `lo` in the step's new network namespace, as Docker does."""
+    import socket  # only here: the other operations need no socket
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH", b"lo", 0).ljust(40, b"\0")
         flags = struct.unpack_from("16sH", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]

@@ -252,7 +252,7 @@ def test_network_none_has_only_loopback(base: Path, tmp_path: Path) -> None:
     lines = out.splitlines()
     assert [line.split(":")[0].strip() for line in lines[:1]] == ["lo"]
     assert ",UP" in lines[1] or "<LOOPBACK,UP" in lines[1]
-    _, host = sh(new_root(tmp_path, base), "tail -n +3 /proc/net/dev")
+    _, host = sh(new_root(tmp_path, base), "tail -n +3 /proc/net/dev", network="host")
     assert len(host.splitlines()) == len(Path("/proc/net/dev").read_text().splitlines()) - 2
 
 
@@ -292,7 +292,8 @@ def test_proc_protections(base: Path, tmp_path: Path) -> None:
 
 def test_resolv_conf_and_hosts_come_from_the_host_read_only(base: Path, tmp_path: Path) -> None:
     root = new_root(tmp_path, base)
-    code, out = sh(root, "cat /etc/resolv.conf; { echo x >>/etc/hosts; } 2>/dev/null || echo ro")
+    code, out = sh(root, "cat /etc/resolv.conf; { echo x >>/etc/hosts; } 2>/dev/null || echo ro",
+                   network="host")
     assert code == 0
     host = Path("/etc/resolv.conf").read_text() if os.path.exists("/etc/resolv.conf") else ""
     assert out == host + "ro\n"

@@ -1,0 +1,152 @@
+"""RUN's private network: a network namespace of its own, reached through slirp4netns.
+
+A RUN with the default network gets a new network namespace (its own `lo`, its own abstract
+unix sockets, none of the host's interfaces) and a `tap0` that slirp4netns, running on the
+host, turns into ordinary host sockets: outbound TCP/UDP and DNS work, as package managers
+need, while the host itself stays out of reach. This is how BuildKit's rootless mode wires a
+step (rootlesskit's slirp4netns driver): `slirp4netns --configure --mtu=65520
+--disable-host-loopback`, the step at 10.0.2.100/24, gateway 10.0.2.2, DNS at 10.0.2.3, which
+forwards to the host's resolvers. `--disable-host-loopback` makes 10.0.2.2 refuse to lead to
+the host's 127.0.0.1; `--enable-sandbox --enable-seccomp` confine slirp4netns itself.
+
+slirp4netns, not pasta: it has an explicit switch for host loopback (pasta maps the gateway to
+the host by default), Debian's version is the one BuildKit and Podman have long used, and its
+`--ready-fd`/`--exit-fd` let the step wait for the network and the stack end with the builder.
+Without it a default-network RUN fails with one line naming the package, as BuildKit fails
+when its network provider is missing: silently running without network (or with the host's)
+would change what the step does.
+
+The builder (`launch`) starts the stack as soon as the child's namespace exists, in parallel
+with the child's setup; the child waits for the stack's ready byte just before it forks the
+step. The stack is killed and reaped when the step ends, however it ends; `--exit-fd` ends it
+too if the builder itself is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from layerbuild.errors import StepFailed
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
+if TYPE_CHECKING:
+    import subprocess
+
+TOOL = "slirp4netns"
+PACKAGE = "slirp4netns"
+DNS = "10.0.2.3"
+_OPTIONS = ("--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
+            "--enable-seccomp")
+_NETNS_WAIT = 10.0
+_NOT_READY = "the step's network (slirp4netns) did not come up"
+
+
+def find_tool() -> str:
+    """The slirp4netns program, or StepFailed naming the package to install."""
+    import shutil  # only here: the sandbox's child imports this module too
+
+    found = shutil.which(TOOL) or next(
+        (p for p in (f"/usr/bin/{TOOL}", f"/usr/sbin/{TOOL}") if os.path.exists(p)), None)
+    if found is None:
+        raise StepFailed(f"RUN's default network needs {TOOL} (Debian package {PACKAGE}); "
+                         "install it, or use --network=none")
+    return found
+
+
+class Stack:
+    """One slirp4netns serving one step's network namespace, owned by the builder."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], exit_w: int, log: int) -> None:
+        self.proc, self.exit_w, self.log = proc, exit_w, log
+
+    def stop(self) -> str:
+        """Kill and reap it; what it said if it had already exited on its own."""
+        early = self.proc.poll() is not None
+        os.close(self.exit_w)
+        self.proc.kill()
+        self.proc.wait()
+        said = b""
+        if early:
+            os.lseek(self.log, 0, os.SEEK_SET)
+            said = os.read(self.log, 1 << 16)
+        os.close(self.log)
+        lines = said.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+def start(tool: str, pid: int, ready_w: int) -> Stack:
+    """Start the stack for the network namespace `pid` enters; it writes to `ready_w` once
+    `tap0` is configured (or closes it, failing). `ready_w` is closed here."""
+    import subprocess
+    import tempfile
+
+    try:
+        netns = _new_netns(pid)
+    except BaseException:
+        os.close(ready_w)
+        raise
+    exit_r, exit_w = os.pipe()
+    cmd = [tool, *_OPTIONS, f"--ready-fd={ready_w}", f"--exit-fd={exit_r}",
+           "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"]
+    try:
+        with tempfile.TemporaryFile() as log:  # what it says, read only if it fails
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    pass_fds=(ready_w, exit_r, netns), start_new_session=True)
+            return Stack(proc, exit_w, os.dup(log.fileno()))
+    except OSError as exc:
+        os.close(exit_w)
+        raise StepFailed(f"cannot start {TOOL}: {exc.strerror}") from None
+    finally:
+        for fd in (ready_w, exit_r, netns):
+            os.close(fd)
+
+
+def _new_netns(pid: int) -> int:
+    """An fd of the network namespace of `pid`, once it is no longer ours.
+
+    `unshare` makes the namespace just after it starts: joining /proc/PID/ns/net before that
+    would put tap0 on the host, so the fd is checked, and slirp4netns is handed that very fd.
+    """
+    own = os.stat("/proc/self/ns/net")
+    deadline = time.monotonic() + _NETNS_WAIT
+    while True:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            raise StepFailed("the sandbox exited before its network was set up") from None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino):
+            return fd
+        os.close(fd)
+        if time.monotonic() > deadline:
+            raise StepFailed("the sandbox did not make its network namespace")
+        time.sleep(0.0005)
+
+
+def explained(error: StepFailed, said: str) -> StepFailed:
+    """The child's failure, with the stack's last words when the network did not come up."""
+    if said and str(error).startswith(_NOT_READY):
+        return StepFailed(f"{error}: {said}")
+    return error
+
+
+def wait_ready(fd: int) -> None:
+    """In the child: block until the stack reports `tap0` configured."""
+    try:
+        ready = os.read(fd, 1)
+    finally:
+        os.close(fd)
+    if ready != b"1":
+        raise StepFailed(_NOT_READY)
+
+
+def resolv_conf(host: bytes) -> bytes:
+    """The host's resolv.conf with its nameservers replaced by the stack's DNS forwarder.
+
+    >>> resolv_conf(b"search lan\\nnameserver 127.0.0.53\\noptions edns0\\n")
+    b'search lan\\noptions edns0\\nnameserver 10.0.2.3\\n'
+    """
+    kept = [line for line in host.splitlines()
+            if line.split()[:1] != [b"nameserver"]]
+    return b"".join(line + b"\n" for line in kept) + f"nameserver {DNS}\n".encode()
