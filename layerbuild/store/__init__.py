@@ -71,9 +71,12 @@ class Store:
             self._make_private()
 
     def _make_private(self) -> None:
-        """Tighten the dirs of a store made when they were not private, with one notice."""
+        """Tighten the dirs of a store made when they were not private, with one notice.
+
+        Staging dirs an older version made are left as they are: they last as long as their
+        writer, and tmp/ made private puts them out of reach already."""
         dirs = [self.root, self.root / "image", self.overlay, self.blobs.parent,
-                self.buildcache, self.tmp, *self.tmp.iterdir()]
+                self.buildcache, self.tmp]
         try:
             changed = private.tighten(dirs)
         except OSError as exc:
