@@ -23,6 +23,10 @@ def _out(line: str = "") -> None:
     print(line, flush=True)
 
 
+def _notice(line: str) -> None:
+    print(f"layerbuild: notice: {line}", file=sys.stderr, flush=True)
+
+
 def _human(size: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if size < 1000 or unit == "GB":
@@ -318,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = parser().parse_args(argv)
     try:
-        store = Store(args.root)
+        store = Store(args.root, notice=_notice)
         store.clean_debris()
         return int(args.func(store, args))
     except LayerbuildError as exc:

@@ -65,3 +65,23 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
 def is_temp(name: str) -> bool:
     """Whether a file name is one of `temp_name`'s (debris if its writer is gone)."""
     return name.startswith(".") and name.endswith(".tmp")
+
+
+def temp_writer(name: str) -> int | None:
+    """The process ID of the writer of a temp file name, or None for any other name.
+
+    Knows `temp_name`'s `.NAME.PID.TID.tmp` and the forms older versions wrote:
+    `.NAME.PID.TID` and `.NAME.PID`.
+
+    >>> temp_writer(".k.json.41.7.tmp"), temp_writer(".k.json.41.7"), temp_writer(".k.41")
+    (41, 41, 41)
+    """
+    if not name.startswith("."):
+        return None
+    parts = name[1:].removesuffix(".tmp").split(".")
+    numbers = 0
+    while numbers < min(2, len(parts) - 1) and parts[-1 - numbers].isdigit():
+        numbers += 1
+    if numbers == 0 or (numbers == 1 and name.endswith(".tmp")):
+        return None
+    return int(parts[-numbers])

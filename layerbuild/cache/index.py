@@ -37,8 +37,7 @@ class CacheIndex:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.slots = directory / "slots"
-        self.slots.mkdir(parents=True, exist_ok=True)
+        self.slots = directory / "slots"  # made by the first write: a failed build leaves none
 
     def get(self, key: str) -> CachedStep | None:
         """The cached result for a key, or None."""
@@ -80,4 +79,5 @@ def _name(text: str) -> str:
 
 
 def _write(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, separators=(",", ":")).encode())

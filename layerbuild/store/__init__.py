@@ -20,19 +20,21 @@ gc) and the methods here delegate to them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from layerbuild.cache.roots import roots as cache_roots
 from layerbuild.digest import Digest, chain_ids
 from layerbuild.errors import StoreError
+from layerbuild.fsutil import temp_writer
 from layerbuild.image import Descriptor, Image
 from layerbuild.reference import Reference
-from layerbuild.store import gc
+from layerbuild.store import gc, private
 from layerbuild.store.blobs import Blobs
 from layerbuild.store.images import ImageDB, ImageEntry
 from layerbuild.store.layers import Layer, LayerDB
-from layerbuild.store.staging import StagingArea, half_written
+from layerbuild.store.staging import StagingArea, half_written, is_alive, rmtree
 
 __all__ = ["DEFAULT_ROOT", "ImageEntry", "Layer", "Store"]
 
@@ -42,10 +44,13 @@ DEFAULT_ROOT = Path("/var/lib/layerbuild")
 class Store:
     """A layer and image store rooted at one directory.
 
-    Opening one only creates its layout (and lock file) when missing; it cleans nothing.
+    Opening one creates its layout when missing (every dir private, see `store.private`) and
+    makes the dirs of an older store that other users can reach private, saying so through
+    `notice`; it cleans nothing, and on a store that exists it writes nothing else, so a
+    read-only store can be opened and read.
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, notice: Callable[[str], None] | None = None) -> None:
         self.root = Path(root)
         self.layerdb = self.root / "image/overlay2/layerdb/sha256"
         self.imagedb = self.root / "image/overlay2/imagedb/content/sha256"
@@ -54,6 +59,7 @@ class Store:
         self.blobs = self.root / "blobs/sha256"
         self.buildcache = self.root / "buildcache"
         self.tmp = self.root / "tmp"
+        self.notice = notice or _ignore
         self._area = StagingArea(self.root, self.tmp)
         self._blobs = Blobs(self.blobs)
         self._layers = LayerDB(self.layerdb, self.overlay, self._blobs, self._area)
@@ -61,8 +67,31 @@ class Store:
         with self._usable():
             for d in (self.layerdb, self.imagedb, self.overlay, self.blobs, self.buildcache,
                       self.tmp):
-                d.mkdir(parents=True, exist_ok=True)
-            self._area.create_lock_file()  # proves the store writable
+                private.make_dirs(d)
+            self._make_private()
+
+    def _make_private(self) -> None:
+        """Tighten the dirs of a store made when they were not private, with one notice.
+
+        Staging dirs an older version made are left as they are: they last as long as their
+        writer, and tmp/ made private puts them out of reach already."""
+        dirs = [self.root, self.root / "image", self.overlay, self.blobs.parent,
+                self.buildcache, self.tmp]
+        try:
+            changed = private.tighten(dirs)
+        except OSError as exc:
+            self.notice(f"store {self.root} can be reached by other users and cannot be made "
+                        f"private: {exc.strerror or exc}")
+            return
+        if changed:
+            names = ", ".join(str(d.relative_to(self.root)) if d != self.root else "its root"
+                              for d in changed)
+            self.notice(f"store {self.root} could be reached by other users: made {names} "
+                        f"private (mode 0700)")
+
+    def writable(self) -> bool:
+        """Whether this process can change the store (not so on a read-only mount)."""
+        return os.access(self.root, os.W_OK) and os.access(self.tmp, os.W_OK)
 
     @contextlib.contextmanager
     def _usable(self) -> Iterator[None]:
@@ -88,20 +117,55 @@ class Store:
 
     def clean_debris(self) -> None:
         """Remove what crashed writers left: dead staging dirs (releasing the layers they
-        leased), half-written files, unnamed overlay dirs and blobs, dangling tags."""
-        with self._usable(), self.lock():
-            orphans = self._area.leased(live=False)
-            self._area.remove_dead()
-            for path in [*half_written(self.imagedb, "."),
-                         *half_written(self.repositories.parent, ".repositories.json."),
-                         *self._layers.half_written_blob_lists()]:
-                path.unlink(missing_ok=True)
-            layers = self.layers()
-            self._layers.remove_unnamed_dirs(layers)
-            self._blobs.remove_unnamed({d.digest.hex for layer in layers for d in layer.blobs})
-            self._images.drop_dangling_tags()
+        leased), half-written files, unnamed overlay dirs and blobs, dangling tags.
+
+        It never fails: what it cannot remove is reported through `notice`, and a store this
+        process cannot write is left as it is, quietly.
+        """
+        if not self.writable():
+            return
+        with self._best_effort("the store lock"), self.lock():
+            orphans: set[Digest] = set()
+            dead: list[Path] = []
+            with self._best_effort("leases of dead writers"):
+                orphans = self._area.leased(live=False)
+            with self._best_effort(str(self.tmp)):
+                dead = self._area.dead()
+            for entry in dead:
+                with self._best_effort(str(entry)):
+                    rmtree(entry)
+            with self._best_effort("half-written files"):
+                for path in self._half_written():
+                    path.unlink(missing_ok=True)
+            with self._best_effort("unnamed layer files and blobs"):
+                layers = self.layers()
+                self._layers.remove_unnamed_dirs(layers)
+                self._blobs.remove_unnamed({d.digest.hex for layer in layers
+                                            for d in layer.blobs})
+            with self._best_effort("dangling tags"):
+                self._images.drop_dangling_tags()
             if orphans:
-                self.release_layers(orphans)
+                with self._best_effort("layers of dead writers"):
+                    self.release_layers(orphans)
+
+    def _half_written(self) -> list[Path]:
+        """Temp files of killed writers: of store metadata (written under the lock, so all
+        are debris), and of cache entries and build records (written without it, so only
+        those whose writer is gone)."""
+        cache_dirs = [self.buildcache, *(d for d in self.buildcache.iterdir() if d.is_dir())]
+        return [*half_written(self.imagedb, "."),
+                *half_written(self.repositories.parent, ".repositories.json."),
+                *self._layers.half_written_blob_lists(),
+                *(p for d in cache_dirs for p in d.iterdir() if _of_dead_writer(p))]
+
+    @contextlib.contextmanager
+    def _best_effort(self, what: str) -> Iterator[None]:
+        """Report a failure to clean `what` as a notice and go on."""
+        try:
+            yield
+        except Exception as exc:  # cleaning is best effort: whatever trips it must not fail
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            self.notice(f"could not clean debris in {self.root} ({what}): {reason}")
 
     # --- layers ---------------------------------------------------------------------------
 
@@ -170,8 +234,9 @@ class Store:
         return self.image_by_id(self.resolve(ref))
 
     def images(self) -> list[ImageEntry]:
-        """Every stored image with its tags."""
-        return self._images.entries()
+        """Every stored image with its tags; one whose config is damaged is left out and
+        named through `notice`."""
+        return self._images.entries(damaged=lambda exc: self.notice(str(exc)))
 
     def put_image(self, image: Image, tags: list[Reference]) -> list[str]:
         """Store an image whose layers are all stored, and point `tags` at it.
@@ -231,3 +296,13 @@ class Store:
             gc.drop_cache_entries(self.buildcache, self._layers, all_cache)
             self.clean_debris()
             return self.release_layers()
+
+
+def _ignore(_message: str) -> None:
+    """The default `notice`: say nothing."""
+
+
+def _of_dead_writer(path: Path) -> bool:
+    """Whether `path` is a temp file whose writing process is gone."""
+    pid = temp_writer(path.name)
+    return pid is not None and not is_alive(pid) and not path.is_dir()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,11 +117,15 @@ class ImageDB:
         return (self.imagedb / image_id.hex).exists()
 
     def by_id(self, image_id: Digest) -> Image:
-        """The stored image with this ID."""
+        """The stored image with this ID; a StoreError if its config is damaged."""
         try:
-            return Image.from_config_bytes((self.imagedb / image_id.hex).read_bytes())
+            data = (self.imagedb / image_id.hex).read_bytes()
         except FileNotFoundError:
             raise ImageNotFound(f"no such image: {image_id}") from None
+        try:
+            return Image.from_config_bytes(data)
+        except (FormatError, ValueError) as exc:
+            raise StoreError(f"image {image_id} in the store is damaged: {exc}") from None
 
     def resolve(self, ref: str) -> Digest:
         """The image ID that `ref` names: a tag, a full ID, or a unique ID prefix."""
@@ -141,8 +146,12 @@ class ImageDB:
             raise ImageNotFound(f"no such image: {ref}")
         return found
 
-    def entries(self) -> list[ImageEntry]:
-        """Every stored image with its tags."""
+    def entries(self, damaged: Callable[[StoreError], None] | None = None) -> list[ImageEntry]:
+        """Every stored image with its tags.
+
+        An image whose config is damaged raises its StoreError, or with `damaged`, is passed
+        to it and left out (a listing names it and goes on; a gc must not miss its layers).
+        """
         by_id: dict[Digest, list[str]] = {}
         for tag, image_id in self.tags().items():
             by_id.setdefault(image_id, []).append(tag)
@@ -151,7 +160,16 @@ class ImageDB:
             if len(entry.name) != 64 or entry.name.startswith("."):
                 continue
             image_id = Digest(entry.name)
-            out.append(ImageEntry(self.by_id(image_id), tuple(sorted(by_id.get(image_id, [])))))
+            try:
+                image = self.by_id(image_id)
+            except ImageNotFound:
+                continue  # removed by another command while listed
+            except StoreError as exc:
+                if damaged is None:
+                    raise
+                damaged(exc)
+                continue
+            out.append(ImageEntry(image, tuple(sorted(by_id.get(image_id, [])))))
         return out
 
     def put(self, image: Image) -> None:

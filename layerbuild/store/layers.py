@@ -19,6 +19,7 @@ from layerbuild.errors import FormatError, StoreError
 from layerbuild.fsutil import fsync_dir, write_atomic
 from layerbuild.image import Descriptor, Image
 from layerbuild.store.blobs import Blobs
+from layerbuild.store.private import make_dirs
 from layerbuild.store.staging import StagingArea, rmtree
 
 
@@ -187,7 +188,7 @@ def _stage_commit(parent: Digest | None, diff_id: Digest, diff: Path, size: int,
     made durable with one syncfs; returns it and the new cache ID."""
     cache_id = secrets.token_hex(32)
     stage = diff.parent / f"commit-{cache_id[:12]}"
-    (stage / "layer").mkdir(parents=True)
+    make_dirs(stage / "layer")  # overlay2/<cache-id>, once renamed into place
     diff.rename(stage / "layer" / "diff")
     _write_entry(stage / "db", parent, diff_id, cache_id, size, meta)
     _syncfs(stage)

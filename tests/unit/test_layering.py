@@ -51,8 +51,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.users": ("pure", "errors", ""),
     "buildfile": ("pure", "buildfile.args buildfile.convert buildfile.dump buildfile.expand "
                           "buildfile.ignore buildfile.instructions buildfile.limits "
-                          "buildfile.mounts buildfile.parser buildfile.stages "
-                          "buildfile.template", ""),
+                          "buildfile.mounts buildfile.parser buildfile.stages buildfile.template",
+                         ""),
     "buildfile.args": ("pure", "buildfile.expand buildfile.instructions buildfile.stages", ""),
     "buildfile.convert": ("pure", "buildfile.flags buildfile.healthcheck buildfile.instructions "
                                   "buildfile.mounts buildfile.parser buildfile.words errors", ""),
@@ -115,13 +115,15 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.spec": ("pure", "errors", ""),
     "sandbox.step": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc "
                                "sandbox.mounts sandbox.network sandbox.process", ""),
-    "store": ("effect", "cache.roots digest errors image reference store store.blobs store.images "
-                        "store.layers store.staging", ""),
+    "store": ("effect", "cache.roots digest errors fsutil image reference store store.blobs "
+                        "store.images store.layers store.staging", ""),
     "store.blobs": ("effect", "digest", ""),
     "store.gc": ("effect", "cache cache.roots digest store.images store.layers store.staging", ""),
     "store.images": ("effect", "digest errors fsutil image reference", ""),
-    "store.layers": ("effect", "digest errors fsutil image store.blobs store.staging", ""),
-    "store.staging": ("effect", "digest", ""),
+    "store.layers": ("effect", "digest errors fsutil image store.blobs store.private store.staging",
+                              ""),
+    "store.private": ("effect", "", ""),
+    "store.staging": ("effect", "digest errors store.private", ""),
     "validate": ("effect", "archive.sources digest errors image layer", ""),
 }
 
