@@ -131,8 +131,12 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
           source_date_epoch: int | str | None = None, network: str = "default",
           secrets: Mapping[str, str | os.PathLike[str]] | None = None,
           template: bool | None = None, template_vars: Mapping[str, str] | None = None,
-          ) -> Image | None:
-    """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run."""
+          seccomp: bool = True) -> Image | None:
+    """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run.
+
+    RUN steps run under Docker's default seccomp profile; `seccomp=False` (the CLI's
+    `--security-opt seccomp=unconfined`) runs them without a filter.
+    """
     from layerbuild.events import Events
     from layerbuild.request import BuildRequest
 
@@ -144,7 +148,8 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
         template_vars=dict(template_vars or {}),
         source_date_epoch=resolve_epoch(source_date_epoch), network=network,
         no_cache=no_cache, no_cache_filter=tuple(s.lower() for s in no_cache_filter),
-        dry_run=dry_run, secrets={k: Path(v) for k, v in (secrets or {}).items()})
+        dry_run=dry_run, secrets={k: Path(v) for k, v in (secrets or {}).items()},
+        seccomp=seccomp)
     target_store = _store(store)
     image = run_build(target_store, request, events or Events())
     if image is not None and wanted:

@@ -197,6 +197,15 @@ def _secrets(values: list[str]) -> dict[str, Path]:
     return out
 
 
+def _seccomp(options: list[str]) -> bool:
+    """Whether RUN steps get the seccomp filter: yes unless `seccomp=unconfined` is asked."""
+    for value in options:
+        if value.replace(":", "=", 1) != "seccomp=unconfined":
+            raise LayerbuildError(f"--security-opt {value!r}: the only option is "
+                                  "seccomp=unconfined")
+    return not options
+
+
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
     from layerbuild.progress import open_progress
 
@@ -211,6 +220,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
     variables.update(_pairs(args.var, "--var"))
     build_args = _pairs(args.build_arg, "--build-arg")
     secrets = _secrets(args.secret)
+    seccomp = _seccomp(args.security_opt)
     mode = "quiet" if args.quiet else args.progress
     progress = open_progress("plain" if args.dry_run else mode)
     try:
@@ -219,7 +229,8 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
             target=args.target, outputs=args.output, store=store, events=progress,
             no_cache=args.no_cache, no_cache_filter=args.no_cache_filter, dry_run=args.dry_run,
             source_date_epoch=args.source_date_epoch, network=args.network, secrets=secrets,
-            template=True if args.template else None, template_vars=variables)
+            template=True if args.template else None, template_vars=variables,
+            seccomp=seccomp)
     finally:
         progress.close()  # before any error is printed: the live view must not hide it
     if image is None:
@@ -267,6 +278,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                     help="a secret for RUN --mount=type=secret (never stored in the image)")
     sp.add_argument("--network", choices=["default", "none", "host"], default="default")
+    sp.add_argument("--security-opt", action="append", default=[], metavar="seccomp=unconfined",
+                    help="run RUN steps without Docker's default seccomp filter")
     sp.add_argument("--template", action="store_true", help="render the Buildfile with Jinja2")
     sp.add_argument("--var", action="append", default=[], metavar="K=V",
                     help="template variable (repeatable)")

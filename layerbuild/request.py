@@ -27,3 +27,4 @@ class BuildRequest:
     no_cache_filter: tuple[str, ...] = ()
     dry_run: bool = False
     secrets: Mapping[str, Path] = field(default_factory=dict)
+    seccomp: bool = True  # False: RUN steps without the seccomp filter (explicitly asked)
