@@ -132,11 +132,13 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
           allow: Iterable[str] = (),
           secrets: Mapping[str, str | os.PathLike[str]] | None = None,
           template: bool | None = None, template_vars: Mapping[str, str] | None = None,
-          ) -> Image | None:
+          seccomp: bool = True) -> Image | None:
     """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run.
 
     `network` is RUN's default network: "default" (a private namespace with outbound access),
     "none" or "host", which, like any `RUN --network=host`, needs "network.host" in `allow`.
+    RUN steps run under Docker's default seccomp profile; `seccomp=False` (the CLI's
+    `--security-opt seccomp=unconfined`) runs them without a filter.
     """
     from layerbuild.events import Events
     from layerbuild.request import BuildRequest, check_allow
@@ -152,7 +154,8 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
         source_date_epoch=resolve_epoch(source_date_epoch), network=network,
         allow=tuple(allow), no_cache=no_cache,
         no_cache_filter=tuple(s.lower() for s in no_cache_filter),
-        dry_run=dry_run, secrets={k: Path(v) for k, v in (secrets or {}).items()})
+        dry_run=dry_run, secrets={k: Path(v) for k, v in (secrets or {}).items()},
+        seccomp=seccomp)
     request.check_network(network)
     target_store = _store(store)
     image = run_build(target_store, request, events or Events())

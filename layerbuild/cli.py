@@ -201,6 +201,15 @@ def _secrets(values: list[str]) -> dict[str, Path]:
     return out
 
 
+def _seccomp(options: list[str]) -> bool:
+    """Whether RUN steps get the seccomp filter: yes unless `seccomp=unconfined` is asked."""
+    for value in options:
+        if value.replace(":", "=", 1) != "seccomp=unconfined":
+            raise LayerbuildError(f"--security-opt {value!r}: the only option is "
+                                  "seccomp=unconfined")
+    return not options
+
+
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
     from layerbuild.progress import open_progress
 
@@ -215,6 +224,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
     variables.update(_pairs(args.var, "--var"))
     build_args = _pairs(args.build_arg, "--build-arg")
     secrets = _secrets(args.secret)
+    seccomp = _seccomp(args.security_opt)
     mode = "quiet" if args.quiet else args.progress
     progress = open_progress("plain" if args.dry_run else mode)
     try:
@@ -224,7 +234,8 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
             no_cache=args.no_cache, no_cache_filter=args.no_cache_filter, dry_run=args.dry_run,
             source_date_epoch=args.source_date_epoch, network=args.network, allow=args.allow,
             secrets=secrets,
-            template=True if args.template else None, template_vars=variables)
+            template=True if args.template else None, template_vars=variables,
+            seccomp=seccomp)
     finally:
         progress.close()  # before any error is printed: the live view must not hide it
     if image is None:
@@ -276,6 +287,8 @@ def parser() -> argparse.ArgumentParser:
                     "through slirp4netns), none, or host (needs --allow network.host)")
     sp.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
                     help="grant network.host: RUN may use the host's network")
+    sp.add_argument("--security-opt", action="append", default=[], metavar="seccomp=unconfined",
+                    help="run RUN steps without Docker's default seccomp filter")
     sp.add_argument("--template", action="store_true", help="render the Buildfile with Jinja2")
     sp.add_argument("--var", action="append", default=[], metavar="K=V",
                     help="template variable (repeatable)")

@@ -31,6 +31,7 @@ class BuildRequest:
     no_cache_filter: tuple[str, ...] = ()
     dry_run: bool = False
     secrets: Mapping[str, Path] = field(default_factory=dict)
+    seccomp: bool = True  # False: RUN steps without the seccomp filter (explicitly asked)
 
     def check_network(self, network: str, what: str = "--network=host") -> None:
         """Refuse the host's network unless `allow` grants `network.host`, as BuildKit does."""

@@ -116,7 +116,7 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
     spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in values.items()),
                    cwd=str(config.config.get("WorkingDir") or "/"), user=ids.spec(),
                    network=network,
-                   mounts=tuple(mounts))
+                   mounts=tuple(mounts), seccomp=ctx.request.seccomp)
     code = ctx.sandbox.run(root, spec, on_output)
     if partial:
         tail.append(bytes(partial))

@@ -6,6 +6,7 @@ import base64
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from layerbuild.sandbox import seccomp
 from layerbuild.sandbox.launch import call
 from layerbuild.sandbox.spec import (
     CopyItem,
@@ -29,10 +30,12 @@ def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) 
     resolv.conf (its nameserver the stack's, with slirp4netns) and hosts; none of their mount
     points reaches the upper dir. Raises StepFailed when the sandbox cannot be set up or the
     timeout passes (every process of the step is killed); the command's own failure is just
-    its non-zero exit code (128+N when killed by signal N).
+    its non-zero exit code (128+N when killed by signal N). Unless `spec.seccomp` is False,
+    the step's system calls are filtered by Docker's default seccomp profile.
     """
     namespaces = _RUN_NAMESPACES + (("--net",) if spec.network != "host" else ())
-    request = {"op": "run", "root": encode_root(root), "run": encode_run(spec)}
+    request = {"op": "run", "root": encode_root(root), "run": encode_run(spec),
+               "seccomp": base64.b64encode(seccomp.program()).decode() if spec.seccomp else None}
     reply = call(request, namespaces, on_output, spec.timeout, spec.network == "default")
     return int(reply["exit"])
 

@@ -3,8 +3,9 @@
 The init forks it; before `execve` it mounts /proc (only a member of the namespace can), moves
 the staged mounts into the image, `pivot_root`s into the merged dir and detaches the host's
 root (a chroot alone can be escaped with CAP_SYS_CHROOT, which Docker's set keeps), drops to
-Docker's default capabilities and switches user. It never sets no_new_privs: setuid programs
-work in a RUN, as they do under Docker.
+Docker's default capabilities and switches user; the seccomp filter is loaded just before the
+capabilities are dropped. It never sets no_new_privs: setuid programs work in a RUN, as they
+do under Docker.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import select
 import signal
 
 from layerbuild.errors import StepFailed
-from layerbuild.sandbox import libc, mounts
+from layerbuild.sandbox import libc, mounts, seccomp
 from layerbuild.sandbox.mounts import Staged
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
@@ -28,10 +29,12 @@ class Launch:
     """What the step process needs once forked."""
 
     def __init__(self, argv: list[str], env: list[str], cwd: str, uid: int, gid: int,
-                 groups: list[int], last_cap: int, staged: list[Staged]) -> None:
+                 groups: list[int], last_cap: int, staged: list[Staged],
+                 seccomp: bytes | None = None) -> None:
         self.argv, self.env, self.cwd = argv, env, cwd
         self.uid, self.gid, self.groups = uid, gid, groups
         self.last_cap, self.staged = last_cap, staged
+        self.seccomp = seccomp
 
 
 def start(launch: Launch) -> tuple[int, int, int]:
@@ -97,6 +100,8 @@ def _child(launch: Launch, err_w: int, alive_r: int) -> NoReturn:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; exec would keep that
             signal.signal(sig, signal.SIG_DFL)
         os.umask(0o022)
+        if launch.seccomp is not None:  # while CAP_SYS_ADMIN is held: no no_new_privs needed
+            seccomp.install(launch.seccomp)
         libc.drop_capabilities(launch.last_cap)
         os.setgroups(launch.groups)
         os.setgid(launch.gid)

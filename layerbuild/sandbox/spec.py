@@ -48,6 +48,7 @@ class RunSpec:
     hostname: str = "buildkitsandbox"
     mounts: tuple[Mount, ...] = ()
     timeout: float | None = None
+    seccomp: bool = True  # Docker's default seccomp profile; False runs the step unconfined
 
 
 @dataclass(frozen=True)

@@ -110,8 +110,10 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.libc": ("effect", "", ""),
     "sandbox.mounts": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc", ""),
     "sandbox.network": ("effect", "errors", ""),
-    "sandbox.ops": ("effect", "sandbox.launch sandbox.spec", ""),
-    "sandbox.process": ("effect", "errors sandbox sandbox.libc sandbox.mounts", ""),
+    "sandbox.ops": ("effect", "sandbox sandbox.launch sandbox.seccomp sandbox.spec", ""),
+    "sandbox.process": ("effect", "errors sandbox sandbox.libc sandbox.mounts sandbox.seccomp", ""),
+    "sandbox.seccomp": ("effect", "errors sandbox sandbox.libc sandbox.seccomp_profile", ""),
+    "sandbox.seccomp_profile": ("pure", "", ""),
     "sandbox.spec": ("pure", "errors", ""),
     "sandbox.step": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc "
                                "sandbox.mounts sandbox.network sandbox.process", ""),
