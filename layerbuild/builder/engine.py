@@ -202,7 +202,7 @@ class Build:
         started = time.monotonic()
         text = f"FROM {stage.from_instr.image}" + (f" AS {stage.name}" if stage.name else "")
         events.emit(StepStarted(0, 0, text, stage.index, is_from=True))
-        state = self._base(stage)
+        state = self._base(stage, lease)
         events.emit(StepFinished(time.monotonic() - started, False, text, stage.index))
         triggers = state.config.config.get("OnBuild") or []
         if triggers:
@@ -223,7 +223,7 @@ class Build:
                                  stage.from_instr.line, "FROM")
         return build_instruction(doc.nodes[0], self.buildfile.path, self.buildfile.escape)
 
-    def _base(self, stage: Stage) -> StageState:
+    def _base(self, stage: Stage, lease: Path) -> StageState:
         instr = stage.from_instr
         env = self.scope.environment()
         ref = expand(instr.image, env, self.buildfile.escape)
@@ -250,7 +250,8 @@ class Build:
                                      self.buildfile.path, instr.line, "FROM") from None
             config, key = image.config, f"image:{image.id}"
             self.images[ref] = str(image.id)
-            layers = self.store.image_layers(image)
+            # Held until the build ends: removing the base meanwhile leaves its layers.
+            layers = self.store.hold_image(image, lease)
             top = layers[-1].chain_id if layers else None
         config = cfg.with_default_path(config)
         scope = self.scope.enter_stage(cfg.env_map(config))

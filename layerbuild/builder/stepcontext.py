@@ -73,5 +73,5 @@ def source_top(ctx: StepContext, instr: Instruction, ref: str,
     except LayerbuildError:
         raise ctx.error(instr, f"--from={expanded}: no such stage or image in the store",
                         ) from None
-    layers = ctx.store.image_layers(image)
+    layers = ctx.store.hold_image(image, ctx.lease)  # held until the build ends
     return layers[-1].chain_id if layers else None

@@ -115,6 +115,16 @@ class Store:
         """Record in a staging dir that its writer relies on layer `chain`."""
         self._area.hold(lease, chain)
 
+    def hold_image(self, image: Image, lease: Path) -> list[Layer]:
+        """An image's layers (bottom first, as `image_layers`), held for the writer of staging
+        dir `lease`: until that dir is gone, removing the image removes its name and config
+        but leaves the layers (for a later prune)."""
+        with self.lock():  # nothing is released between finding the layers and holding them
+            layers = self.image_layers(image)
+            if layers:  # the gc keeps every layer under a held one
+                self.hold(lease, layers[-1].chain_id)
+        return layers
+
     def clean_debris(self) -> None:
         """Remove what crashed writers left: dead staging dirs (releasing the layers they
         leased), half-written files, unnamed overlay dirs and blobs, dangling tags.
@@ -241,22 +251,27 @@ class Store:
     def put_image(self, image: Image, tags: list[Reference]) -> list[str]:
         """Store an image whose layers are all stored, and point `tags` at it.
 
-        Returns the tags that were moved away from another image.
+        The config is durable before any tag names it, so a crash in between leaves each tag
+        at its old image. Returns the tags that were moved away from another image.
         """
-        self.image_layers(image)
         with self.lock():
-            moved = self._images.set_tags(image.id, tags)
+            self.image_layers(image)
             self._images.put(image)
+            moved = self._images.set_tags(image.id, tags)
         return moved
 
     def tag(self, source: str, target: str) -> None:
         """Point tag `target` at the image `source` names."""
-        image_id = self.resolve(source)
-        with self.lock():
-            self._images.set_tags(image_id, [Reference.parse(target)])
+        ref = Reference.parse(target)
+        with self.lock():  # so that the image cannot be removed before it is tagged
+            self._images.set_tags(self.resolve(source), [ref])
 
     def remove_image(self, ref: str, force: bool = False) -> tuple[list[str], Digest | None]:
-        """Untag `ref`; delete the image once no tag names it. Returns (untagged, deleted id)."""
+        """Untag `ref`; delete the image once no tag names it. Returns (untagged, deleted id).
+
+        The name goes first, then the config, then the layers: a crash in between leaves no
+        tag naming a missing image, only layers for a later prune.
+        """
         with self.lock():
             image_id = self.resolve(ref)
             untagged, unnamed = self._images.untag(image_id, ref, force)

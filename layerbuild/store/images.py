@@ -61,7 +61,13 @@ class ImageDB:
                 for tag, image_id in per_repo.items() if "@" not in tag}
 
     def set_tags(self, image_id: Digest, tags: list[Reference]) -> list[str]:
-        """Point `tags` at an image; returns those that were moved away from another."""
+        """Point `tags` at an image whose config is stored (and durable: `put` made it so);
+        returns those that were moved away from another.
+
+        Written only after the config, so that no crash leaves a tag naming a missing image.
+        """
+        if not self.has(image_id):
+            raise StoreError(f"cannot tag image {image_id.short}: its config is not stored")
         repos = self.read_repositories()
         moved = []
         for ref in tags:
@@ -93,7 +99,12 @@ class ImageDB:
         return untag, len(untag) == len(names)
 
     def drop_dangling_tags(self) -> None:
-        """Remove tags that name an image that is not stored."""
+        """Remove tags that name an image that is not stored.
+
+        Configs are written before the tags that name them and deleted after, so no crash
+        leaves such a tag; one is left only by a store damaged otherwise (a config deleted by
+        hand), and a tag whose image config is still there is never dropped.
+        """
         repos = self.read_repositories()
         changed = False
         for per_repo in repos.values():
