@@ -86,7 +86,7 @@ def test_killed_loads_leave_a_clean_store(busybox_rootfs: Path, tmp_path: Path) 
 
 RENAMES = "rename,renameat,renameat2"
 EPOCH = "1000"  # builds are reproducible, so a build's new image ID is known in advance
-META_DIRS = ("image", "blobs", "tmp")
+META_DIRS = ("image", "blobs", "tmp", "buildcache")
 """Where a killed command's half-written files would be (layer files may be named anything)."""
 
 
