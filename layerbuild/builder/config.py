@@ -6,6 +6,7 @@ force at that step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from collections.abc import Mapping
@@ -55,20 +56,45 @@ def command_argv(command: str | tuple[str, ...], config: ImageConfig) -> list[st
     return [*shell_of(config), command]
 
 
+_PARSED: dict[int, tuple[list[str], dict[str, str]]] = {}
+"""Env lists `with_env` made lately, with their dicts: a stage of many ENVs re-reads none."""
+_PARSED_MAX = 16
+
+
 def env_map(config: ImageConfig) -> dict[str, str]:
     """The config's Env as a dict, in order."""
+    env = config.config.get("Env") or []
+    known = _PARSED.get(id(env))
+    if known is not None and known[0] is env:
+        return dict(known[1])
     out: dict[str, str] = {}
-    for item in config.config.get("Env") or []:
+    for item in env:
         key, _, value = str(item).partition("=")
         out[key] = value
     return out
 
 
 def with_env(config: ImageConfig, values: Mapping[str, str]) -> ImageConfig:
-    """The config with Env entries set (existing keys keep their place)."""
+    """The config with Env entries set (existing keys keep their place).
+
+    Setting only new keys appends to the list `with_env` made before (no entry re-read or
+    rewritten), so N ENV steps cost N, not N squared; the result is the same either way.
+    """
+    old = config.config.get("Env") or []
     env = env_map(config)
+    known = _PARSED.get(id(old))
+    if known is not None and known[0] is old and not any(k in env for k in values):
+        items = [*old, *(f"{k}={v}" for k, v in values.items())]
+    else:
+        items = [f"{k}={v}" for k, v in {**env, **values}.items()]
     env.update(values)
-    return config.with_config(Env=[f"{k}={v}" for k, v in env.items()])
+    # Single dict operations only: stages built at once share this. `old` has a successor now.
+    _PARSED.pop(id(old), None)
+    if len(_PARSED) >= _PARSED_MAX:
+        with contextlib.suppress(KeyError):  # another stage emptied it meanwhile
+            _PARSED.popitem()
+    _PARSED[id(items)] = (items, env)
+    return config.with_config(Env=items)
 
 
 def _ports(words: list[str]) -> list[str]:
