@@ -7,6 +7,7 @@ extracted in one pass; nothing holds a layer in memory.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from layerbuild.layer import (
     extract_layer,
     open_decompressed,
     sniff,
+    tree,
 )
 from layerbuild.layer import write_layer as _write_layer
 from layerbuild.store import Layer, Store
@@ -66,26 +68,26 @@ class Ingested:
 
 def content_size(root: Path) -> int:
     """Bytes of regular-file content under a directory (Docker's layer `size`)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            st = os.lstat(os.path.join(dirpath, name))
-            if (st.st_mode & 0o170000) == 0o100000:
-                total += st.st_size
-    return total
+    cursor = tree.Cursor.open(root)
+    try:
+        return sum(e.st.st_size for e in tree.walk(cursor, tree.scan)
+                   if stat.S_ISREG(e.st.st_mode))
+    finally:
+        cursor.close()
 
 
 def clamp_mtimes(root: Path, epoch: int) -> None:
     """Set every mtime under `root` newer than `epoch` to it, as the layer's tar has them, so
     the stored files are what the tar says (and what later steps see)."""
     limit = (epoch + 1) * 1_000_000_000
-    for dirpath, dirs, files in os.walk(root):
-        for name in (*dirs, *files):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if st.st_mtime_ns >= limit:
-                os.utime(path, ns=(st.st_atime_ns, epoch * 1_000_000_000),
-                         follow_symlinks=False)
+    cursor = tree.Cursor.open(root)
+    try:
+        for e in tree.walk(cursor, tree.scan):
+            if e.st.st_mtime_ns >= limit:
+                os.utime(e.name, ns=(e.st.st_atime_ns, epoch * 1_000_000_000),
+                         dir_fd=cursor.fd, follow_symlinks=False)
+    finally:
+        cursor.close()
 
 
 def ingest_blob(store: Store, parent: Digest | None, diff_id: Digest, blob: BinaryIO,
