@@ -96,7 +96,7 @@ def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True,
             at = f" at {name!r}" if name else ""
             raise FormatError(f"corrupt layer tar{at}: {e}") from e
         except OSError as e:
-            e.add_note(f"while extracting {name!r}")
+            e.add_note(f"extracting {name!r}")
             raise
         writer.finish(dest, implicit_mtime)
         while stream.read(CHUNK):  # past the end blocks: let a hashing reader see every byte

@@ -25,7 +25,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
     "archive.rootfs": ("effect", "errors image ingest layer reference store", ""),
-    "archive.save": ("effect", "digest fsutil image ingest reference store", ""),
+    "archive.save": ("effect", "digest errors fsutil image ingest reference store", ""),
     "archive.sources": ("effect", "errors", ""),
     "builder": ("pure", "", ""),
     "builder.config": ("pure", "buildfile errors image", ""),
