@@ -95,7 +95,9 @@ def compare_listings(left: Mapping[str, PathInfo], right: Mapping[str, PathInfo]
                      ) -> list[tuple[str, str]]:
     """(path, what differs) for each path that differs between two layers, in tree order."""
     out = []
-    for name in sorted(left.keys() | right.keys(), key=lambda n: n.split("/")):
+    # Tree order: "/" as the lowest character compares names component by component
+    # without splitting each one (a name may have thousands of components).
+    for name in sorted(left.keys() | right.keys(), key=lambda n: n.replace("/", "\0")):
         text = compare_paths(left.get(name), right.get(name))
         if text:
             out.append((printable(name), text))
