@@ -8,6 +8,7 @@ import os
 import stat
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,9 +74,30 @@ def _listing(top: Path) -> list[tuple[bytes, int, int, int, bytes]]:
     return out
 
 
+def _remove_below(place: Path) -> None:
+    """Remove what a test made (pytest's own cleanup recurses, and fails at this depth)."""
+    fd = os.open(place, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in os.listdir(fd):
+            if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                tree.remove_tree(fd, name)
+            else:
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(autouse=True)
+def _cleanup(tmp_path: Path) -> Iterator[None]:
+    yield
+    _remove_below(tmp_path)
+
+
 @pytest.fixture(scope="module")
-def deep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _deep_tree(tmp_path_factory.mktemp("deep") / "layer")
+def deep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    place = tmp_path_factory.mktemp("deep")
+    yield _deep_tree(place / "layer")
+    _remove_below(place)
 
 
 def test_deep_layer_exports_and_extracts_back_identically(deep: Path, tmp_path: Path) -> None:
