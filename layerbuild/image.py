@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform as _platform
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,12 +43,40 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+MAX_JSON_DEPTH = 200
+"""How deeply arrays and objects of a manifest, index or config may nest. Real ones nest a
+few levels; the parser, and code that walks the values, recurse once per level."""
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
+
+
+def load_json(data: bytes, what: str) -> Any:
+    """Parse untrusted JSON bytes, or raise FormatError naming `what` (also when they nest
+    deeper than MAX_JSON_DEPTH)."""
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise FormatError(f"{what}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FormatError(f"{what}: not valid JSON ({exc})") from None
+
+
+def _depth(data: bytes) -> int:
+    """The deepest nesting of brackets outside strings (a linear scan; not a validation)."""
+    depth = deepest = 0
+    for m in _JSON_NESTING.finditer(_JSON_STRING.sub(b"", data)):
+        if m.group() in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     """Parse bytes that must hold a JSON object, or raise FormatError naming `what`."""
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{what}: not valid JSON ({exc})") from None
+    value = load_json(data, what)
     if not isinstance(value, dict):
         raise FormatError(f"{what}: expected a JSON object")
     return value

@@ -7,13 +7,14 @@ extracted in one pass; nothing holds a layer in memory.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from layerbuild.digest import CHUNK, Digest, HashingReader, HashingWriter, chain_id, verify
-from layerbuild.errors import FormatError
+from layerbuild.errors import FormatError, StoreError
 from layerbuild.image import Descriptor, layer_media_type
 from layerbuild.layer import (
     Compression,
@@ -21,6 +22,7 @@ from layerbuild.layer import (
     extract_layer,
     open_decompressed,
     sniff,
+    tree,
 )
 from layerbuild.layer import write_layer as _write_layer
 from layerbuild.store import Layer, Store
@@ -66,26 +68,26 @@ class Ingested:
 
 def content_size(root: Path) -> int:
     """Bytes of regular-file content under a directory (Docker's layer `size`)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            st = os.lstat(os.path.join(dirpath, name))
-            if (st.st_mode & 0o170000) == 0o100000:
-                total += st.st_size
-    return total
+    cursor = tree.Cursor.open(root)
+    try:
+        return sum(e.st.st_size for e in tree.walk(cursor, tree.scan)
+                   if stat.S_ISREG(e.st.st_mode))
+    finally:
+        cursor.close()
 
 
 def clamp_mtimes(root: Path, epoch: int) -> None:
     """Set every mtime under `root` newer than `epoch` to it, as the layer's tar has them, so
     the stored files are what the tar says (and what later steps see)."""
     limit = (epoch + 1) * 1_000_000_000
-    for dirpath, dirs, files in os.walk(root):
-        for name in (*dirs, *files):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if st.st_mtime_ns >= limit:
-                os.utime(path, ns=(st.st_atime_ns, epoch * 1_000_000_000),
-                         follow_symlinks=False)
+    cursor = tree.Cursor.open(root)
+    try:
+        for e in tree.walk(cursor, tree.scan):
+            if e.st.st_mtime_ns >= limit:
+                os.utime(e.name, ns=(e.st.st_atime_ns, epoch * 1_000_000_000),
+                         dir_fd=cursor.fd, follow_symlinks=False)
+    finally:
+        cursor.close()
 
 
 def ingest_blob(store: Store, parent: Digest | None, diff_id: Digest, blob: BinaryIO,
@@ -136,7 +138,8 @@ def _extract(tar: HashingReader, dest: Path, what: str) -> None:
         extract_layer(tar, dest)  # type: ignore[arg-type]
         _drain(tar)
     except (EOFError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system's, not the data's
+            exc.add_note(f"loading {what}")
             raise
         raise FormatError(f"{what}: truncated or corrupt data ({exc})") from None
 
@@ -154,10 +157,14 @@ def ingest_dir(store: Store, parent: Digest | None, diff: Path, stage: Path,
     if source_date_epoch is not None:
         clamp_mtimes(diff, source_date_epoch)
     blob_path = stage / f"blob-{os.getpid()}"
-    with open(blob_path, "wb") as out:
-        info = _write_layer(diff, out, Compression.GZIP, source_date_epoch)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(blob_path, "wb") as out:
+            info = _write_layer(diff, out, Compression.GZIP, source_date_epoch)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        _name(exc, "storing a layer", blob_path)
+        raise
     existed = store.layer(chain_id(parent, info.diff_id)) is not None
     stored = Descriptor(layer_media_type("gzip"), info.digest, info.size)
     record = store.commit_layer(parent, info.diff_id, diff, content_size(diff),
@@ -175,12 +182,14 @@ class LayerBlob:
 
 def layer_blob(store: Store, layer: Layer, compression: str) -> LayerBlob:
     """The layer's blob in the asked compression ("none", "gzip", "zstd"), made if needed."""
+    _check_blob(layer.blob_path, layer.digest, layer)
     if compression == "none":
         desc = Descriptor(layer_media_type("none"), layer.diff_id, layer.tar_size)
         return LayerBlob(desc, lambda: _open_tar(layer))
     media = layer_media_type(compression)
     found = next((b for b in layer.blobs if b.media_type == media), None)
     if found is not None:
+        _check_blob(store.blob_path(found.digest), found.digest, layer)
         return _stored_blob(store, found)
     with store.staging() as stage:
         out_path = stage / "blob"
@@ -203,6 +212,18 @@ def layer_blob(store: Store, layer: Layer, compression: str) -> LayerBlob:
 def _stored_blob(store: Store, desc: Descriptor) -> LayerBlob:
     path = store.blob_path(desc.digest)
     return LayerBlob(desc, lambda: open(path, "rb"))
+
+
+def _check_blob(path: Path, digest: Digest, layer: Layer) -> None:
+    if not path.exists():
+        raise StoreError(f"blob {digest} of layer {layer.diff_id} is missing from the store")
+
+
+def _name(exc: OSError, operation: str, path: Path) -> None:
+    """Say what was being done, and where, on an error that may name no path (a write)."""
+    if exc.filename is None:
+        exc.filename = str(path)
+    exc.add_note(operation)
 
 
 def _open_tar(layer: Layer) -> BinaryIO:

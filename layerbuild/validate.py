@@ -5,7 +5,6 @@ Used by the tests on everything layerbuild writes or reads.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import BinaryIO
@@ -20,6 +19,7 @@ from layerbuild.image import (
     Descriptor,
     Image,
     Manifest,
+    load_json,
     parse_json_object,
 )
 from layerbuild.layer import open_decompressed
@@ -110,7 +110,7 @@ _HEX_PATH = re.compile(r"([0-9a-f]{64})(?:\.json)?$")
 
 def _validate_docker(source: Source) -> list[Image]:
     with source.open("manifest.json") as stream:
-        entries = json.loads(stream.read())
+        entries = load_json(stream.read(), "manifest.json")
     out = []
     for entry in entries:
         with source.open(entry["Config"]) as stream:

@@ -7,14 +7,12 @@ a failure releases the layers this load added, so the store is left as it was.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from layerbuild.archive.sources import DirSource, Source, TarSource
 from layerbuild.digest import Digest, chain_id, verify
@@ -29,6 +27,7 @@ from layerbuild.image import (
     Image,
     Manifest,
     host_platform,
+    load_json,
     parse_json_object,
 )
 from layerbuild.ingest import ingest_blob
@@ -100,7 +99,8 @@ def _checked(source: Source, config: bytes, layers: list[LayerSpec],
 
 def from_docker_manifest(source: Source) -> list[Loadable]:
     """Images listed in a `manifest.json` (docker save, and our own archives)."""
-    entries = _json(read_blob(source, "manifest.json", None, "manifest.json"), "manifest.json")
+    entries = load_json(read_blob(source, "manifest.json", None, "manifest.json"),
+                        "manifest.json")
     if not isinstance(entries, list):
         raise FormatError("manifest.json: expected a list")
     out = []
@@ -172,13 +172,6 @@ def find_images(source: Source) -> list[Loadable]:
     if not images:
         raise FormatError("the archive holds no image for this platform")
     return images
-
-
-def _json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise FormatError(f"{what}: not valid JSON ({exc})") from None
 
 
 def open_archive(path: str, stage: Path) -> Source:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from layerbuild.digest import Digest
+from layerbuild.errors import StoreError
 from layerbuild.fsutil import atomic_file
 from layerbuild.image import (
     CONTAINERD_NAME,
@@ -66,7 +67,10 @@ def plan_archive(store: Store, refs: list[str], compression: str = "none") -> Ar
         image = store.image_by_id(image_id)
         layers = []
         for layer in store.image_layers(image):
-            blob = layer_blob(store, layer, compression)
+            try:
+                blob = layer_blob(store, layer, compression)
+            except StoreError as exc:
+                raise StoreError(f"image {image_id.short}: {exc}") from None
             layers.append(blob.descriptor)
             blobs.setdefault(blob.descriptor.digest, (blob.descriptor.size, blob.open))
         config = Descriptor(OCI_CONFIG, image.id, len(image.config_bytes))
@@ -133,8 +137,14 @@ def save(store: Store, refs: list[str], output: str, compression: str = "none") 
         write_archive(plan, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    with atomic_file(Path(output)) as out:
-        write_archive(plan, out)
+    try:
+        with atomic_file(Path(output)) as out:
+            write_archive(plan, out)
+    except OSError as exc:
+        if exc.filename is None:  # a write: the archive's, not a blob's
+            exc.filename = output
+        exc.add_note("writing the archive")
+        raise
 
 
 def images_in(plan: ArchivePlan) -> list[Image]:

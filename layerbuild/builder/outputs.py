@@ -41,6 +41,8 @@ def parse_output(text: str) -> Output:
 def write_output(store: Store, image: Image, output: Output, tags: list[str]) -> None:
     """Write the built image as the output asks."""
     refs = tags or [str(image.id)]
+    if output.type in ("docker", "tar"):  # one file: its directory must be there, as for -o
+        _check_parent(output)
     if output.type == "docker":
         save(store, refs, output.dest)
     elif output.type == "oci":
@@ -49,6 +51,13 @@ def write_output(store: Store, image: Image, output: Output, tags: list[str]) ->
         export_rootfs(store, image, Path(output.dest))
     else:
         export_rootfs_tar(store, image, Path(output.dest))
+
+
+def _check_parent(output: Output) -> None:
+    parent = Path(output.dest).parent
+    if not parent.is_dir():
+        raise LayerbuildError(f"-o type={output.type},dest={output.dest}: the directory "
+                              f"{parent} does not exist")
 
 
 def _write_layout(store: Store, refs: list[str], dest: Path) -> None:
@@ -78,5 +87,10 @@ def export_rootfs_tar(store: Store, image: Image, dest: Path) -> None:
     with store.staging() as stage:
         export_rootfs(store, image, stage / "rootfs")
         with atomic_file(dest, durable=False) as out:
-            subprocess.run(["tar", "--numeric-owner", "--xattrs", "--sort=name", "-C",
-                            str(stage / "rootfs"), "-cf", "-", "."], stdout=out, check=True)
+            done = subprocess.run(["tar", "--numeric-owner", "--xattrs", "--sort=name", "-C",
+                                   str(stage / "rootfs"), "-cf", "-", "."], stdout=out,
+                                  stderr=subprocess.PIPE, check=False)
+            if done.returncode:
+                said = done.stderr.decode(errors="replace").strip().splitlines()
+                raise LayerbuildError(f"writing {dest}: tar failed: "
+                                      f"{said[-1] if said else f'exit {done.returncode}'}")

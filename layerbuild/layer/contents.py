@@ -18,7 +18,7 @@ from typing import Any
 from layerbuild.digest import Digest, digest_stream
 from layerbuild.errors import FormatError
 from layerbuild.image import rfc3339
-from layerbuild.layer import whiteout
+from layerbuild.layer import tree, whiteout
 from layerbuild.layer.export import Entry, read_xattrs, walk
 
 _KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink",
@@ -52,6 +52,8 @@ class Listing:
 
     paths: Mapping[str, PathInfo]
     files: Mapping[str, bytes]
+    """Each regular file's path below `root`."""
+    root: bytes
 
 
 def with_contents(left: Listing, right: Listing,
@@ -60,8 +62,8 @@ def with_contents(left: Listing, right: Listing,
     # Only those need it: a path in one layer alone differs whatever its content.
     a, b = dict(left.paths), dict(right.paths)
     for name in left.files.keys() & right.files.keys():
-        a[name] = replace(a[name], content=hash_file(left.files[name]))
-        b[name] = replace(b[name], content=hash_file(right.files[name]))
+        a[name] = replace(a[name], content=hash_file(left.root, left.files[name]))
+        b[name] = replace(b[name], content=hash_file(right.root, right.files[name]))
     return a, b
 
 
@@ -93,7 +95,9 @@ def compare_listings(left: Mapping[str, PathInfo], right: Mapping[str, PathInfo]
                      ) -> list[tuple[str, str]]:
     """(path, what differs) for each path that differs between two layers, in tree order."""
     out = []
-    for name in sorted(left.keys() | right.keys(), key=lambda n: n.split("/")):
+    # Tree order: "/" as the lowest character compares names component by component
+    # without splitting each one (a name may have thousands of components).
+    for name in sorted(left.keys() | right.keys(), key=lambda n: n.replace("/", "\0")):
         text = compare_paths(left.get(name), right.get(name))
         if text:
             out.append((printable(name), text))
@@ -173,16 +177,20 @@ def scan_layer(root: Path) -> Listing:
                               root_st.st_uid, root_st.st_gid, opaque=True,
                               mtime=_seconds(root_st))
     links: dict[tuple[int, int], str] = {}
-    for entry in walk(top):
-        name = "/" + os.fsdecode(entry.rel)
-        paths[name] = info = _path_info(entry, name, links, _seconds(entry.st))
-        if info.kind == "file":
-            files[name] = entry.path
-    return Listing(paths, files)
+    cursor = tree.Cursor.open(top)
+    try:
+        for entry in walk(cursor):
+            name = "/" + os.fsdecode(entry.rel)
+            paths[name] = info = _path_info(entry, name, links, _seconds(entry.st), cursor.fd)
+            if info.kind == "file":
+                files[name] = entry.rel
+    finally:
+        cursor.close()
+    return Listing(paths, files, top)
 
 
 def _path_info(entry: Entry, name: str, links: dict[tuple[int, int], str], mtime: int,
-               ) -> PathInfo:
+               dir_fd: int) -> PathInfo:
     """The tar entry's view of one path, as export.py writes it."""
     st = entry.st
     if entry.is_whiteout:  # exported as an empty file with mode 0600 and the node's owner
@@ -203,7 +211,7 @@ def _path_info(entry: Entry, name: str, links: dict[tuple[int, int], str], mtime
     if kind == "file":
         return replace(base, size=st.st_size)
     if kind == "symlink":
-        return replace(base, link=os.fsdecode(os.readlink(entry.path)))
+        return replace(base, link=os.fsdecode(os.readlink(entry.name, dir_fd=dir_fd)))
     if kind.endswith("device"):
         return replace(base, device=(os.major(st.st_rdev), os.minor(st.st_rdev)))
     return base
@@ -214,8 +222,9 @@ def _seconds(st: os.stat_result) -> int:
     return st.st_mtime_ns // 1_000_000_000
 
 
-def hash_file(path: bytes) -> Digest:
-    """sha256 of a regular file's data, read in chunks, never through a symlink."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def hash_file(root: bytes, rel: bytes) -> Digest:
+    """sha256 of the data of the regular file `root/rel`, read in chunks, never through a
+    symlink, at any depth."""
+    fd = tree.open_below(root, rel, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
         return digest_stream(f)[0]

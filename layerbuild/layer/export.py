@@ -16,7 +16,7 @@ from typing import BinaryIO, cast
 from layerbuild.digest import Digest, HashingWriter
 from layerbuild.errors import FormatError
 from layerbuild.layer import tarheader as th
-from layerbuild.layer import whiteout
+from layerbuild.layer import tree, whiteout
 from layerbuild.layer.compression import FEED_SIZE, Compression, compress_writer
 from layerbuild.layer.whiteout import read_xattrs
 
@@ -45,7 +45,8 @@ class Entry:
     """One path of a layer dir as `walk` finds it, whiteouts recognised."""
 
     rel: bytes
-    path: bytes
+    name: bytes
+    """The last component of `rel`: the name in the directory the walk's cursor is at."""
     st: os.stat_result
     xattrs: dict[str, bytes]
     is_whiteout: bool
@@ -127,38 +128,39 @@ class _Blocks:
             self._pos = 0
 
 
-def _children(top: bytes, rel: bytes) -> list[Entry]:
+def _children(cursor: tree.Cursor) -> list[Entry]:
     """The entries of one directory in tar order: whiteouts first, then bytewise by name."""
     entries = []
-    with os.scandir(os.path.join(top, rel) if rel else top) as it:
-        for de in it:
-            st = de.stat(follow_symlinks=False)
-            if stat.S_ISSOCK(st.st_mode):
-                continue  # a socket has no meaning in an image
-            child = rel + b"/" + de.name if rel else de.name
-            if de.name.startswith(_WH):
-                raise FormatError(f"{os.fsdecode(child)}: no real file may be named .wh.*")
-            xattrs = read_xattrs(de.path)
-            if feature := whiteout.not_a_diff(xattrs):
-                raise FormatError(f"{os.fsdecode(child)}: overlay {feature} xattr: not a faithful "
-                                  "diff (mount with redirect_dir=off and no metacopy)")
-            entries.append(Entry(child, de.path, st, xattrs, whiteout.is_whiteout(st, xattrs.copy)))
+    rel = cursor.rel()
+    for found in tree.scan(cursor):
+        st, name = found.st, found.name
+        if stat.S_ISSOCK(st.st_mode):
+            continue  # a socket has no meaning in an image
+        child = rel + b"/" + name if rel else name
+        if name.startswith(_WH):
+            raise FormatError(f"{os.fsdecode(child)}: no real file may be named .wh.*")
+        xattrs = read_xattrs(_proc_path(cursor.fd, name))
+        if feature := whiteout.not_a_diff(xattrs):
+            raise FormatError(f"{os.fsdecode(child)}: overlay {feature} xattr: not a faithful "
+                              "diff (mount with redirect_dir=off and no metacopy)")
+        entries.append(Entry(child, name, st, xattrs, whiteout.is_whiteout(st, xattrs.copy)))
     entries.sort(key=lambda e: (not e.is_whiteout, e.tar_name))
     return entries
 
 
-def walk(top: bytes) -> Iterator[Entry]:
-    """The entries under `top` in tar order, parents first, never following a symlink."""
-    # Iterative rather than recursive: an image may nest paths deeper than Python's stack.
-    stack = [iter(_children(top, b""))]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        yield entry
-        if stat.S_ISDIR(entry.st.st_mode):
-            stack.append(iter(_children(top, entry.rel)))
+def _proc_path(dir_fd: int, name: bytes) -> bytes:
+    # A short path to an entry at any depth, for calls that take no dir_fd (xattrs).
+    return b"/proc/self/fd/%d/%s" % (dir_fd, name)
+
+
+def walk(cursor: tree.Cursor) -> Iterator[Entry]:
+    """The entries below the cursor in tar order, parents first, never following a symlink.
+
+    While an entry is handled, `cursor.fd` is the directory that holds it.
+    """
+    # fd-relative and iterative: an image may nest paths deeper than Python's stack and
+    # longer than PATH_MAX.
+    return tree.walk(cursor, _children)
 
 
 class _Exporter:
@@ -176,8 +178,12 @@ class _Exporter:
             raise FormatError(f"{os.fsdecode(top)}: not a directory")
         if whiteout.is_opaque(read_xattrs(top)):
             self._out.write(th.encode(self._opaque_marker(b"", root_st)))
-        for entry in walk(top):
-            self._entry(entry)
+        self._cursor = cursor = tree.Cursor.open(top)
+        try:
+            for entry in walk(cursor):
+                self._entry(entry)
+        finally:
+            cursor.close()
 
     def _mtime(self, st: os.stat_result) -> int:
         mtime = st.st_mtime_ns // 1_000_000_000
@@ -221,7 +227,8 @@ class _Exporter:
         if stat.S_ISREG(mode):
             self._file(e)
         elif stat.S_ISLNK(mode):
-            self._out.write(self._header(e, th.SYMLINK, linkname=os.readlink(e.path)))
+            target = os.readlink(e.name, dir_fd=self._cursor.fd)
+            self._out.write(self._header(e, th.SYMLINK, linkname=target))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = th.CHARDEV if stat.S_ISCHR(mode) else th.BLOCKDEV
             self._out.write(self._header(e, kind, rdev=st.st_rdev))
@@ -232,7 +239,8 @@ class _Exporter:
 
     def _file(self, e: Entry) -> None:
         """Header, then the content read in blocks straight into the tar stream."""
-        fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=self._cursor.fd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_ino != e.st.st_ino:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import BinaryIO, Self
 
 from layerbuild.digest import CHUNK
 from layerbuild.errors import FormatError, UnsafePath
-from layerbuild.layer import whiteout
+from layerbuild.layer import tree, whiteout
 from layerbuild.layer.paths import Resolver, clean
 
 _SUPPORTED = (*tarfile.REGULAR_TYPES, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
@@ -84,9 +83,8 @@ def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True,
     the archive has no entry for are made 0755; with `implicit_mtime` they take that time.
     """
     os.makedirs(dest, exist_ok=True)
-    resolver = Resolver(os.open(dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    writer = _Writer(os.open(dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), whiteouts)
     try:
-        writer = _Writer(resolver, whiteouts)
         name = ""
         try:
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictInfo) as tf:
@@ -98,35 +96,44 @@ def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True,
             at = f" at {name!r}" if name else ""
             raise FormatError(f"corrupt layer tar{at}: {e}") from e
         except OSError as e:
-            e.add_note(f"while extracting {name!r}")
+            e.add_note(f"extracting {name!r}")
             raise
-        writer.finish(implicit_mtime)
+        writer.finish(dest, implicit_mtime)
         while stream.read(CHUNK):  # past the end blocks: let a hashing reader see every byte
             pass
     finally:
-        resolver.close()
+        writer.close()
     return writer.info()
 
 
 class _Writer:
     """Applies archive members to the destination tree."""
 
-    def __init__(self, resolver: Resolver, whiteouts: bool) -> None:
-        self._root = resolver
+    def __init__(self, root_fd: int, whiteouts: bool) -> None:
+        self._root = Resolver(root_fd, self._made)
         self._whiteouts = whiteouts
-        self._dir_mtimes: dict[tuple[str, ...], int] = {}
+        self._dir_mtimes: dict[tuple[int, int], int | None] = {}
+        """Each directory's mtime (ns) by (device, inode); None for one no entry named."""
         self._buf = bytearray(CHUNK)
         self._entries = self._wh = self._bytes = self._skipped = 0
 
     def info(self) -> ExtractInfo:
         return ExtractInfo(self._entries, self._wh, self._bytes, self._skipped)
 
+    def close(self) -> None:
+        self._root.close()
+
+    def _made(self, st: os.stat_result) -> None:
+        # Keyed by inode, not path: a path may be longer than any key should be, and a dir
+        # made where a removed one was may reuse its inode, so every new dir overwrites.
+        self._dir_mtimes[(st.st_dev, st.st_ino)] = None
+
     def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         self._entries += 1
         parts = clean(m.name)
         if m.type not in _SUPPORTED:
             raise FormatError(f"{m.name!r}: unsupported tar entry type {m.type!r}")
-        if any(p.startswith(whiteout.PREFIX) for p in parts):
+        if whiteout.PREFIX in m.name and any(p.startswith(whiteout.PREFIX) for p in parts):
             if not self._whiteouts:
                 raise FormatError(f"{m.name!r}: whiteout in an archive that may not have any")
             if any(p.startswith(whiteout.META_PREFIX) for p in parts[:-1]):
@@ -137,13 +144,13 @@ class _Writer:
         elif not parts:
             if not m.isdir():
                 raise UnsafePath(f"{m.name!r}: names the root but is not a directory")
-            self._metadata(self._root.fd, ".", m, ())
+            self._metadata(self._root.fd, ".", m)
         elif m.islnk():
             self._hardlink(m, parts)
         else:
             with self._root.parent(parts, m.name, create=True) as pfd:
                 self._create(tf, m, pfd, parts[-1])
-                self._metadata(pfd, parts[-1], m, parts)
+                self._metadata(pfd, parts[-1], m)
 
     def _create(self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, leaf: str) -> None:
         """Create the leaf, replacing whatever was there without ever following it."""
@@ -151,7 +158,7 @@ class _Writer:
         if m.isdir():
             if old is not None and stat.S_ISDIR(old.st_mode):
                 return  # keep the dir and what this archive already put in it
-            _remove(pfd, leaf, old)
+            self._remove(pfd, leaf, old)
             os.mkdir(leaf, 0o700, dir_fd=pfd)
             if old is not None and self._whiteouts and whiteout.is_whiteout(
                     old, lambda: whiteout.read_xattrs(f"/proc/self/fd/{pfd}/{leaf}")):
@@ -159,7 +166,7 @@ class _Writer:
                 # overlayfs itself marks a dir recreated over a deleted one.
                 _set_opaque(pfd, leaf)
             return
-        _remove(pfd, leaf, old)
+        self._remove(pfd, leaf, old)
         if m.isreg():
             self._file(tf, m, pfd, leaf)
         elif m.issym():
@@ -196,7 +203,7 @@ class _Writer:
             if _lstat(tfd, target[-1]) is None:
                 raise FormatError(f"{m.name!r}: hard link target {m.linkname!r} does not exist")
             with self._root.parent(parts, m.name, create=True) as pfd:
-                _remove(pfd, parts[-1], _lstat(pfd, parts[-1]))
+                self._remove(pfd, parts[-1], _lstat(pfd, parts[-1]))
                 try:
                     os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd,
                             follow_symlinks=False)
@@ -225,7 +232,16 @@ class _Writer:
             # any other entry of this layer already hides the lower one: leave it
         self._wh += 1
 
-    def _metadata(self, pfd: int, leaf: str, m: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+    def _remove(self, pfd: int, leaf: str, old: os.stat_result | None) -> None:
+        if old is None:
+            return
+        self._root.forget()  # the kept directory may be the one removed, or below it
+        if stat.S_ISDIR(old.st_mode):
+            tree.remove_tree(pfd, leaf)  # fd-relative and iterative: any depth
+        else:
+            os.unlink(leaf, dir_fd=pfd)
+
+    def _metadata(self, pfd: int, leaf: str, m: tarfile.TarInfo) -> None:
         """Owner, then mode (chown clears setuid), then xattrs (chown clears capabilities)."""
         os.chown(leaf, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
         if not m.issym():
@@ -242,23 +258,41 @@ class _Writer:
                     raise
                 self._skipped += 1
         mtime = _ns(m.mtime)
-        if m.isdir():
-            self._dir_mtimes[parts] = mtime  # children created later would change it
+        if m.isdir():  # set at the end: children created later would change it
+            st = os.stat(leaf, dir_fd=pfd, follow_symlinks=False)
+            self._dir_mtimes[(st.st_dev, st.st_ino)] = mtime
         else:
             os.utime(leaf, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
 
-    def finish(self, implicit_mtime: int | None = None) -> None:
-        """Set directory mtimes, deepest first, now that nothing will be created inside them."""
-        if implicit_mtime is not None:
-            for parts in self._root.made:
-                self._dir_mtimes.setdefault(parts, _ns(implicit_mtime))
-        for parts in sorted(self._dir_mtimes, key=len, reverse=True):
-            mtime = self._dir_mtimes[parts]
-            try:
-                with self._root.directory(parts, "/".join(parts), create=False) as dfd:
-                    os.utime(".", ns=(mtime, mtime), dir_fd=dfd, follow_symlinks=False)
-            except (FormatError, FileNotFoundError):
-                continue  # replaced by a later entry: its own metadata stands
+    def finish(self, dest: Path, implicit_mtime: int | None = None) -> None:
+        """Set directory mtimes now that nothing will be created inside them."""
+        implicit = None if implicit_mtime is None else _ns(implicit_mtime)
+        if implicit is None and not any(v is not None for v in self._dir_mtimes.values()):
+            return
+        cursor = tree.Cursor.open(dest)
+        try:
+            self._set_mtime(cursor.fd, ".", os.fstat(cursor.fd), implicit)
+            for found in tree.walk(cursor, _subdirs):
+                self._set_mtime(cursor.fd, found.name, found.st, implicit)
+        finally:
+            cursor.close()
+
+    def _set_mtime(self, dfd: int, name: str | bytes, st: os.stat_result,
+                   implicit: int | None) -> None:
+        key = (st.st_dev, st.st_ino)
+        if key not in self._dir_mtimes:
+            return  # there before: not this archive's
+        mtime = self._dir_mtimes[key]
+        if mtime is None:
+            mtime = implicit
+        if mtime is not None:
+            os.utime(name, ns=(mtime, mtime), dir_fd=dfd, follow_symlinks=False)
+
+
+def _subdirs(cursor: tree.Cursor) -> list[tree.Found]:
+    with os.scandir(cursor.fd) as it:  # only directories are stat'ed
+        return [tree.Found(os.fsencode(de.name), de.stat(follow_symlinks=False))
+                for de in it if de.is_dir(follow_symlinks=False)]
 
 
 def _ns(mtime: float) -> int:
@@ -270,15 +304,6 @@ def _lstat(dfd: int, leaf: str) -> os.stat_result | None:
         return os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return None
-
-
-def _remove(pfd: int, leaf: str, old: os.stat_result | None) -> None:
-    if old is None:
-        return
-    if stat.S_ISDIR(old.st_mode):
-        shutil.rmtree(leaf, dir_fd=pfd)  # fd-based: does not follow symlinks inside
-    else:
-        os.unlink(leaf, dir_fd=pfd)
 
 
 def _set_opaque(dfd: int, leaf: str) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from layerbuild.errors import FormatError, UnsafePath
 
+_SPECIAL = frozenset({"", ".", ".."})
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -24,8 +25,11 @@ def clean(name: str) -> tuple[str, ...]:
     """
     if "\0" in name:
         raise FormatError(f"{name!r}: NUL byte in name")
+    comps = name.strip("/").split("/")
+    if not _SPECIAL.intersection(comps):  # the usual name: no per-component work
+        return tuple(comps)
     parts: list[str] = []
-    for comp in name.split("/"):
+    for comp in comps:
         if comp in ("", "."):
             continue
         if comp == "..":
@@ -38,16 +42,30 @@ def clean(name: str) -> tuple[str, ...]:
 
 
 class Resolver:
-    """Opens directories below a root fd one component at a time, never through a symlink."""
+    """Opens directories below a root fd one component at a time, never through a symlink.
 
-    def __init__(self, root_fd: int) -> None:
+    The last directory resolved is kept open, so an archive's next entry in the same or a
+    deeper directory starts from there: resolving stays linear in the name's length however
+    deep the tree. `forget()` drops it whenever an entry replaces anything.
+    """
+
+    def __init__(self, root_fd: int, made: Callable[[os.stat_result], None] = lambda st: None,
+                 ) -> None:
         self.fd = root_fd
-        self.made: list[tuple[str, ...]] = []
-        """The directories made on the way, in the order they were made."""
+        self._made = made
+        """Called with the stat of each directory made on the way."""
+        self._last: tuple[tuple[str, ...], int] | None = None
 
     def close(self) -> None:
         """Close the root fd."""
+        self.forget()
         os.close(self.fd)
+
+    def forget(self) -> None:
+        """Resolve the next name from the root: the tree may have changed on the way to it."""
+        if self._last is not None:
+            os.close(self._last[1])
+            self._last = None
 
     @contextmanager
     def parent(self, parts: tuple[str, ...], name: str, *, create: bool) -> Iterator[int]:
@@ -62,31 +80,41 @@ class Resolver:
 
         `name` is the archive member being applied, for error messages.
         """
-        fd = os.dup(self.fd)
+        start, fd = 0, self.fd
+        if self._last is not None and parts[: len(self._last[0])] == self._last[0]:
+            start, fd = len(self._last[0]), self._last[1]
+        fd = os.dup(fd)
         try:
-            for i, comp in enumerate(parts):
-                child = self._step(fd, comp, name, parts[: i + 1], create)
+            for i in range(start, len(parts)):
+                child = self._step(fd, parts, i, name, create)
                 os.close(fd)
                 fd = child
+            self.forget()
+            self._last = (parts, os.dup(fd))
             yield fd
         finally:
             os.close(fd)
 
-    def _step(self, fd: int, comp: str, name: str, parts: tuple[str, ...], create: bool,
-              ) -> int:
-        path = "/".join(parts)
+    def _step(self, fd: int, parts: tuple[str, ...], i: int, name: str, create: bool) -> int:
+        comp = parts[i]
         try:
             return os.open(comp, _DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
             if not create:
-                raise FormatError(f"{name!r}: {path!r} does not exist") from None
+                raise FormatError(f"{name!r}: {_join(parts, i)!r} does not exist") from None
         except OSError as e:
             if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
+            path = _join(parts, i)
             if stat.S_ISLNK(os.stat(comp, dir_fd=fd, follow_symlinks=False).st_mode):
                 raise UnsafePath(f"{name!r}: would write through the symlink {path!r}") from None
             raise FormatError(f"{name!r}: {path!r} is not a directory") from None
         os.mkdir(comp, 0o755, dir_fd=fd)
         os.chmod(comp, 0o755, dir_fd=fd)  # whatever the umask
-        self.made.append(parts)
-        return os.open(comp, _DIR_FLAGS, dir_fd=fd)
+        made = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+        self._made(os.fstat(made))
+        return made
+
+
+def _join(parts: tuple[str, ...], i: int) -> str:
+    return "/".join(parts[: i + 1])

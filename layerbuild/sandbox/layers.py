@@ -40,6 +40,10 @@ def enter_staging(work: str, *, cover: str | None = None) -> None:
     os.chdir(place)
 
 
+OVERLAY_MAX_LOWERS = 500
+"""The kernel's limit on an overlay's lower dirs (OVL_MAX_STACK); past it mount says EINVAL."""
+
+
 def mount_overlay(target: str, lowers: list[int], upper: int | None = None,
                   work: int | None = None, flags: int = 0) -> None:
     """Mount an overlay of fds `lowers` (top first) on the staging dir `target`."""
@@ -49,6 +53,10 @@ def mount_overlay(target: str, lowers: list[int], upper: int | None = None,
     # No redirects, no metacopy, no index: the upper dir must stay a faithful diff.
     opts += ["redirect_dir=off", "index=off", "metacopy=off"]
     data = ",".join(opts)
+    if len(lowers) > OVERLAY_MAX_LOWERS:
+        raise StepFailed(f"the image has too many layers: this step stacks {len(lowers)} "
+                         f"(the image's and its own); overlayfs stacks at most "
+                         f"{OVERLAY_MAX_LOWERS}")
     if len(data) >= _PAGE:
         raise StepFailed(f"{len(lowers)} layers are more than one overlay mount can stack")
     target_fd = os.open(target, _DIR)
