@@ -20,6 +20,7 @@ from typing import BinaryIO, Self
 
 from layerbuild.digest import CHUNK
 from layerbuild.errors import FormatError, UnsafePath
+from layerbuild.fsutil import remove_tree
 from layerbuild.layer import tree, whiteout
 from layerbuild.layer.paths import Resolver, clean
 
@@ -237,7 +238,7 @@ class _Writer:
             return
         self._root.forget()  # the kept directory may be the one removed, or below it
         if stat.S_ISDIR(old.st_mode):
-            tree.remove_tree(pfd, leaf)  # fd-relative and iterative: any depth
+            remove_tree(pfd, leaf)  # fd-relative and iterative: any depth
         else:
             os.unlink(leaf, dir_fd=pfd)
 

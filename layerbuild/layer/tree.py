@@ -124,33 +124,6 @@ def scan(cursor: Cursor) -> list[Found]:
         return [Found(os.fsencode(de.name), de.stat(follow_symlinks=False)) for de in it]
 
 
-def remove_tree(dir_fd: int, name: str | bytes) -> None:
-    """Remove the directory `name` of `dir_fd` and everything in it, never following a link."""
-    cursor = Cursor(os.open(name, _DIR, dir_fd=dir_fd))
-    try:
-        while True:
-            sub = _empty_but_one_dir(cursor.fd)
-            if sub is not None:
-                cursor.down(sub)
-            elif cursor.depth:
-                os.rmdir(cursor.up(), dir_fd=cursor.fd)
-            else:
-                break
-    finally:
-        cursor.close()
-    os.rmdir(name, dir_fd=dir_fd)
-
-
-def _empty_but_one_dir(fd: int) -> bytes | None:
-    """Unlink the non-directories of `fd` until a subdirectory turns up; returns its name."""
-    with os.scandir(fd) as it:
-        for de in it:
-            if de.is_dir(follow_symlinks=False):
-                return os.fsencode(de.name)
-            os.unlink(de.name, dir_fd=fd)
-    return None
-
-
 def open_below(top: bytes, rel: bytes, flags: int) -> int:
     """Open `top/rel` one component at a time, never through a symlink, at any length."""
     *dirs, leaf = rel.split(b"/")

@@ -27,14 +27,14 @@ from pathlib import Path
 from layerbuild.cache.roots import roots as cache_roots
 from layerbuild.digest import Digest, chain_ids
 from layerbuild.errors import StoreError
-from layerbuild.fsutil import temp_writer
+from layerbuild.fsutil import rmtree, temp_writer
 from layerbuild.image import Descriptor, Image
 from layerbuild.reference import Reference
 from layerbuild.store import gc, private
 from layerbuild.store.blobs import Blobs
 from layerbuild.store.images import ImageDB, ImageEntry
 from layerbuild.store.layers import Layer, LayerDB
-from layerbuild.store.staging import StagingArea, half_written, is_alive, rmtree
+from layerbuild.store.staging import StagingArea, half_written, is_alive
 
 __all__ = ["DEFAULT_ROOT", "ImageEntry", "Layer", "Store"]
 

@@ -16,11 +16,11 @@ from typing import BinaryIO
 
 from layerbuild.digest import Digest, chain_id, chain_ids
 from layerbuild.errors import FormatError, StoreError
-from layerbuild.fsutil import fsync_dir, write_atomic
+from layerbuild.fsutil import fsync_dir, rmtree, write_atomic
 from layerbuild.image import Descriptor, Image
 from layerbuild.store.blobs import Blobs
 from layerbuild.store.private import make_dirs
-from layerbuild.store.staging import StagingArea, rmtree
+from layerbuild.store.staging import StagingArea
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ with it, which is how a later cleaner tells a dead writer's dir (debris) from a 
 A staging dir may hold a `leases` file: chain IDs its writer relies on, so that garbage
 collection leaves them alone while the writer lives.
 
-`rmtree` is the one tree removal of the store: staging dirs, debris and layers all go
+`fsutil.rmtree` is the one tree removal of the store: staging dirs, debris and layers all go
 through it.
 """
 
@@ -16,14 +16,13 @@ import errno
 import fcntl
 import os
 import secrets
-import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from layerbuild.digest import Digest
 from layerbuild.errors import FormatError, StoreError
+from layerbuild.fsutil import rmtree
 from layerbuild.store.private import make_dir
 
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -161,122 +160,3 @@ def is_locked(lock_file: Path) -> bool:
     return False
 
 
-def rmtree(path: Path) -> None:
-    """Remove a tree or a file, even one that another process is removing too.
-
-    Iterative and relative to dir fds, so no depth is too deep (no recursion, no path longer
-    than one name); symlinks are removed, never followed; another filesystem mounted inside
-    is refused, not emptied. Read-only dirs (layers hold them) are made writable first, which
-    only a non-root owner needs.
-    """
-    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            os.unlink(path.name, dir_fd=parent)
-        except FileNotFoundError:
-            return
-        except (IsADirectoryError, PermissionError):
-            # unlink(2) of a dir gives EISDIR on Linux, EPERM elsewhere.
-            _remove_dir(parent, path.name, str(path))
-    finally:
-        os.close(parent)
-
-
-@dataclass
-class _Level:
-    """A dir being emptied: its name in its parent, its identity, the subdirs left to do."""
-
-    name: str
-    ident: tuple[int, int]
-    subdirs: list[str] = field(default_factory=list)
-
-
-def _remove_dir(top_fd: int, name: str, shown: str) -> None:
-    """Empty and remove dir `name` of `top_fd`, one open fd at a time."""
-    fd = _open_dir(top_fd, name)
-    if fd is None:
-        return
-    levels = [_Level(name, _ident(fd))]
-    try:
-        if levels[0].ident[0] != _ident(top_fd)[0]:
-            raise OSError(errno.EBUSY, "a mount point, not removed", shown)
-        levels[0].subdirs = _clear(fd)
-        while levels:
-            level = levels[-1]
-            if level.subdirs:
-                child = level.subdirs.pop()
-                child_fd = _open_dir(fd, child)
-                if child_fd is None:
-                    continue
-                os.close(fd)
-                fd = child_fd
-                levels.append(_Level(child, _ident(fd)))
-                if levels[-1].ident[0] != level.ident[0]:
-                    raise OSError(errno.EBUSY, "a mount point inside, not removed", shown)
-                levels[-1].subdirs = _clear(fd)
-                continue
-            levels.pop()
-            up = _open_parent(fd, levels[-1].ident, shown) if levels else top_fd
-            os.close(fd)
-            fd = up
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(level.name, dir_fd=fd)
-    finally:
-        if fd != top_fd:
-            os.close(fd)
-
-
-def _open_dir(dir_fd: int, name: str) -> int | None:
-    """An fd of subdir `name` (not following a symlink), made readable if need be; None if
-    it is gone."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        try:
-            return os.open(name, flags, dir_fd=dir_fd)
-        except PermissionError:
-            # Only a non-root owner gets here; the store's dirs are private, so nobody else
-            # could have swapped this dir for a symlink since it was listed.
-            os.chmod(name, 0o700, dir_fd=dir_fd)
-            return os.open(name, flags, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
-        os.unlink(name, dir_fd=dir_fd)  # a dir replaced by a file or symlink meanwhile
-        return None
-
-
-def _open_parent(fd: int, ident: tuple[int, int], shown: str) -> int:
-    """The parent of dir `fd`, which must still be the dir with identity `ident`."""
-    up = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
-    if _ident(up) != ident:
-        os.close(up)
-        raise OSError(errno.ESTALE, "moved while it was being removed", shown)
-    return up
-
-
-def _ident(fd: int) -> tuple[int, int]:
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino
-
-
-def _clear(fd: int) -> list[str]:
-    """Unlink everything but subdirs in dir `fd` (made writable first if it is not, for a
-    non-root owner); returns the subdirs."""
-    mode = stat.S_IMODE(os.fstat(fd).st_mode)
-    if mode & stat.S_IRWXU != stat.S_IRWXU:
-        with contextlib.suppress(PermissionError):
-            os.fchmod(fd, mode | stat.S_IRWXU)
-    with os.scandir(fd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-    subdirs = []
-    for name, is_dir in entries:
-        if is_dir:
-            subdirs.append(name)
-            continue
-        try:
-            os.unlink(name, dir_fd=fd)
-        except FileNotFoundError:
-            continue
-        except IsADirectoryError:
-            subdirs.append(name)  # replaced by a dir meanwhile
-    return subdirs

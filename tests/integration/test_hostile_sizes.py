@@ -13,10 +13,10 @@ import pytest
 from conftest import run_cli
 from treeutil import need_root
 
+from layerbuild import fsutil
 from layerbuild.digest import Digest
 from layerbuild.image import OCI_LAYER, History, Image
 from layerbuild.ingest import ingest_blob
-from layerbuild.layer import tree
 from layerbuild.reference import Reference
 from layerbuild.store import Store
 
@@ -49,7 +49,7 @@ def _cleanup(tmp_path: Path) -> Iterator[None]:
     try:
         for name in os.listdir(fd):
             if os.path.isdir(os.path.join(tmp_path, name)):
-                tree.remove_tree(fd, name)
+                fsutil.remove_tree(fd, name)
     finally:
         os.close(fd)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from layerbuild import fsutil
 from layerbuild.errors import FormatError
 from layerbuild.image import MAX_JSON_DEPTH, load_json, parse_json_object
 from layerbuild.layer import extract_layer, tree, write_layer
@@ -80,7 +81,7 @@ def _remove_below(place: Path) -> None:
     try:
         for name in os.listdir(fd):
             if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                tree.remove_tree(fd, name)
+                fsutil.remove_tree(fd, name)
             else:
                 os.unlink(name, dir_fd=fd)
     finally:
@@ -172,7 +173,7 @@ def test_remove_tree_removes_any_depth(deep: Path, tmp_path: Path) -> None:
     victim = _deep_tree(tmp_path / "victim")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        tree.remove_tree(fd, victim.name)
+        fsutil.remove_tree(fd, victim.name)
     finally:
         os.close(fd)
     assert not victim.exists()

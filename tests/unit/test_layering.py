@@ -89,11 +89,12 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "ingest": ("effect", "digest errors image layer layer.tree store", ""),
     "layer": ("effect", "layer.compression layer.export layer.extract", ""),
     "layer.compression": ("pure", "digest errors", ""),
-    "layer.contents": ("effect", "digest errors image layer layer.export layer.tree "
-                                 "layer.whiteout", ""),
-    "layer.export": ("effect", "digest errors layer layer.compression layer.tarheader "
-                               "layer.tree layer.whiteout", ""),
-    "layer.extract": ("effect", "digest errors layer layer.paths layer.tree layer.whiteout", ""),
+    "layer.contents": ("effect", "digest errors image layer layer.export layer.tree layer.whiteout",
+                                ""),
+    "layer.export": ("effect", "digest errors layer layer.compression layer.tarheader layer.tree "
+                               "layer.whiteout", ""),
+    "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tree layer.whiteout",
+                               ""),
     "layer.paths": ("effect", "errors", ""),
     "layer.tarheader": ("pure", "", ""),
     "layer.tree": ("effect", "errors", ""),
@@ -127,7 +128,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "store.layers": ("effect", "digest errors fsutil image store.blobs store.private store.staging",
                               ""),
     "store.private": ("effect", "", ""),
-    "store.staging": ("effect", "digest errors store.private", ""),
+    "store.staging": ("effect", "digest errors fsutil store.private", ""),
     "validate": ("effect", "archive.sources digest errors image layer", ""),
 }
 

@@ -13,10 +13,9 @@ import pytest
 
 from layerbuild.cache.index import CachedStep, CacheIndex
 from layerbuild.errors import StoreError
-from layerbuild.fsutil import temp_name, temp_writer
+from layerbuild.fsutil import rmtree, temp_name, temp_writer
 from layerbuild.image import History
 from layerbuild.store import Store, private, staging
-from layerbuild.store.staging import rmtree
 
 
 def _mode(path: Path) -> int:
@@ -110,7 +109,7 @@ def test_debris_cleaning_reports_and_goes_on(tmp_path: Path,
     store = Store(tmp_path / "store", notice=notices.append)
     (store.tmp / "1-first").mkdir()
     (store.tmp / "2-second").mkdir()
-    real = staging.rmtree
+    real = rmtree
 
     def failing(path: Path) -> None:
         if path.name == "1-first":
