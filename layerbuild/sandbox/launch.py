@@ -82,7 +82,7 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
     stack, said = None, ""
     try:
         if tool:
-            stack = network.start(tool, proc.pid, ready_w)
+            stack = network.start(tool, proc.pid, ready_w, _unshare())
             request = {**request, "network_fd": ready_r}
         session.send({**request, "control_fd": ctl_w})
         session.pump(None if timeout is None else time.monotonic() + timeout)

@@ -75,9 +75,14 @@ class Stack:
         return lines[-1] if lines else ""
 
 
-def start(tool: str, pid: int, ready_w: int) -> Stack:
+def start(tool: str, pid: int, ready_w: int, unshare: str) -> Stack:
     """Start the stack for the network namespace `pid` enters; it writes to `ready_w` once
-    `tap0` is configured (or closes it, failing). `ready_w` is closed here."""
+    `tap0` is configured (or closes it, failing). `ready_w` is closed here.
+
+    It starts in a mount namespace of its own, every mount private (util-linux `unshare` at
+    `unshare`): `--enable-sandbox` pivots its root and detaches the old one, and in the
+    host's namespace that detach would reach every shared mount, other containers' among them.
+    """
     import subprocess
     import tempfile
 
@@ -87,8 +92,9 @@ def start(tool: str, pid: int, ready_w: int) -> Stack:
         os.close(ready_w)
         raise
     exit_r, exit_w = os.pipe()
-    cmd = [tool, *_OPTIONS, f"--ready-fd={ready_w}", f"--exit-fd={exit_r}",
-           "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"]
+    cmd = [unshare, "--mount", "--propagation", "private", "--", tool, *_OPTIONS,
+           f"--ready-fd={ready_w}", f"--exit-fd={exit_r}", "--netns-type=path",
+           f"/proc/self/fd/{netns}", "tap0"]
     try:
         with tempfile.TemporaryFile() as log:  # what it says, read only if it fails
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
