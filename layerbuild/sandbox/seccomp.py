@@ -29,7 +29,7 @@ _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_ERRNO = 0x00050000
 _SCMP_FLTATR_CTL_NNP = 3
 _NR_SCMP_ERROR = -1
-_OPS = {"ne": 1, "eq": 4, "masked_eq": 7}
+_OPS = {"ne": 1, "lt": 2, "eq": 4, "gt": 6, "masked_eq": 7}
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 

@@ -11,8 +11,12 @@ set, only `chroot` (CAP_SYS_CHROOT) is added: no step gets CAP_SYS_ADMIN, so `mo
 `clone3` stay refused, and the kernel keyring (`add_key`, `keyctl`, `request_key`: keyrings
 are not namespaced) is never reachable.
 
-Differences from Docker's profile: none in what is allowed for Docker's default capability
-set on x86_64 or aarch64. Its `minKernel: 4.8` condition on `ptrace` is dropped (the
+Differences from Docker's profile: `socket(AF_PACKET)` is refused too. A step keeps
+CAP_NET_RAW (Docker's default set: raw ICMP sockets, so `ping` works), and in its own network
+namespace a packet socket sees only the step's interfaces, but nothing a build does needs
+link-level capture or injection, and with `--network host` it would see the host's traffic.
+Otherwise nothing differs in what is allowed for Docker's default capability set on x86_64
+or aarch64. Its `minKernel: 4.8` condition on `ptrace` is dropped (the
 sandbox needs a newer kernel anyway, and Docker allows it on those), and the per-architecture
 extras are chosen by the machine name `os.uname()` reports rather than Go's GOARCH.
 
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 EPERM = 1
 ENOSYS = 38
+AF_PACKET = 17
 AF_VSOCK = 40
 # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET: a clone that makes a namespace.
 CLONE_NAMESPACE_FLAGS = 0x7E020000
@@ -146,7 +151,8 @@ SUB_ARCHES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Cmp:
-    """A condition on argument `index`: `op` is "eq", "ne" or "masked_eq" (arg & mask == value)."""
+    """A condition on argument `index`: `op` is "eq", "ne", "lt", "gt" or "masked_eq"
+    (arg & mask == value)."""
 
     index: int
     op: str
@@ -174,7 +180,12 @@ def rules(caps: frozenset[int], machine: str) -> list[Rule]:
                     for n in names.split()})
     if gated:
         out.append(Rule(tuple(gated)))
-    out.append(Rule(("socket",), args=(Cmp(0, "ne", AF_VSOCK),)))
+    # Every family but AF_VSOCK (Docker's rule) and AF_PACKET (ours, see above), one
+    # comparison a rule: below, between and above the two.
+    out += [Rule(("socket",), args=(Cmp(0, "lt", AF_PACKET),)),
+            *(Rule(("socket",), args=(Cmp(0, "eq", family),))
+              for family in range(AF_PACKET + 1, AF_VSOCK)),
+            Rule(("socket",), args=(Cmp(0, "gt", AF_VSOCK),))]
     out += [Rule(("personality",), args=(Cmp(0, "eq", p),)) for p in PERSONALITIES]
     if CAP_SYS_ADMIN not in caps:
         flags_at = 1 if machine == "s390x" else 0  # s390 passes clone's flags second

@@ -102,6 +102,7 @@ static long perf(const char *a) {
 static long bpf(const char *a) { return syscall(SYS_bpf, 9999, NULL, 0); }
 static long do_mount(const char *a) { return mount("none", "/tmp", "tmpfs", 0, NULL); }
 static long vsock(const char *a) { return socket(40 /* AF_VSOCK */, SOCK_STREAM, 0); }
+static long packet(const char *a) { return socket(17 /* AF_PACKET */, SOCK_RAW, 0); }
 static long norandom(const char *a) { return personality(ADDR_NO_RANDOMIZE); }
 static long query(const char *a) { return personality(0xffffffff); }
 static long write_file(const char *path) {
@@ -143,6 +144,7 @@ int main(int argc, char **argv) {
     check("bpf", bpf, NULL);
     check("mount", do_mount, NULL);
     check("vsock", vsock, NULL);
+    check("packet", packet, NULL);
     check("personality_norandom", norandom, NULL);
     check("personality_query", query, NULL);
     check("write_file", write_file, "/written");
@@ -210,7 +212,7 @@ def test_run_cannot_reach_what_docker_refuses(lb, base: str, tmp_path: Path, pro
     assert "payload" not in seen  # the host's key was never read
     assert not _key_exists(planted)  # nor a key left on the host
     for check in ("keyctl_read", "add_key", "unshare_user", "userns_mount", "clone_newuser",
-                  "compat_unshare", "perf_event_open", "bpf", "mount", "vsock",
+                  "compat_unshare", "perf_event_open", "bpf", "mount", "vsock", "packet",
                   "personality_norandom"):
         assert seen[check] == "EPERM", (check, seen)
     assert seen["clone3"] == "ENOSYS"  # so that C libraries fall back to clone
@@ -230,7 +232,7 @@ def test_unconfined_only_when_asked(lb, base: str, tmp_path: Path, probe: Path,
     for check in ("bpf", "vsock", "clone_newuser", "personality_norandom"):
         assert seen[check] != "EPERM", (check, seen)
     assert _key_exists(planted)
-    for check in ("write_file", "fork_exec", "sockets", "chroot"):
+    for check in ("write_file", "fork_exec", "sockets", "chroot", "packet"):
         assert seen[check] == "ok", (check, seen)
 
 
