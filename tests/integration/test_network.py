@@ -285,17 +285,23 @@ def test_no_stack_left_after_a_failing_run(store_with_probe: Path, tmp_path: Pat
     assert proc.returncode != 0 and "exit code 3" in proc.stderr
 
 
-def test_no_stack_left_after_ctrl_c(store_with_probe: Path, tmp_path: Path) -> None:
+def _running_build(store: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """A build whose RUN is running (its network stack up), and the RUN's own sleep."""
     marker = f"sleep {random.randrange(100000, 999999)}"
     ctx = _context(tmp_path, f"FROM base\nRUN echo $((6*7))go; {marker}\n")
-    cmd = [sys.executable, "-m", "layerbuild.cli", "--root", str(store_with_probe), "build",
+    cmd = [sys.executable, "-m", "layerbuild.cli", "--root", str(store), "build",
            "--progress=plain", str(ctx)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "42go" in line:
+            break
+    return proc, marker
+
+
+def test_no_stack_left_after_ctrl_c(store_with_probe: Path, tmp_path: Path) -> None:
+    proc, marker = _running_build(store_with_probe, tmp_path)
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "42go" in line:
-                break
         assert processes_with(STACK), "the step's network stack is not running"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) != 0
@@ -308,16 +314,8 @@ def test_no_stack_left_after_ctrl_c(store_with_probe: Path, tmp_path: Path) -> N
 
 def test_no_stack_left_when_the_builder_is_killed(store_with_probe: Path,
                                                   tmp_path: Path) -> None:
-    marker = f"sleep {random.randrange(100000, 999999)}"
-    ctx = _context(tmp_path, f"FROM base\nRUN echo $((6*7))go; {marker}\n")
-    cmd = [sys.executable, "-m", "layerbuild.cli", "--root", str(store_with_probe), "build",
-           "--progress=plain", str(ctx)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    proc, marker = _running_build(store_with_probe, tmp_path)
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "42go" in line:
-                break
         assert processes_with(STACK), "the step's network stack is not running"
     finally:
         proc.kill()
