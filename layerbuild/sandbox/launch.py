@@ -81,10 +81,12 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
         _RUNNING.add(session)
     stack, said = None, ""
     try:
+        # The child sets its step up while the stack starts; it waits for the stack only
+        # just before the step runs.
+        session.send({**request, "control_fd": ctl_w,
+                      **({"network_fd": ready_r} if tool else {})})
         if tool:
             stack = network.start(tool, proc.pid, ready_w, _unshare())
-            request = {**request, "network_fd": ready_r}
-        session.send({**request, "control_fd": ctl_w})
         session.pump(None if timeout is None else time.monotonic() + timeout)
     except BaseException:
         session.kill()
