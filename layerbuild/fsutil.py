@@ -66,11 +66,6 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
         out.write(data)
 
 
-def is_temp(name: str) -> bool:
-    """Whether a file name is one of `temp_name`'s (debris if its writer is gone)."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
 def temp_writer(name: str) -> int | None:
     """The process ID of the writer of a temp file name, or None for any other name.
 

@@ -19,7 +19,6 @@ from layerbuild.builder.plan import (
     needed_stages,
     run_script,
     stage_needs,
-    stage_ref,
     target_stage,
 )
 from layerbuild.builder.report import Report, StageEvents
@@ -45,6 +44,7 @@ from layerbuild.buildfile import (
     parse_buildfile,
     platform_args,
     render_template,
+    stage_ref,
     unused_build_args,
 )
 from layerbuild.cache.index import CachedStep, CacheIndex

@@ -5,8 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from layerbuild.buildfile import Add, Buildfile, Copy, Instruction, Run, Stage, Workdir, expand
-from layerbuild.buildfile import stage_ref as stage_ref  # re-exported: the engine imports it here
+from layerbuild.buildfile import (
+    Add,
+    Buildfile,
+    Copy,
+    Instruction,
+    Run,
+    Stage,
+    Workdir,
+    expand,
+    stage_ref,
+)
 from layerbuild.errors import BuildfileError
 
 _HEREDOC_ONLY = re.compile(r"^<<-?(['\"]?)([A-Za-z0-9_]+)\1$")

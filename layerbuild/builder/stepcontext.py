@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerbuild.builder import config as cfg
-from layerbuild.builder.plan import stage_ref
-from layerbuild.buildfile import Buildfile, Instruction, Stage, expand
+from layerbuild.buildfile import Buildfile, Instruction, Stage, expand, stage_ref
 from layerbuild.context import Context
 from layerbuild.digest import Digest
 from layerbuild.errors import BuildfileError, LayerbuildError

@@ -195,10 +195,6 @@ class Store:
         """The layers of the stack under chain ID `top`, top first (none for None)."""
         return self._layers.stack(top)
 
-    def diff_dir(self, layer: Layer) -> Path:
-        """Where a layer's files are (usable as an overlay lower dir): `layer.diff_dir`."""
-        return layer.diff_dir
-
     def blob_path(self, digest: Digest) -> Path:
         """Where a blob with this digest is kept."""
         return self._blobs.path(digest)

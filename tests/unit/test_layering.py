@@ -42,8 +42,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.sandbox": ("effect", "sandbox.launch sandbox.ops", "sandbox.spec"),
     "builder.schedule": ("effect", "", ""),
     "builder.state": ("pure", "buildfile digest image", ""),
-    "builder.stepcontext": ("effect", "builder builder.config builder.plan buildfile context "
-                                      "digest errors image sandbox.spec store",
+    "builder.stepcontext": ("effect", "builder builder.config buildfile context digest errors "
+                                      "image sandbox.spec store",
                                      "builder.sandbox builder.state events request"),
     "builder.steps": ("effect", "builder builder.config builder.copying builder.plan "
                                 "builder.sandbox builder.stepcontext builder.users buildfile "
