@@ -35,13 +35,18 @@ if TYPE_CHECKING:
         import_rootfs,
         inspect,
         load,
+        login,
+        logout,
         open_store,
+        pull,
+        push,
         save,
     )
 
 __all__ = ["BuildRequest", "BuildfileError", "Events", "FormatError", "Image", "ImageNotFound",
            "LayerbuildError", "Output", "Reference", "StepFailed", "Store", "StoreError",
-           "build", "import_rootfs", "inspect", "load", "open_store", "save"]
+           "build", "import_rootfs", "inspect", "load", "login", "logout", "open_store", "pull",
+           "push", "save"]
 
 
 def __getattr__(name: str) -> Any:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from layerbuild.archive.load import Loadable
     from layerbuild.builder.outputs import Output
     from layerbuild.events import Events
+    from layerbuild.registry import Pulled, Pushed, Registry
     from layerbuild.request import BuildRequest
 
 StoreLike = Store | str | os.PathLike[str] | None
@@ -46,7 +47,8 @@ __all__ = ["BUILDFILE_NAMES", "BuildRequest", "BuildfileError", "DigestMismatch"
            "FormatError", "Image", "ImageNotFound", "InvalidReference", "LayerbuildError", "Output",
            "Reference", "StepFailed", "Store", "StoreError", "UnsafePath", "build",
            "default_root", "find_buildfile", "import_rootfs", "inspect", "inspect_image", "load",
-           "open_store", "resolve_epoch", "run_build", "save"]
+           "login", "logout", "open_store", "pull", "push", "registry_session",
+           "resolve_epoch", "run_build", "save"]
 
 
 # Loaded on first use: Output's module loads the archive code, and `layerbuild --help` needs
@@ -225,6 +227,63 @@ def import_rootfs(tarball: str | os.PathLike[str], tag: str | Reference | None =
     return import_tarball(_store(store), str(tarball), ref, epoch, message)
 
 
+# --- registries --------------------------------------------------------------------------
+
+
+def registry_session(notice: Callable[[str], None] | None = None) -> Registry:
+    """A registry session with the settings in force (registries.toml, Docker's config)."""
+    from layerbuild.registry import Registry as Session
+
+    return Session(notice=notice)
+
+
+def _remote(ref: str | Reference) -> Reference:
+    return ref if isinstance(ref, Reference) else Reference.parse(ref, digests=True)
+
+
+def pull(ref: str | Reference, *, store: StoreLike = None, platform: str | None = None,
+         events: Events | None = None, registry: Registry | None = None) -> Pulled:
+    """Pull an image from its registry into the store (its tag and RepoDigest name it)."""
+    from layerbuild.registry import Platform
+
+    session = registry or registry_session(events.note if events else None)
+    wanted = Platform.parse(platform) if platform else None
+    return session.pull(_store(store), _remote(ref), wanted, events)
+
+
+def push(image: ImageRef, ref: str | Reference | None = None, *, store: StoreLike = None,
+         compression: str = "gzip", events: Events | None = None,
+         registry: Registry | None = None) -> Pushed:
+    """Push a stored image to `ref` (default: the name `image` is given by)."""
+    target_store = _store(store)
+    if ref is None:
+        if isinstance(image, Image):
+            raise LayerbuildError("push: name the reference to push an image object to")
+        ref = image
+    if compression not in ("gzip", "zstd"):
+        raise LayerbuildError(f"push: compression must be gzip or zstd, not {compression!r}")
+    found = target_store.get_image(_ref_text(image))
+    session = registry or registry_session(events.note if events else None)
+    return session.push(target_store, found, _remote(ref), compression, events)
+
+
+def login(registry: str, username: str, password: str) -> str:
+    """Check credentials against a registry and keep them in Docker's config; returns where."""
+    return registry_session().login(_registry_name(registry), username, password)
+
+
+def logout(registry: str) -> bool:
+    """Forget a registry's credentials; whether there were any."""
+    return registry_session().logout(_registry_name(registry))
+
+
+def _registry_name(text: str) -> str:
+    from layerbuild.reference import DOCKER_HUB
+
+    name = text.strip().removeprefix("https://").removeprefix("http://").split("/", 1)[0]
+    return DOCKER_HUB if name in ("", "index.docker.io", "registry-1.docker.io") else name
+
+
 # --- inspecting --------------------------------------------------------------------------
 
 
@@ -244,7 +303,8 @@ def inspect_image(store: Store, ref: str) -> dict[str, Any]:
                "CacheID": layer.cache_id, "DiffDir": str(layer.diff_dir), "Size": layer.size}
               for layer in stored]
     return {
-        "Id": str(image_id), "RepoTags": tags, "RepoDigests": [], "Parent": "",
+        "Id": str(image_id), "RepoTags": tags,
+        "RepoDigests": store.repo_digests(image_id), "Parent": "",
         "Comment": config.history[-1].comment or "" if config.history else "",
         "Created": config.created, "Author": config.author or "",
         "Architecture": config.architecture, "Os": config.os,

@@ -139,6 +139,79 @@ def cmd_diff(store: Store, args: argparse.Namespace) -> int:
     return 0 if result.identical else 1
 
 
+def cmd_pull(store: Store, args: argparse.Namespace) -> int:
+    from layerbuild.progress import open_transfers
+
+    ref = Reference.parse(args.image, digests=True)
+    if not args.quiet:
+        _out(f"{ref.tag or ref.digest}: Pulling from {ref.path}")
+    view = open_transfers("quiet" if args.quiet else "auto")
+    try:
+        pulled = api.pull(ref, store=store, platform=args.platform, events=view)
+    finally:
+        view.close()
+    if args.quiet:
+        _out(ref.full_name)
+        return 0
+    _out(f"Digest: {pulled.digest}")
+    status = "Downloaded newer image" if pulled.fresh else "Image is up to date"
+    _out(f"Status: {status} for {ref.familiar}")
+    _out(ref.full_name)
+    return 0
+
+
+def cmd_push(store: Store, args: argparse.Namespace) -> int:
+    from layerbuild.progress import open_transfers
+
+    target = Reference.parse(args.target or args.image, digests=False)
+    if not args.quiet:
+        _out(f"The push refers to repository [{target.repository}]")
+    view = open_transfers("quiet" if args.quiet else "auto")
+    try:
+        pushed = api.push(args.image, target, store=store, compression=args.compress,
+                          events=view)
+    finally:
+        view.close()
+    _out(f"{target.tag}: digest: {pushed.digest} size: {pushed.size}")
+    return 0
+
+
+def cmd_login(_store: Store | None, args: argparse.Namespace) -> int:
+    import getpass
+
+    user = args.username
+    secret = args.password
+    if args.password_stdin:
+        if args.password:
+            raise LayerbuildError("--password and --password-stdin cannot be used together")
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not user:
+        if not sys.stdin.isatty():
+            raise LayerbuildError("login: give --username (no terminal to ask on)")
+        user = input("Username: ").strip()
+    if not secret:
+        if not sys.stdin.isatty():
+            raise LayerbuildError("login: give --password-stdin (no terminal to ask on)")
+        secret = getpass.getpass("Password: ")
+    if not user or not secret:
+        raise LayerbuildError("login: a username and a password are needed")
+    if args.password:
+        _notice("using --password on the command line is insecure; use --password-stdin")
+    where = api.login(args.server or "docker.io", user, secret)
+    _out(f"credentials kept in {where}")
+    _out("Login Succeeded")
+    return 0
+
+
+def cmd_logout(_store: Store | None, args: argparse.Namespace) -> int:
+    server = args.server or "docker.io"
+    if api.logout(server):
+        _out(f"Removing login credentials for {server}")
+    else:
+        _out(f"Not logged in to {server}")
+    return 0
+
+
 def cmd_tag(store: Store, args: argparse.Namespace) -> int:
     store.tag(args.source, args.target)
     return 0
@@ -319,6 +392,27 @@ def parser() -> argparse.ArgumentParser:
              "(exit 1 if they do)")
     sp.add_argument("image1", metavar="IMAGE1")
     sp.add_argument("image2", metavar="IMAGE2")
+    sp = add("pull", cmd_pull, "Pull an image from a registry")
+    sp.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
+    sp.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                    help="the platform to pull from a multi-platform image (default: this one)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="print only the image name")
+    sp = add("push", cmd_push, "Push an image to a registry")
+    sp.add_argument("image", metavar="IMAGE")
+    sp.add_argument("target", nargs="?", metavar="NAME[:TAG]",
+                    help="where to push it (default: the image's own name)")
+    sp.add_argument("--compress", choices=["gzip", "zstd"], default="gzip",
+                    help="compression of the pushed layers (default: gzip)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    sp = add("login", cmd_login, "Log in to a registry (credentials kept in Docker's config)")
+    sp.add_argument("server", nargs="?", metavar="SERVER", help="default: docker.io")
+    sp.add_argument("-u", "--username")
+    sp.add_argument("-p", "--password")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    sp.set_defaults(no_store=True)
+    sp = add("logout", cmd_logout, "Log out from a registry")
+    sp.add_argument("server", nargs="?", metavar="SERVER", help="default: docker.io")
+    sp.set_defaults(no_store=True)
     sp = add("tag", cmd_tag, "Give an image another name")
     sp.add_argument("source")
     sp.add_argument("target")
@@ -345,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = parser().parse_args(argv)
     try:
+        if getattr(args, "no_store", False):
+            return int(args.func(None, args))
         store = Store(args.root, notice=_notice)
         store.clean_debris()
         return int(args.func(store, args))

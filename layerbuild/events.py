@@ -74,7 +74,25 @@ class StepOutput:
     stage: int = 0
 
 
-Event = StepStarted | StepFinished | CacheMiss | WouldRun | Relinked | BuildWarning | StepOutput
+@dataclass(frozen=True)
+class Transfer:
+    """A blob moving to or from a registry: `Pulling fs layer`, `Downloading` (with bytes),
+    `Pull complete`, `Already exists`, `Pushing`, `Pushed`, `Layer already exists`, …"""
+
+    item: str
+    """What moves: a layer's short digest, or a name."""
+    status: str
+    current: int = 0
+    total: int | None = None
+
+    @property
+    def moving(self) -> bool:
+        """Whether this only counts bytes (a status line repeats it)."""
+        return self.status in ("Downloading", "Pushing")
+
+
+Event = (StepStarted | StepFinished | CacheMiss | WouldRun | Relinked | BuildWarning | StepOutput
+         | Transfer)
 
 
 class Events:
@@ -97,6 +115,9 @@ class Events:
                 self.note(event.text)
             case Relinked():
                 pass  # shown as the CACHED step it is
+            case Transfer():
+                if not event.moving:
+                    self.note(f"{event.item}: {event.status}")
 
     def step(self, number: int, total: int, text: str) -> None:
         """A step starts."""

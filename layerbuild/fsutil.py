@@ -39,15 +39,19 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, *, durable: bool = True, mode: int = 0o666) -> Iterator[BinaryIO]:
     """A binary file that becomes `path` when the block ends without an error.
 
     On an error the temp file is removed and `path` is left as it was. With `durable`, the file
     and the rename are fsynced; without, only the rename is atomic (for throwaway outputs).
+    `mode` (less the umask) is the file's from its creation on: a secret is never readable by
+    others, not even for a moment.
     """
     tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as out:
+        tmp.unlink(missing_ok=True)  # a dead writer's, of the same pid and thread id
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with open(fd, "wb") as out:
             yield out
             out.flush()
             if durable:
@@ -60,9 +64,9 @@ def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
         fsync_dir(path.parent)
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0o666) -> None:
     """Replace `path` with `data` in one step (see `atomic_file`)."""
-    with atomic_file(path, durable=durable) as out:
+    with atomic_file(path, durable=durable, mode=mode) as out:
         out.write(data)
 
 

@@ -104,33 +104,60 @@ def ingest_blob(store: Store, parent: Digest | None, diff_id: Digest, blob: Bina
             store.hold(lease, existing.chain_id)
         return Ingested(existing, True)
     with store.staging() as stage:
-        raw = HashingReader(blob)
-        peek = _Peek(raw)  # type: ignore[arg-type]
-        kind = sniff(peek.head)
-        with open(stage / "blob", "wb") as blob_file:
-            if kind in ("gzip", "zstd"):  # kept as it came; anything else is stored as gzip
-                source: BinaryIO = TeeReader(peek, blob_file)  # type: ignore[arg-type, assignment]
-                tar = HashingReader(open_decompressed(source))
+        staged = stage_blob(stage, blob, diff_id, expected, expected_size, what)
+        return commit_staged(store, parent, staged, lease)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A layer blob unpacked into a staging dir and verified, not yet in the store."""
+
+    diff_id: Digest
+    diff: Path
+    blob_file: Path
+    stored: Descriptor
+    tar_size: int
+
+
+def stage_blob(stage: Path, blob: BinaryIO, diff_id: Digest, expected: Digest | None = None,
+               expected_size: int | None = None, what: str = "layer") -> Staged:
+    """Unpack a layer blob into `stage` (one pass: kept, decompressed, hashed, extracted),
+    checking its digest, its size and that it decompresses to `diff_id`. Needs no parent:
+    layers of one image can be staged side by side and committed in order."""
+    raw = HashingReader(blob)
+    peek = _Peek(raw)  # type: ignore[arg-type]
+    kind = sniff(peek.head)
+    with open(stage / "blob", "wb") as blob_file:
+        if kind in ("gzip", "zstd"):  # kept as it came; anything else is stored as gzip
+            source: BinaryIO = TeeReader(peek, blob_file)  # type: ignore[arg-type, assignment]
+            tar = HashingReader(open_decompressed(source))
+            _extract(tar, stage / "diff", what)
+            _drain(raw)
+            stored = Descriptor(layer_media_type(kind), raw.digest, raw.size)
+        else:
+            hashed = HashingWriter(blob_file)
+            with compress_writer(Compression.GZIP, hashed) as gz:  # type: ignore[arg-type]
+                tar = HashingReader(open_decompressed(TeeReader(peek, gz)))  # type: ignore
                 _extract(tar, stage / "diff", what)
-                _drain(raw)
-                stored = Descriptor(layer_media_type(kind), raw.digest, raw.size)
-            else:
-                hashed = HashingWriter(blob_file)
-                with compress_writer(Compression.GZIP, hashed) as gz:  # type: ignore[arg-type]
-                    tar = HashingReader(open_decompressed(TeeReader(peek, gz)))  # type: ignore
-                    _extract(tar, stage / "diff", what)
-                stored = Descriptor(layer_media_type("gzip"), hashed.digest, hashed.size)
-            blob_file.flush()
-            os.fsync(blob_file.fileno())
-        if expected is not None:
-            verify(expected, raw.digest, f"{what} blob")
-        if expected_size is not None and expected_size != raw.size:
-            raise FormatError(f"{what} blob: {raw.size} bytes, expected {expected_size}")
-        verify(diff_id, tar.digest, f"{what} (uncompressed, against the config's diff_id)")
-        record = store.commit_layer(parent, diff_id, stage / "diff",
-                                    content_size(stage / "diff"), tar.size, stored,
-                                    stage / "blob", lease=lease)
-    return Ingested(record, False)
+            stored = Descriptor(layer_media_type("gzip"), hashed.digest, hashed.size)
+        blob_file.flush()
+        os.fsync(blob_file.fileno())
+    if expected is not None:
+        verify(expected, raw.digest, f"{what} blob")
+    if expected_size is not None and expected_size != raw.size:
+        raise FormatError(f"{what} blob: {raw.size} bytes, expected {expected_size}")
+    verify(diff_id, tar.digest, f"{what} (uncompressed, against the config's diff_id)")
+    return Staged(diff_id, stage / "diff", stage / "blob", stored, tar.size)
+
+
+def commit_staged(store: Store, parent: Digest | None, staged: Staged,
+                  lease: Path | None = None) -> Ingested:
+    """Make a staged layer visible on `parent` (which must be stored by now)."""
+    existed = store.layer(chain_id(parent, staged.diff_id)) is not None
+    record = store.commit_layer(parent, staged.diff_id, staged.diff,
+                                content_size(staged.diff), staged.tar_size, staged.stored,
+                                staged.blob_file, lease=lease)
+    return Ingested(record, existed)
 
 
 def _extract(tar: HashingReader, dest: Path, what: str) -> None:

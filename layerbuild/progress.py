@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TextIO
 
-from layerbuild.events import Events
+from layerbuild.events import Event, Events, Transfer
 
 WINDOW_LINES = 8  # lines of RUN output shown while the step runs
 REDRAW_EVERY = 0.1  # seconds: a live timer, yet a chatty step costs at most 10 redraws a second
@@ -219,3 +219,100 @@ def _size(stream: TextIO) -> os.terminal_size:
     except (AttributeError, OSError, ValueError):
         size = None
     return size if size and size.columns > 0 and size.lines > 0 else shutil.get_terminal_size()
+
+
+def open_transfers(mode: str, stream: TextIO | None = None) -> TransferLog:
+    """The view of a pull or push (`auto`, `tty`, `plain` or `quiet`); close it after."""
+    out = stream or sys.stdout
+    if mode == "auto":
+        mode = "tty" if is_terminal(out) else "plain"
+    return LiveTransfers(out) if mode == "tty" else TransferLog(mode, out)
+
+
+class TransferLog(Events):
+    """Log lines of a pull or push: each blob's status as it changes (`…: Pull complete`)."""
+
+    def __init__(self, mode: str = "plain", stream: TextIO | None = None) -> None:
+        self.mode = mode
+        self.out = stream or sys.stdout
+        self._lock = threading.Lock()  # transfers report from several threads
+
+    def emit(self, event: Event) -> None:
+        """Print a status change (byte counts are for the terminal view)."""
+        if isinstance(event, Transfer):
+            if not event.moving:
+                self.note(f"{event.item}: {event.status}")
+        else:
+            super().emit(event)
+
+    def note(self, text: str) -> None:
+        """Print a line."""
+        if self.mode != "quiet":
+            with self._lock:
+                print(_clean(text), file=self.out, flush=True)
+
+    def close(self) -> None:
+        """Nothing is left to draw."""
+
+
+class LiveTransfers(TransferLog):
+    """The terminal view of a pull or push: one line per blob, redrawn in place, with a bar."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__("tty", stream)
+        self._lines: dict[str, str] = {}
+        self._rows = 0
+        self._last = 0.0
+
+    def emit(self, event: Event) -> None:
+        """Update the blob's line; byte counts redraw at most every REDRAW_EVERY seconds."""
+        if not isinstance(event, Transfer):
+            super().emit(event)
+            return
+        with self._lock:
+            self._lines[event.item] = _transfer_line(event)
+            now = time.monotonic()
+            if event.moving and now - self._last < REDRAW_EVERY:
+                return
+            self._last = now
+            self._draw()
+
+    def note(self, text: str) -> None:
+        """A line above the blobs' lines."""
+        with self._lock:
+            width = _size(self.out).columns
+            up = f"\x1b[{self._rows}A" if self._rows else ""
+            self.out.write(up + "\x1b[J" + _fit(_clean(text), width) + "\n")
+            self._rows = 0
+            self._draw()
+
+    def _draw(self) -> None:
+        width = _size(self.out).columns
+        lines = [_fit(line, width) for line in self._lines.values()]
+        up = f"\x1b[{self._rows}A" if self._rows else ""
+        self.out.write(up + "\x1b[J" + "".join(line + "\n" for line in lines))
+        self.out.flush()
+        self._rows = _rows(lines, width)
+
+    def close(self) -> None:
+        """Leave every line as it ended."""
+        with self._lock:
+            self._draw()
+
+
+def _transfer_line(event: Transfer) -> str:
+    if not event.moving or not event.total:
+        return f"{event.item}: {event.status}"
+    done = min(event.current, event.total)
+    filled = int(50 * done / event.total)
+    bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (50 - filled)
+    return (f"{event.item}: {event.status} [{bar}] "
+            f"{_bytes(done)}/{_bytes(event.total)}")
+
+
+def _bytes(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{size:.3g}TB"

@@ -1,9 +1,15 @@
-"""Image references: `name[:tag]`, normalised the way Docker shows them.
+"""Image references as Docker parses them: `[domain/]path[:tag][@sha256:…]`.
+
+The familiar form drops `docker.io/` and `docker.io/library/`, as Docker prints names; the
+registry's view (`domain`, `path`) puts them back.
 
 >>> Reference.parse("busybox").familiar
 'busybox:latest'
 >>> Reference.parse("docker.io/library/alpine:3").familiar
 'alpine:3'
+>>> r = Reference.parse("localhost:5000/team/app:1", digests=True)
+>>> (r.domain, r.path, r.tag)
+('localhost:5000', 'team/app', '1')
 """
 
 from __future__ import annotations
@@ -11,13 +17,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from layerbuild.errors import LayerbuildError
+from layerbuild.digest import Digest
+from layerbuild.errors import FormatError, LayerbuildError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = (r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?"
            r"|\[[0-9a-fA-F:]+\](?::[0-9]+)?)")
 _NAME = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
 class InvalidReference(LayerbuildError):
@@ -26,49 +35,98 @@ class InvalidReference(LayerbuildError):
 
 @dataclass(frozen=True)
 class Reference:
-    """A repository name and tag, in Docker's familiar form (no `docker.io/library/`)."""
+    """A repository name in Docker's familiar form, a tag and, for a pin, a digest.
+
+    `tag` is None only for a reference by digest alone (`name@sha256:…`).
+    """
 
     name: str
-    tag: str = "latest"
+    tag: str | None = "latest"
+    digest: Digest | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Reference:
-        """Parse `name[:tag]`; a missing tag means `latest`."""
-        if "@" in text:
-            raise InvalidReference(f"invalid reference {text!r}: digests are not supported here")
-        name, tag = text, "latest"
-        slash = text.rfind("/")
-        colon = text.rfind(":")
+    def parse(cls, text: str, digests: bool = False) -> Reference:
+        """Parse `name[:tag]` (and with `digests`, `name[:tag]@sha256:…`); a reference with
+        neither tag nor digest means `latest`."""
+        body, at, pin = text.partition("@")
+        digest = None
+        if at:
+            if not digests:
+                raise InvalidReference(
+                    f"invalid reference {text!r}: a digest cannot name a tag here")
+            try:
+                digest = Digest.parse(pin)
+            except FormatError:
+                raise InvalidReference(f"invalid digest in {text!r}") from None
+        name, tag = body, None
+        slash = body.rfind("/")
+        colon = body.rfind(":")
         if colon > slash:
-            name, tag = text[:colon], text[colon + 1:]
-        for prefix in ("docker.io/library/", "index.docker.io/library/"):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-        if name.startswith(("docker.io/", "index.docker.io/")):
-            name = name.split("/", 1)[1]
-        first = name.split("/", 1)[0]
-        if first and first.lower() != first and not ("." in first or ":" in first):
-            raise InvalidReference(f"invalid reference {text!r}: repository name must be lowercase")
+            name, tag = body[:colon], body[colon + 1:]
+        if tag is None and digest is None:
+            tag = "latest"
+        name = _familiar_name(name, text)
         if not _NAME.match(name) or len(name) > 255:
             raise InvalidReference(f"invalid reference format: {text!r}")
-        if not _TAG.match(tag):
+        if tag is not None and not _TAG.match(tag):
             raise InvalidReference(f"invalid tag {tag!r} in {text!r}")
-        return cls(name, tag)
+        return cls(name, tag, digest)
 
     @property
     def familiar(self) -> str:
-        """`name:tag` as Docker prints it."""
-        return f"{self.name}:{self.tag}"
+        """`name:tag`, `name@sha256:…` or `name:tag@sha256:…`, as Docker prints it."""
+        out = self.name if self.tag is None else f"{self.name}:{self.tag}"
+        return out if self.digest is None else f"{out}@{self.digest}"
+
+    @property
+    def domain(self) -> str:
+        """The registry's name: `docker.io`, `localhost:5000`, `ghcr.io`."""
+        first, _, rest = self.name.partition("/")
+        return first if rest and _is_domain(first) else DOCKER_HUB
+
+    @property
+    def path(self) -> str:
+        """The repository's path within its registry (`library/busybox`)."""
+        first, _, rest = self.name.partition("/")
+        if rest and _is_domain(first):
+            return rest
+        return self.name if rest else f"library/{self.name}"
+
+    @property
+    def repository(self) -> str:
+        """The fully qualified repository, without tag (`docker.io/library/busybox`)."""
+        return f"{self.domain}/{self.path}"
 
     @property
     def full_name(self) -> str:
-        """The fully qualified name (`docker.io/library/busybox:latest`)."""
-        first = self.name.split("/", 1)[0]
-        if "/" in self.name and ("." in first or ":" in first or first == "localhost"):
-            return self.familiar
-        if "/" not in self.name:
-            return f"docker.io/library/{self.familiar}"
-        return f"docker.io/{self.familiar}"
+        """The fully qualified reference (`docker.io/library/busybox:latest`)."""
+        out = self.repository if self.tag is None else f"{self.repository}:{self.tag}"
+        return out if self.digest is None else f"{out}@{self.digest}"
+
+    def with_tag(self, tag: str | None) -> Reference:
+        """The same repository with another tag and no digest."""
+        return Reference(self.name, tag, None)
+
+    def with_digest(self, digest: Digest) -> Reference:
+        """The same repository pinned to `digest`, without tag (a RepoDigest)."""
+        return Reference(self.name, None, digest)
 
     def __str__(self) -> str:
         return self.familiar
+
+
+def _is_domain(first: str) -> bool:
+    return "." in first or ":" in first or first == "localhost"
+
+
+def _familiar_name(name: str, text: str) -> str:
+    """Drop `docker.io/` (and `library/` before a one-part name), as Docker's familiar form."""
+    first, _, rest = name.partition("/")
+    if rest and first in _HUB_ALIASES:
+        name = rest
+        if name.startswith("library/") and "/" not in name[len("library/"):]:
+            name = name[len("library/"):]
+        first, _, rest = name.partition("/")
+    if rest and first.lower() != first and not _is_domain(first):
+        raise InvalidReference(f"invalid reference {text!r}: repository name must be lowercase")
+    return name

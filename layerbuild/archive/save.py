@@ -101,7 +101,7 @@ def _index_entries(manifest: Descriptor, tags: list[Reference]) -> list[Descript
     if not tags:
         return [manifest]
     return [Descriptor(manifest.media_type, manifest.digest, manifest.size,
-                       {CONTAINERD_NAME: t.full_name, REF_NAME: t.tag}) for t in tags]
+                       {CONTAINERD_NAME: t.full_name, REF_NAME: t.tag or "latest"}) for t in tags]
 
 
 def _info(name: str, size: int = 0, is_dir: bool = False) -> tarfile.TarInfo:

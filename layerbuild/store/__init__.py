@@ -32,6 +32,7 @@ from layerbuild.image import Descriptor, Image
 from layerbuild.reference import Reference
 from layerbuild.store import gc, private
 from layerbuild.store.blobs import Blobs
+from layerbuild.store.distribution import Distribution
 from layerbuild.store.images import ImageDB, ImageEntry
 from layerbuild.store.layers import Layer, LayerDB
 from layerbuild.store.staging import StagingArea, half_written, is_alive
@@ -64,6 +65,8 @@ class Store:
         self._blobs = Blobs(self.blobs)
         self._layers = LayerDB(self.layerdb, self.overlay, self._blobs, self._area)
         self._images = ImageDB(self.imagedb, self.repositories)
+        self.distribution = Distribution(
+            self.root / "image/overlay2/distribution/v2metadata-by-diffid/sha256")
         with self._usable():
             for d in (self.layerdb, self.imagedb, self.overlay, self.blobs, self.buildcache,
                       self.tmp):
@@ -255,6 +258,15 @@ class Store:
             self._images.put(image)
             moved = self._images.set_tags(image.id, tags)
         return moved
+
+    def add_repo_digest(self, image: Image, pinned: Reference) -> None:
+        """Record that the registry has the (stored) image as `name@sha256:…`."""
+        with self.lock():
+            self._images.set_tags(image.id, [pinned])
+
+    def repo_digests(self, image_id: Digest) -> list[str]:
+        """The image's RepoDigests, as `inspect` shows them."""
+        return self._images.repo_digests(image_id)
 
     def tag(self, source: str, target: str) -> None:
         """Point tag `target` at the image `source` names."""

@@ -60,6 +60,12 @@ class ImageDB:
                 for per_repo in self.read_repositories().values()
                 for tag, image_id in per_repo.items() if "@" not in tag}
 
+    def repo_digests(self, image_id: Digest) -> list[str]:
+        """The image's RepoDigests (`name@sha256:…`: what it was pulled or pushed as)."""
+        return sorted(tag for per_repo in self.read_repositories().values()
+                      for tag, found in per_repo.items()
+                      if "@" in tag and found == str(image_id))
+
     def set_tags(self, image_id: Digest, tags: list[Reference]) -> list[str]:
         """Point `tags` at an image whose config is stored (and durable: `put` made it so);
         returns those that were moved away from another.
@@ -85,9 +91,12 @@ class ImageDB:
         tag names the image any more)."""
         repos = self.read_repositories()
         names = sorted(t for per in repos.values() for t, i in per.items() if i == str(image_id))
+        tags = [t for t in names if "@" not in t]
         if _familiar(ref) in names:
             untag = [_familiar(ref)]
-        elif len(names) > 1 and not force:
+            if not [t for t in tags if t not in untag]:
+                untag = names  # the last tag: its RepoDigests go with it, as in Docker
+        elif len(tags) > 1 and not force:
             raise StoreError(f"image {image_id.short} is referenced by several tags "
                              f"({', '.join(names)}): remove them by name or use --force")
         else:
@@ -149,10 +158,15 @@ class ImageDB:
             if len(matches) > 1:
                 raise ImageNotFound(f"image ID prefix {ref!r} is ambiguous")
         try:
-            name = Reference.parse(ref).familiar
+            parsed = Reference.parse(ref, digests=True)
         except InvalidReference:
             raise ImageNotFound(f"no such image: {ref}") from None
-        found = self.tags().get(name)
+        if parsed.digest is not None:
+            pinned = parsed.with_digest(parsed.digest)
+            value = self.read_repositories().get(pinned.name, {}).get(pinned.familiar)
+            found = Digest.parse(value) if value else None
+        else:
+            found = self.tags().get(parsed.familiar)
         if found is None or not self.has(found):
             raise ImageNotFound(f"no such image: {ref}")
         return found

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "layerbuild"
 
 TABLE: dict[str, tuple[str, str, str]] = {
     "api": ("effect", "archive builder.engine builder.outputs cache.records errors events image "
-                      "reference request store", "archive.load"),
+                      "reference registry request store", "archive.load"),
     "archive": ("effect", "archive.load archive.rootfs archive.save", ""),
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
@@ -101,7 +101,23 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.whiteout": ("effect", "", ""),
     "layerbuild": ("pure", "", "api"),
     "progress": ("effect", "events", ""),
-    "reference": ("pure", "errors", ""),
+    "reference": ("pure", "digest errors", ""),
+    "registry": ("effect", "events image reference registry.client registry.credentials "
+                           "registry.errors registry.hosts registry.platforms registry.pull "
+                           "registry.push registry.transport store", ""),
+    "registry.challenge": ("pure", "", ""),
+    "registry.client": ("effect", "digest errors image reference registry registry.challenge "
+                                  "registry.errors registry.hosts registry.transport", ""),
+    "registry.credentials": ("effect", "errors fsutil reference", ""),
+    "registry.errors": ("pure", "errors", ""),
+    "registry.hosts": ("effect", "errors reference", ""),
+    "registry.platforms": ("pure", "errors image", ""),
+    "registry.pull": ("effect", "digest errors events image ingest reference registry.client "
+                                "registry.hosts registry.platforms registry.transport store", ""),
+    "registry.push": ("effect", "digest errors events image ingest reference registry.client "
+                                "registry.hosts registry.transport store", ""),
+    "registry.transport": ("effect", "errors registry registry.challenge registry.credentials "
+                                     "registry.errors registry.hosts", ""),
     "request": ("pure", "errors reference", ""),
     "sandbox": ("effect", "", "sandbox.launch sandbox.ops sandbox.spec"),
     "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.inroot sandbox.layers "
@@ -121,8 +137,9 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.step": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc "
                                "sandbox.mounts sandbox.network sandbox.process", ""),
     "store": ("effect", "cache.roots digest errors fsutil image reference store store.blobs "
-                        "store.images store.layers store.staging", ""),
+                        "store.distribution store.images store.layers store.staging", ""),
     "store.blobs": ("effect", "digest", ""),
+    "store.distribution": ("effect", "digest errors fsutil store", ""),
     "store.gc": ("effect", "cache cache.roots digest store.images store.layers store.staging", ""),
     "store.images": ("effect", "digest errors fsutil image reference", ""),
     "store.layers": ("effect", "digest errors fsutil image store.blobs store.private store.staging",
