@@ -134,13 +134,16 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
           allow: Iterable[str] = (),
           secrets: Mapping[str, str | os.PathLike[str]] | None = None,
           template: bool | None = None, template_vars: Mapping[str, str] | None = None,
-          seccomp: bool = True) -> Image | None:
+          seccomp: bool = True, pull: str = "missing", platform: str | None = None,
+          push: bool = False) -> Image | None:
     """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run.
 
     `network` is RUN's default network: "default" (a private namespace with outbound access),
     "none" or "host", which, like any `RUN --network=host`, needs "network.host" in `allow`.
     RUN steps run under Docker's default seccomp profile; `seccomp=False` (the CLI's
     `--security-opt seccomp=unconfined`) runs them without a filter.
+    Bases the store lacks are pulled (`pull`: "missing", "always" re-resolves every tag,
+    "never"), for `platform` when given; with `push`, the image goes to each tag's registry.
     """
     from layerbuild.events import Events
     from layerbuild.request import BuildRequest, check_allow
@@ -157,15 +160,23 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
         allow=tuple(allow), no_cache=no_cache,
         no_cache_filter=tuple(s.lower() for s in no_cache_filter),
         dry_run=dry_run, secrets={k: Path(v) for k, v in (secrets or {}).items()},
-        seccomp=seccomp)
+        seccomp=seccomp, pull=pull, platform=platform)
     request.check_network(network)
+    if push and not request.tags:
+        raise LayerbuildError("--push needs a name to push to: give -t NAME[:TAG]")
+    if pull not in ("missing", "always", "never"):
+        raise LayerbuildError(f"--pull={pull}: expected missing, always or never")
     target_store = _store(store)
     image = run_build(target_store, request, events or Events())
     if image is not None and wanted:
         from layerbuild.builder.outputs import write_output
 
         for output in wanted:
-            write_output(target_store, image, output, [t.familiar for t in request.tags])
+            write_output(target_store, image, output, [t.familiar for t in request.tags],
+                         events)
+    if image is not None and push:
+        for tag in request.tags:
+            _push_stored(target_store, image, tag, "gzip", events, None)
     return image
 
 
@@ -173,8 +184,9 @@ def run_build(store: Store, request: BuildRequest, events: Events) -> Image | No
     """Run a build request: its build record's image when nothing changed, else the engine's."""
     from layerbuild.cache.records import replay
 
-    # Nothing changed since the last build of this: no need to load the build engine.
-    image = replay(store, request, events)
+    # Nothing changed since the last build of this: no need to load the build engine (unless
+    # every tag is to be asked again of its registry).
+    image = replay(store, request, events) if request.pull != "always" else None
     if image is None:
         from layerbuild.builder.engine import build as engine_build
 
@@ -263,8 +275,13 @@ def push(image: ImageRef, ref: str | Reference | None = None, *, store: StoreLik
     if compression not in ("gzip", "zstd"):
         raise LayerbuildError(f"push: compression must be gzip or zstd, not {compression!r}")
     found = target_store.get_image(_ref_text(image))
+    return _push_stored(target_store, found, _remote(ref), compression, events, registry)
+
+
+def _push_stored(store: Store, image: Image, ref: Reference, compression: str,
+                 events: Events | None, registry: Registry | None) -> Pushed:
     session = registry or registry_session(events.note if events else None)
-    return session.push(target_store, found, _remote(ref), compression, events)
+    return session.push(store, image, ref, compression, events)
 
 
 def login(registry: str, username: str, password: str) -> str:

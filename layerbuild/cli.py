@@ -283,6 +283,14 @@ def _seccomp(options: list[str]) -> bool:
     return not options
 
 
+def _pull_policy(value: str) -> str:
+    """`--pull` as Docker and Podman spell it: a bare `--pull` or `true` is `always`."""
+    policy = {"true": "always", "false": "missing"}.get(value.lower(), value.lower())
+    if policy not in ("missing", "always", "never"):
+        raise LayerbuildError(f"--pull={value}: expected missing, always or never")
+    return policy
+
+
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
     from layerbuild.progress import open_progress
 
@@ -308,7 +316,8 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
             source_date_epoch=args.source_date_epoch, network=args.network, allow=args.allow,
             secrets=secrets,
             template=True if args.template else None, template_vars=variables,
-            seccomp=seccomp)
+            seccomp=seccomp, pull=_pull_policy(args.pull), platform=args.platform,
+            push=args.push)
     finally:
         progress.close()  # before any error is printed: the live view must not hide it
     if image is None:
@@ -352,7 +361,8 @@ def parser() -> argparse.ArgumentParser:
                     "auto: tty on a terminal, else plain")
     sp.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     sp.add_argument("-o", "--output", action="append", default=[], metavar="type=T,dest=D",
-                    help="also write the image: docker, oci, local or tar")
+                    help="also write the image: docker, oci, local, tar (dest=…), or image / "
+                    "registry (name=REF[,push=true])")
     sp.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                     help="a secret for RUN --mount=type=secret (never stored in the image)")
     sp.add_argument("--network", choices=["default", "none", "host"], default="default",
@@ -368,6 +378,15 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--var-file", action="append", default=[], metavar="FILE",
                     help="template variables: JSON object or K=V lines")
     sp.add_argument("--source-date-epoch", help="timestamp for created times and clamped mtimes")
+    sp.add_argument("--pull", nargs="?", const="always", default="missing",
+                    metavar="missing|always|never",
+                    help="bases the store lacks are pulled (missing, the default); always: "
+                    "ask the registry for every tag again; never: use the store only")
+    sp.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                    help="the platform to build for: bases are pulled for it (a RUN needs an "
+                    "emulator for a platform not this machine's)")
+    sp.add_argument("--push", action="store_true",
+                    help="push the image to each -t name's registry (as -o type=registry)")
     sp = add("import", cmd_import, "Import a root filesystem tarball as an image")
     sp.add_argument("file", help="tarball (plain, gzip, zstd, xz or bzip2), or - for stdin")
     sp.add_argument("name", nargs="?", help="NAME[:TAG] for the image")

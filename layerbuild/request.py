@@ -32,6 +32,8 @@ class BuildRequest:
     dry_run: bool = False
     secrets: Mapping[str, Path] = field(default_factory=dict)
     seccomp: bool = True  # False: RUN steps without the seccomp filter (explicitly asked)
+    pull: str = "missing"  # bases: "missing" pulls what the store lacks, "always", "never"
+    platform: str | None = None  # the target platform (bases pulled for it); None: the host's
 
     def check_network(self, network: str, what: str = "--network=host") -> None:
         """Refuse the host's network unless `allow` grants `network.host`, as BuildKit does."""

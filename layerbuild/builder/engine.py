@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from layerbuild.builder import config as cfg
+from layerbuild.builder.bases import Bases, registry_puller
 from layerbuild.builder.plan import (
     is_layer_step,
     is_linked,
@@ -54,7 +55,7 @@ from layerbuild.cache.records import fingerprint, write_record
 from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
 from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_id
-from layerbuild.errors import BuildfileError, LayerbuildError
+from layerbuild.errors import BuildfileError, ImageNotFound, LayerbuildError
 from layerbuild.events import (
     BuildWarning,
     CacheMiss,
@@ -106,11 +107,16 @@ class Build:
     """One build of one Buildfile into one store, its steps run by `sandbox` (the host's)."""
 
     def __init__(self, store: Store, request: BuildRequest, events: Events | None = None,
-                 sandbox: Sandbox | None = None) -> None:
+                 sandbox: Sandbox | None = None, bases: Bases | None = None) -> None:
         self.store = store
         self.request = request
         self.events = events or Events()
         self.sandbox: Sandbox = sandbox or HostSandbox()
+        if bases is None:
+            puller = None if request.dry_run else registry_puller(
+                store, self.events.note, self.events.emit)  # type: ignore[arg-type]
+            bases = Bases(store, request.pull, puller, _foreign(request.platform))
+        self.bases = bases
         self.buildfile = read_buildfile(request)
         self.fingerprint = fingerprint(request)
         self.replayable = True  # no step that must never come from the cache
@@ -124,7 +130,8 @@ class Build:
             build_args[EPOCH_ARG] = str(self.epoch)
         self.context = Context(request.context, load_ignore(request.context, request.buildfile))
         platform = host_platform_value()
-        self.scope = Scope.initial(build_args, platform_args(platform, platform))
+        target = Platform.parse(request.platform) if request.platform else platform
+        self.scope = Scope.initial(build_args, platform_args(platform, target))
         for arg in self.buildfile.global_args:
             self.scope = self.scope.apply(arg, self.buildfile.escape)
         self.results: dict[int, StageState] = {}
@@ -227,13 +234,14 @@ class Build:
         instr = stage.from_instr
         env = self.scope.environment()
         ref = expand(instr.image, env, self.buildfile.escape)
+        platform = None
         if instr.platform:
             wanted = expand(instr.platform, env, self.buildfile.escape)
-            host = host_platform_value()
-            if Platform.parse(wanted) != host and wanted not in (str(host), "$BUILDPLATFORM"):
-                raise BuildfileError(f"platform {wanted!r} is not this host's ({host}); "
-                                     "cross-platform builds are not supported",
-                                     self.buildfile.path, instr.line, "FROM")
+            try:
+                platform = _foreign(wanted)
+            except LayerbuildError as exc:
+                raise BuildfileError(str(exc), self.buildfile.path, instr.line,
+                                     "FROM") from None
         earlier = stage_ref(self.buildfile, ref, stage.index)
         if earlier is not None:
             base = self.results[earlier.index]
@@ -243,11 +251,10 @@ class Build:
             config, top, key = empty_config().with_config(WorkingDir="/"), None, "scratch"
         else:
             try:
-                image = self.store.get_image(ref)
-            except LayerbuildError:
-                raise BuildfileError(f"base image {ref!r} is not in the store (bring it in "
-                                     "with `layerbuild load` or `layerbuild import`)",
-                                     self.buildfile.path, instr.line, "FROM") from None
+                image = self._find_image(ref, platform)
+            except LayerbuildError as exc:
+                raise BuildfileError(f"base image {ref!r}: {exc}", self.buildfile.path,
+                                     instr.line, "FROM") from None
             config, key = image.config, f"image:{image.id}"
             self.images[ref] = str(image.id)
             # Held until the build ends: removing the base meanwhile leaves its layers.
@@ -333,12 +340,25 @@ class Build:
             self.store.hold(lease, chain)
         return replace(cached, chain_id=chain)
 
+    def _find_image(self, ref: str, platform: str | None = None) -> Image:
+        """A stored image, pulled as `--pull` says; ImageNotFound says how to bring it in."""
+        try:
+            return self.bases.get(ref, platform)
+        except ImageNotFound:
+            never = self.request.pull == "never"
+            raise ImageNotFound(
+                "not in the store" + (" (and --pull=never)" if never else "") +
+                "; bring it in with `layerbuild pull`, `load` or `import`") from None
+
     def _image_key(self, ref: str) -> str:
         try:
-            image_id = self.images[ref] = str(self.store.resolve(ref))
+            found = self.bases.stored(ref) if self.request.dry_run else self._find_image(ref)
         except LayerbuildError:
+            found = None
+        if found is None:
             self.images[ref] = ""  # were it stored later, the key would change
             return f"missing:{ref}"
+        image_id = self.images[ref] = str(found.id)
         return f"image:{image_id}"
 
     def _apply(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
@@ -368,7 +388,8 @@ class Build:
                 from layerbuild.builder.steps import run_filesystem_step
 
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
-                                  self.results, stage, self.request, events, self.sandbox)
+                                  self.results, stage, self.request, events, self.sandbox,
+                                  self._find_image)
                 diff_id, top, newest = run_filesystem_step(ctx, instr, state.config,
                                                            state.top, env)
             if cached is None:
@@ -423,8 +444,23 @@ def source_date_epoch(request: BuildRequest) -> int | None:
 
 
 def build(store: Store, request: BuildRequest, events: Events | None = None,
-          sandbox: Sandbox | None = None) -> Image | None:
-    """Build a Buildfile into the store, steps run by `sandbox` (the host's); returns the
-    image (None for a dry run)."""
-    return Build(store, request, events, sandbox).run()
+          sandbox: Sandbox | None = None, bases: Bases | None = None) -> Image | None:
+    """Build a Buildfile into the store, steps run by `sandbox` (the host's) on images found
+    by `bases` (the store's, pulled from registries when missing); returns the image (None
+    for a dry run)."""
+    return Build(store, request, events, sandbox, bases).run()
+
+
+def _foreign(platform: str | None) -> str | None:
+    """A platform that is not the host's (normalised), or None for the host's own."""
+    if not platform or platform == "$BUILDPLATFORM":
+        return None
+    from layerbuild.registry.platforms import InvalidPlatform
+    from layerbuild.registry.platforms import Platform as Wanted
+
+    try:
+        wanted = Wanted.parse(platform)
+    except InvalidPlatform as exc:
+        raise LayerbuildError(str(exc)) from None
+    return None if wanted == Wanted.host() else str(wanted)
 

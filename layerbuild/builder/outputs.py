@@ -9,38 +9,68 @@ from pathlib import Path
 
 from layerbuild.archive.save import plan_archive, save
 from layerbuild.errors import LayerbuildError
+from layerbuild.events import Events
 from layerbuild.fsutil import atomic_file, write_atomic
 from layerbuild.image import Image
+from layerbuild.reference import InvalidReference, Reference
 from layerbuild.store import Store
 
-TYPES = ("docker", "oci", "local", "tar")
+TYPES = ("docker", "oci", "local", "tar", "image", "registry")
 
 
 @dataclass(frozen=True)
 class Output:
-    """One `-o` request."""
+    """One `-o` request: a file or dir (`dest`), or names in the store and registries."""
 
     type: str
-    dest: str
+    dest: str = ""
+    names: tuple[str, ...] = ()
+    push: bool = False
 
 
 def parse_output(text: str) -> Output:
-    """Parse `type=T,dest=D` (or a bare path, meaning type=local as BuildKit does)."""
+    """Parse `type=T,dest=D` (or a bare path, meaning type=local as BuildKit does), and
+    `type=image,name=REF[,push=true]` / `type=registry,name=REF` (names: the `-t` tags when
+    none is given; several as `"name=a,b"`, as BuildKit reads them)."""
     if "=" not in text:
         return Output("local", text)
-    fields = dict(part.partition("=")[::2] for part in text.split(","))
+    fields = _fields(text)
     kind = fields.get("type", "local")
-    dest = fields.get("dest")
     if kind not in TYPES:
         raise LayerbuildError(f"-o {text}: unknown type {kind!r} (one of {', '.join(TYPES)})")
+    if kind in ("image", "registry"):
+        names = tuple(n.strip() for n in fields.get("name", "").split(",") if n.strip())
+        for name in names:
+            try:
+                Reference.parse(name)
+            except InvalidReference as exc:
+                raise LayerbuildError(f"-o {text}: {exc}") from None
+        push = kind == "registry" or fields.get("push", "false").lower() in ("true", "1")
+        return Output(kind, "", names, push)
+    dest = fields.get("dest")
     if not dest:
         raise LayerbuildError(f"-o {text}: dest= is required")
     return Output(kind, dest)
 
 
-def write_output(store: Store, image: Image, output: Output, tags: list[str]) -> None:
+def _fields(text: str) -> dict[str, str]:
+    """`k=v,k2="a,b"` as a dict (CSV, as BuildKit's flags)."""
+    import csv
+
+    try:
+        parts = next(csv.reader([text]))
+    except (csv.Error, StopIteration):
+        raise LayerbuildError(f"-o {text}: cannot read the fields") from None
+    return dict(part.partition("=")[::2] for part in parts)
+
+
+def write_output(store: Store, image: Image, output: Output, tags: list[str],
+                 events: Events | None = None) -> None:
     """Write the built image as the output asks."""
     refs = tags or [str(image.id)]
+    if output.type in ("image", "registry"):
+        _image_output(store, image, output, tags, events)
+        return
     if output.type in ("docker", "tar"):  # one file: its directory must be there, as for -o
         _check_parent(output)
     if output.type == "docker":
@@ -94,3 +124,18 @@ def export_rootfs_tar(store: Store, image: Image, dest: Path) -> None:
                 said = done.stderr.decode(errors="replace").strip().splitlines()
                 raise LayerbuildError(f"writing {dest}: tar failed: "
                                       f"{said[-1] if said else f'exit {done.returncode}'}")
+
+
+def _image_output(store: Store, image: Image, output: Output, tags: list[str],
+                  events: Events | None) -> None:
+    names = list(output.names) or tags
+    if not names:
+        raise LayerbuildError(f"-o type={output.type}: give name=REF (or -t NAME)")
+    refs = [Reference.parse(n) for n in names]
+    store.put_image(image, refs)
+    if output.push:
+        from layerbuild.registry import Registry
+
+        session = Registry(notice=events.note if events else None)
+        for ref in refs:
+            session.push(store, image, ref, events=events)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +12,7 @@ from layerbuild.buildfile import Buildfile, Instruction, Stage, expand, stage_re
 from layerbuild.context import Context
 from layerbuild.digest import Digest
 from layerbuild.errors import BuildfileError, LayerbuildError
-from layerbuild.image import ImageConfig, timestamp
+from layerbuild.image import Image, ImageConfig, timestamp
 from layerbuild.sandbox.spec import StepRoot
 from layerbuild.store import Store
 
@@ -36,6 +36,8 @@ class StepContext:
     request: BuildRequest
     events: Events
     sandbox: Sandbox
+    find_image: Callable[[str], Image]
+    """The image a reference names (pulled when the store lacks it, as `--pull` says)."""
 
     def error(self, instr: Instruction, message: str) -> BuildfileError:
         return BuildfileError(message, self.buildfile.path, instr.line, instr.instruction)
@@ -68,9 +70,9 @@ def source_top(ctx: StepContext, instr: Instruction, ref: str,
     if earlier is not None:
         return ctx.results[earlier.index].top
     try:
-        image = ctx.store.get_image(expanded)
-    except LayerbuildError:
-        raise ctx.error(instr, f"--from={expanded}: no such stage or image in the store",
+        image = ctx.find_image(expanded)
+    except LayerbuildError as exc:
+        raise ctx.error(instr, f"--from={expanded}: no such stage, and the image: {exc}",
                         ) from None
     layers = ctx.store.hold_image(image, ctx.lease)  # held until the build ends
     return layers[-1].chain_id if layers else None

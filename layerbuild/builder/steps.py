@@ -19,7 +19,7 @@ from layerbuild.buildfile import Instruction, Run, Workdir
 from layerbuild.digest import Digest
 from layerbuild.errors import StepFailed
 from layerbuild.events import StepOutput
-from layerbuild.image import ImageConfig
+from layerbuild.image import ImageConfig, host_platform
 from layerbuild.ingest import ingest_blob, ingest_dir
 from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
 from layerbuild.store import Layer, Store
@@ -85,6 +85,7 @@ def _ids(sandbox: Sandbox, root: StepRoot, user: str) -> tuple[Ids, str]:
 
 def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
          env: Mapping[str, str]) -> None:
+    _check_runnable(ctx, instr, config)
     script = run_script(instr)
     mounts = _mounts(ctx, instr, env, root.upper.parent)
     if isinstance(script, str) and script.startswith("#!") and instr.heredocs:
@@ -174,3 +175,27 @@ def _stage_tree(ctx: StepContext, instr: Run, ref: str, env: Mapping[str, str],
     tree.mkdir()
     ctx.sandbox.export(tuple(layer_dirs(ctx.store, top)), tree)
     return tree
+
+
+_QEMU = {"amd64": "x86_64", "arm64": "aarch64", "arm": "arm", "386": "i386",
+         "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64", "mips64le": "mips64el"}
+
+
+def _check_runnable(ctx: StepContext, instr: Run, config: ImageConfig) -> None:
+    """A RUN on an image of another architecture needs the kernel to emulate it (binfmt_misc
+    with a QEMU handler, as Docker and BuildKit need): without one, say so, not `exec format
+    error`."""
+    arch = config.architecture
+    host, _variant = host_platform()
+    if not arch or arch == host or ctx.request.dry_run:
+        return
+    handler = Path("/proc/sys/fs/binfmt_misc") / f"qemu-{_QEMU.get(arch, arch)}"
+    try:
+        enabled = handler.read_text().startswith("enabled")
+    except OSError:
+        enabled = False
+    if not enabled:
+        raise StepFailed(f"{ctx.buildfile.path}:{instr.line}: RUN {cfg.describe(instr)}: the "
+                         f"image is for {config.os or 'linux'}/{arch} and this machine is "
+                         f"{host}, and no emulator for {arch} is registered (install "
+                         "qemu-user-static and binfmt-support)")

@@ -41,9 +41,9 @@ class Registry:
         return resolve(Repository(self.transport, self.hosts, ref), ref, platform)
 
     def pull(self, store: Store, ref: Reference, platform: Platform | None = None,
-             events: Events | None = None) -> Pulled:
-        """Pull `ref` into `store`."""
-        return pull(store, ref, self.transport, self.hosts, platform, events)
+             events: Events | None = None, names: bool = True) -> Pulled:
+        """Pull `ref` into `store` (named by its tag and RepoDigest unless `names` is False)."""
+        return pull(store, ref, self.transport, self.hosts, platform, events, names=names)
 
     def push(self, store: Store, image: Image, ref: Reference, compression: str = "gzip",
              events: Events | None = None) -> Pushed:

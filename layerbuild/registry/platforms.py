@@ -1,7 +1,7 @@
 """Platforms (`os/arch[/variant]`) and choosing one image of an index, as Docker does.
 
->>> Platform.parse("linux/arm64").variant
-'v8'
+>>> Platform.parse("linux/arm64/v8")
+Platform(os='linux', architecture='arm64', variant=None)
 >>> str(Platform.parse("linux/arm/v7"))
 'linux/arm/v7'
 """
@@ -16,7 +16,6 @@ from layerbuild.image import Descriptor, host_platform
 
 _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
                  "armel": "arm", "i386": "386", "i686": "386"}
-_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
 
 
 class InvalidPlatform(LayerbuildError):
@@ -45,12 +44,12 @@ class Platform:
     def of(cls, os_: str, arch: str, variant: str | None = None) -> Platform:
         """A normalised platform (aliases mapped, default variants filled in)."""
         arch = _ARCH_ALIASES.get(arch, arch)
-        if arch == "arm64" and variant in ("8", None):
-            variant = "v8"
-        variant = variant or _DEFAULT_VARIANT.get(arch)
-        if arch == "arm" and variant and not variant.startswith("v"):
-            variant = f"v{variant}"
-        return cls(os_, arch, variant)
+        if arch == "arm64" and variant in ("8", "v8"):
+            variant = None  # containerd's normal form: arm64 means v8
+        if arch == "arm":
+            variant = variant or "v7"
+            variant = variant if variant.startswith("v") else f"v{variant}"
+        return cls(os_, arch, variant or None)
 
     @classmethod
     def host(cls) -> Platform:

@@ -110,20 +110,21 @@ def resolve(repo: Repository, ref: Reference, platform: Platform | None = None,
 
 def pull(store: Store, ref: Reference, transport: Transport, hosts: RegistryHosts,
          platform: Platform | None = None, events: Events | None = None,
-         jobs: int = JOBS) -> Pulled:
-    """Pull `ref` into the store and name it (its tag, and its RepoDigest)."""
+         jobs: int = JOBS, names: bool = True) -> Pulled:
+    """Pull `ref` into the store and name it (its tag, and its RepoDigest; with `names`
+    False, neither: a base of another platform must not take the host's image's name)."""
     events = events or Events()
     repo = Repository(transport, hosts, ref)
     found = resolve(repo, ref, platform, notice=events.note)
     image = found.image
-    names = [ref.with_tag(ref.tag)] if ref.tag is not None else []
-    names.append(ref.with_digest(found.digest))
+    tags = [ref.with_tag(ref.tag)] if ref.tag is not None else []
+    tags.append(ref.with_digest(found.digest))
     fresh = not store.has_image(image.id)
     added: set[Digest] = set()
     try:
         with store.staging() as lease:
             _fetch_layers(store, repo, found, lease, events, jobs, added)
-            store.put_image(image, names)
+            store.put_image(image, tags if names else [])
     except BaseException:
         if added:
             store.release_layers(added)

@@ -28,15 +28,17 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "archive.save": ("effect", "digest errors fsutil image ingest reference store", ""),
     "archive.sources": ("effect", "errors", ""),
     "builder": ("pure", "", ""),
+    "builder.bases": ("effect", "errors events image reference registry store", ""),
     "builder.config": ("pure", "buildfile errors image", ""),
     "builder.copying": ("effect", "builder.stepcontext builder.users buildfile context image layer "
                                   "sandbox.spec", ""),
-    "builder.engine": ("effect", "builder builder.config builder.plan builder.report "
+    "builder.engine": ("effect", "builder builder.bases builder.config builder.plan builder.report "
                                  "builder.sandbox builder.schedule builder.state "
                                  "builder.stepcontext builder.steps buildfile cache.index "
                                  "cache.inputs cache.keys cache.records cache.stat context digest "
-                                 "errors events image request store", ""),
-    "builder.outputs": ("effect", "archive.save errors fsutil image sandbox store", ""),
+                                 "errors events image registry.platforms request store", ""),
+    "builder.outputs": ("effect", "archive.save errors events fsutil image reference registry "
+                                  "sandbox store", ""),
     "builder.plan": ("pure", "buildfile errors", ""),
     "builder.report": ("effect", "events", ""),
     "builder.sandbox": ("effect", "sandbox.launch sandbox.ops", "sandbox.spec"),
