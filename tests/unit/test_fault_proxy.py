@@ -11,7 +11,7 @@ from http.client import HTTPConnection, IncompleteRead
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from registrytools import FaultProxy
+from faultproxy import FaultProxy
 
 BLOB = bytes(range(256)) * 1000  # 256,000 bytes
 
