@@ -1,4 +1,4 @@
-"""Shared fixtures: stores, a busybox root filesystem, the CLI and Docker."""
+"""Shared fixtures: stores, a busybox root filesystem, the CLI, Docker and the test registries."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from registrytools import FaultProxy, Registries, load_registries, repository_name
 from treeutil import docker_ok, make_busybox_rootfs, make_tar, need, need_root
 
 from layerbuild.store import Store
@@ -155,3 +156,27 @@ def docker() -> Iterator[Docker]:
         yield engine
     finally:
         engine.cleanup()
+
+
+@pytest.fixture(scope="session")
+def registries() -> Registries:
+    """The test registries scripts/registries started: skipped when they do not answer, a
+    failure in CI."""
+    found = load_registries()
+    need(found is not None and found.all_answer(),
+         "needs the test registries on 127.0.0.1:5000-5003 (scripts/registries starts them)")
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def repository(request: pytest.FixtureRequest) -> str:
+    """A repository name no other test (or earlier run) uses, e.g. `lbtest/test-push-1a2b3c4d`."""
+    return repository_name(request.node.name)
+
+
+@pytest.fixture
+def fault_proxy(registries: Registries) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of the open registry, with no fault set yet."""
+    with FaultProxy(registries.open) as proxy:
+        yield proxy
