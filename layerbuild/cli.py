@@ -28,11 +28,9 @@ def _notice(line: str) -> None:
 
 
 def _human(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
-        size /= 1000
-    return f"{size:.3g}TB"
+    from layerbuild.progress import human_size
+
+    return human_size(size)
 
 
 def _ago(created: str | None) -> str:

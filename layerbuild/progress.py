@@ -307,10 +307,11 @@ def _transfer_line(event: Transfer) -> str:
     filled = int(50 * done / event.total)
     bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (50 - filled)
     return (f"{event.item}: {event.status} [{bar}] "
-            f"{_bytes(done)}/{_bytes(event.total)}")
+            f"{human_size(done)}/{human_size(event.total)}")
 
 
-def _bytes(size: float) -> str:
+def human_size(size: float) -> str:
+    """A size as Docker prints it: `512B`, `1.98MB`, `3.4GB` (powers of 1000)."""
     for unit in ("B", "kB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
