@@ -183,3 +183,56 @@ def test_the_timer_thread_redraws_and_stops_on_close() -> None:
     assert len(re.findall(r"\x1b\[\d+A", written)) >= 2, written
     assert "progress" not in [t.name for t in threading.enumerate()]
     assert screen(written) == ["[1/1] RUN sleep 1"]
+
+
+# --- pulls and pushes ---------------------------------------------------------------------
+
+
+def test_the_transfer_log_prints_each_status_change_and_no_byte_counts() -> None:
+    from layerbuild.events import Transfer
+    from layerbuild.progress import open_transfers
+
+    out = io.StringIO()
+    view = open_transfers("auto", out)  # not a terminal: log lines
+    view.emit(Transfer("aaaa", "Pulling fs layer", 0, 100))
+    view.emit(Transfer("aaaa", "Downloading", 50, 100))
+    view.emit(Transfer("bbbb", "Already exists"))
+    view.emit(Transfer("aaaa", "Pull complete", 100, 100))
+    view.close()
+    assert out.getvalue().splitlines() == [
+        "aaaa: Pulling fs layer", "bbbb: Already exists", "aaaa: Pull complete"]
+
+
+def test_the_live_transfer_view_keeps_one_line_per_blob_with_its_bar(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerbuild.events import Transfer
+    from layerbuild.progress import LiveTransfers
+
+    monkeypatch.setenv("COLUMNS", "120")
+    out = FakeTty()
+    view = LiveTransfers(out)
+    view.emit(Transfer("aaaa", "Pulling fs layer", 0, 2_000_000))
+    view.emit(Transfer("bbbb", "Pulling fs layer", 0, 1000))
+    time.sleep(0.12)  # byte counts redraw at most every REDRAW_EVERY
+    view.emit(Transfer("aaaa", "Downloading", 1_000_000, 2_000_000))
+    view.note("a notice")
+    view.emit(Transfer("bbbb", "Pull complete", 1000, 1000))
+    view.close()
+    shown = screen(out.getvalue(), 120)
+    assert shown[0] == "a notice"
+    assert shown[1].startswith("aaaa: Downloading [") and shown[1].endswith("1MB/2MB")
+    assert shown[1].count("=") + shown[1].count(">") == 25
+    assert shown[2] == "bbbb: Pull complete"
+    assert len(shown) == 3
+
+
+def test_quiet_transfers_print_nothing() -> None:
+    from layerbuild.events import Transfer
+    from layerbuild.progress import open_transfers
+
+    out = io.StringIO()
+    view = open_transfers("quiet", out)
+    view.emit(Transfer("aaaa", "Pull complete"))
+    view.note("x")
+    view.close()
+    assert out.getvalue() == ""
