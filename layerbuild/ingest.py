@@ -169,6 +169,8 @@ def _extract(tar: HashingReader, dest: Path, what: str) -> None:
             exc.add_note(f"loading {what}")
             raise
         raise FormatError(f"{what}: truncated or corrupt data ({exc})") from None
+    except FormatError as exc:  # say which layer: a pull stages several at once
+        raise type(exc)(f"{what}: {exc}") from None
 
 
 def _drain(reader: HashingReader) -> None:

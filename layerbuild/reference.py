@@ -21,12 +21,13 @@ from layerbuild.digest import Digest
 from layerbuild.errors import FormatError, LayerbuildError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN = (r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?"
-           r"|\[[0-9a-fA-F:]+\](?::[0-9]+)?)")
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)"
 _NAME = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
+_IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 DOCKER_HUB = "docker.io"
-_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+_HUB_ALIASES = ("docker.io", "index.docker.io")
 
 
 class InvalidReference(LayerbuildError):
@@ -48,6 +49,8 @@ class Reference:
     def parse(cls, text: str, digests: bool = False) -> Reference:
         """Parse `name[:tag]` (and with `digests`, `name[:tag]@sha256:…`); a reference with
         neither tag nor digest means `latest`."""
+        if _IDENTIFIER.fullmatch(text):
+            raise InvalidReference(f"invalid reference {text!r}: an image ID is not a name")
         body, at, pin = text.partition("@")
         digest = None
         if at:
@@ -66,9 +69,9 @@ class Reference:
         if tag is None and digest is None:
             tag = "latest"
         name = _familiar_name(name, text)
-        if not _NAME.match(name) or len(name) > 255:
+        if not _NAME.fullmatch(name) or len(cls(name).path) > 255:
             raise InvalidReference(f"invalid reference format: {text!r}")
-        if tag is not None and not _TAG.match(tag):
+        if tag is not None and not _TAG.fullmatch(tag):
             raise InvalidReference(f"invalid tag {tag!r} in {text!r}")
         return cls(name, tag, digest)
 
@@ -116,7 +119,7 @@ class Reference:
 
 
 def _is_domain(first: str) -> bool:
-    return "." in first or ":" in first or first == "localhost"
+    return "." in first or ":" in first or first == "localhost" or first.lower() != first
 
 
 def _familiar_name(name: str, text: str) -> str:
@@ -124,9 +127,10 @@ def _familiar_name(name: str, text: str) -> str:
     first, _, rest = name.partition("/")
     if rest and first in _HUB_ALIASES:
         name = rest
-        if name.startswith("library/") and "/" not in name[len("library/"):]:
-            name = name[len("library/"):]
-        first, _, rest = name.partition("/")
-    if rest and first.lower() != first and not _is_domain(first):
+    if name.startswith("library/") and "/" not in name[len("library/"):]:
+        name = name[len("library/"):]
+    first, _, rest = name.partition("/")
+    remote = rest if rest and _is_domain(first) else name
+    if remote.lower() != remote:
         raise InvalidReference(f"invalid reference {text!r}: repository name must be lowercase")
     return name

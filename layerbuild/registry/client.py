@@ -213,7 +213,10 @@ class BlobReader:
         if offset and response.status == 200:  # no ranges here: skip what we have
             skip = offset
             while skip:
-                got = response.read(min(skip, CHUNK), decode_content=False)
+                try:
+                    got = response.read(min(skip, CHUNK), decode_content=False)
+                except HTTPError:
+                    break  # cut again: the next read finds it broken and resumes
                 if not got:
                     break
                 skip -= len(got)

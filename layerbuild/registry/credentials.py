@@ -135,10 +135,12 @@ class CredentialStore:
             _helper_run(helper, "erase", key)
             return True
         auths = config.get("auths") or {}
-        found = auths.pop(key, None) is not None
-        if found:
+        gone = [name for name in auths if name == key or _host(name) == registry]  # as `get`
+        for name in gone:
+            del auths[name]
+        if gone:
             self._write(config)
-        return found
+        return bool(gone)
 
     def _write(self, config: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -146,10 +148,13 @@ class CredentialStore:
         write_atomic(self.path, data, mode=0o600)
 
 
+def _host(key: str) -> str:
+    return key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
+
+
 def _by_host(auths: Mapping[str, Any], registry: str) -> Any:
     for key, entry in auths.items():
-        host = key.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
-        if host == registry:
+        if _host(key) == registry:
             return entry
     return None
 

@@ -67,6 +67,8 @@ class RegistryHosts:
         mirrors: dict[str, tuple[str, ...]] = {}
         insecure: set[str] = set()
         for where, doc in documents:
+            if set(doc) - {"registry"}:
+                raise ConfigError(f"{where}: unknown key {sorted(set(doc) - {'registry'})[0]!r}")
             section = doc.get("registry", {})
             if not isinstance(section, dict):
                 raise ConfigError(f"{where}: [registry] must be a table")
@@ -83,6 +85,8 @@ class RegistryHosts:
                     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
                         raise ConfigError(f"{where}: {name}.mirrors must be a list of URLs")
                     mirrors[key] = tuple(_mirror_url(u, where) for u in urls)
+                if not isinstance(entry.get("insecure", False), bool):
+                    raise ConfigError(f"{where}: {name}.insecure must be true or false")
                 if entry.get("insecure") is True:
                     insecure.add(key)
                 elif entry.get("insecure") is False:
@@ -137,7 +141,10 @@ def _canonical(name: str) -> str:
 
 def _mirror_url(url: str, where: str) -> str:
     url = url.strip().rstrip("/")
-    if not url.startswith(("https://", "http://")) or "/" in url.split("://", 1)[1]:
+    host = url.split("://", 1)[-1]
+    if "@" in host:
+        raise ConfigError(f"{where}: a mirror URL cannot hold credentials")
+    if not url.startswith(("https://", "http://")) or not host or any(c in host for c in "/?#"):
         raise ConfigError(f"{where}: mirror {url!r} must be http(s)://host[:port]")
     return url
 

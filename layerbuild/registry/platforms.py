@@ -43,6 +43,7 @@ class Platform:
     @classmethod
     def of(cls, os_: str, arch: str, variant: str | None = None) -> Platform:
         """A normalised platform (aliases mapped, default variants filled in)."""
+        variant = {"armel": "v6", "armhf": "v7"}.get(arch, variant)  # as containerd's
         arch = _ARCH_ALIASES.get(arch, arch)
         if arch == "arm64" and variant in ("8", "v8"):
             variant = None  # containerd's normal form: arm64 means v8
@@ -94,4 +95,5 @@ def choose(manifests: Sequence[Descriptor], want: Platform) -> Descriptor | None
 
 def listed(manifests: Sequence[Descriptor]) -> list[str]:
     """The platforms an index offers, for an error message."""
-    return sorted({str(Platform.from_descriptor(d.platform)) for d in manifests if d.platform})
+    return sorted({str(Platform.from_descriptor(d.platform)) for d in manifests
+                   if d.platform and d.platform.get("os") != "unknown"})  # not attestations
