@@ -1,6 +1,6 @@
 """Platforms: parsing and normalising as containerd's `platforms` package does (aliases,
-arm64 meaning v8, arm meaning v7, armel v6), and choosing an index entry by its matcher rules
-for arm (arm/v8 also runs v7, v6 and v5; the newest that runs is preferred)."""
+arm64/v8 written plain `arm64`, arm meaning v7, armel v6), and choosing an index entry by its
+matcher rules for arm (arm/v8 also runs v7, v6 and v5; the newest that runs is preferred)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from layerbuild.registry.platforms import InvalidPlatform, Platform, choose, lis
     ("linux/x86_64", "linux/amd64"),
     ("linux/x86-64", "linux/amd64"),
     ("Linux/AMD64", "linux/amd64"),
-    ("linux/aarch64", "linux/arm64/v8"),
-    ("linux/arm64", "linux/arm64/v8"),
-    ("linux/arm64/8", "linux/arm64/v8"),
-    ("linux/arm64/v8", "linux/arm64/v8"),
+    ("linux/aarch64", "linux/arm64"),
+    ("linux/arm64", "linux/arm64"),
+    ("linux/arm64/8", "linux/arm64"),
+    ("linux/arm64/v8", "linux/arm64"),
     ("linux/arm64/v9", "linux/arm64/v9"),
     ("linux/arm", "linux/arm/v7"),
     ("linux/arm/7", "linux/arm/v7"),
@@ -49,7 +49,7 @@ def test_invalid(bad: str) -> None:
 
 def test_from_descriptor() -> None:
     assert Platform.from_descriptor({"os": "linux", "architecture": "arm64"}) == \
-        Platform("linux", "arm64", "v8")
+        Platform("linux", "arm64", None)  # containerd's normal form: arm64 is v8
     assert Platform.from_descriptor({"os": "linux", "architecture": "arm",
                                      "variant": ""}) == Platform("linux", "arm", "v7")
     assert Platform.from_descriptor({"os": "linux", "architecture": "arm",
@@ -154,5 +154,5 @@ def test_attestations_and_entries_without_platform_are_never_chosen() -> None:
 
 
 def test_listed_leaves_attestations_out() -> None:
-    assert listed(INDEX) == ["linux/amd64", "linux/arm/v5", "linux/arm/v6", "linux/arm64/v8",
+    assert listed(INDEX) == ["linux/amd64", "linux/arm/v5", "linux/arm/v6", "linux/arm64",
                              "linux/ppc64le", "linux/s390x"]
