@@ -177,8 +177,9 @@ def host_file(path: str, limit: int = 1 << 16) -> bytes:
         return b""
 
 
-def hosts_file(host: bytes, hostname: str) -> bytes:
-    """The host's /etc/hosts with the step's hostname added, so it resolves to itself."""
-    if host and not host.endswith(b"\n"):
-        host += b"\n"
-    return host + f"127.0.0.1\t{hostname}\n".encode()
+def hosts_file(hostname: str) -> bytes:
+    """The step's /etc/hosts, BuildKit's fixed one: loopback under `localhost` and the step's
+    hostname, nothing of the build host's own file (its names mean nothing in the step, and
+    a package that reads them, as exim4's mail name does, would keep them)."""
+    return (f"127.0.0.1\tlocalhost {hostname}\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n").encode()

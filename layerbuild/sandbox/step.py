@@ -44,7 +44,7 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
     resolv = mounts.host_file("/etc/resolv.conf")
     if spec["network"] == "default":
         resolv = network.resolv_conf(resolv)
-    hosts = mounts.hosts_file(mounts.host_file("/etc/hosts"), spec["hostname"])
+    hosts = mounts.hosts_file(spec["hostname"])
     last_cap = int(mounts.host_file("/proc/sys/kernel/cap_last_cap").strip() or b"40")
 
     enter_staging(root["work"])

@@ -178,6 +178,13 @@ def test_failing_command_returns_code_and_output(base: Path, tmp_path: Path) -> 
     assert out == "out\nerr\n"
 
 
+def test_etc_hosts_is_buildkits_fixed_file_not_the_hosts(base: Path, tmp_path: Path) -> None:
+    code, out = sh(new_root(tmp_path, base), "cat /etc/hosts")
+    assert code == 0
+    assert out == ("127.0.0.1\tlocalhost buildkitsandbox\n"
+                   "::1\tlocalhost ip6-localhost ip6-loopback\n")
+
+
 def test_exact_environment(base: Path, tmp_path: Path) -> None:
     code, out = run(new_root(tmp_path, base), ("/bin/env",), env=("A=1 2", "PATH=/bin"))
     assert code == 0
