@@ -180,6 +180,27 @@ def _apply(config: ImageConfig, instr: Instruction, x: Any, cmd_set: bool) -> Im
     return config
 
 
+RUNTIME_KEYS = frozenset({"User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes",
+                          "WorkingDir", "Labels", "StopSignal", "ArgsEscaped", "Healthcheck",
+                          "OnBuild", "Shell"})
+"""The runtime keys an image config of BuildKit's has (dockerspec.ImageConfig)."""
+TOP_LEVEL_KEPT = frozenset({"os.version", "os.features"})
+"""Top-level fields of a base's config, beyond those modelled, that a derived image keeps."""
+
+
+def derived(config: ImageConfig) -> ImageConfig:
+    """A base's config as a new image starts from it, as BuildKit derives one: only the
+    fields the OCI image config has (Docker's `comment`, `container_config`,
+    `docker_version`, … go), and only runtime keys BuildKit knows that have a value (an
+    imported image's empty `Hostname`, `AttachStdin`, … go)."""
+    section = {k: v for k, v in config.config.items()
+               if k in RUNTIME_KEYS and v not in (None, "", [], {}, False)}
+    extra = {k: v for k, v in config.extra.items() if k in TOP_LEVEL_KEPT}
+    if section == dict(config.config) and extra == dict(config.extra):
+        return config
+    return replace(config, config=section, extra=extra)
+
+
 def with_default_path(config: ImageConfig) -> ImageConfig:
     """The config with Docker's default PATH appended to Env when it sets none (BuildKit makes
     sure every stage has a PATH, and writes it into the image)."""

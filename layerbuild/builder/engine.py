@@ -255,7 +255,7 @@ class Build:
             except LayerbuildError as exc:
                 raise BuildfileError(f"base image {ref!r}: {exc}", self.buildfile.path,
                                      instr.line, "FROM") from None
-            config, key = image.config, f"image:{image.id}"
+            config, key = cfg.derived(image.config), f"image:{image.id}"
             self.images[ref] = str(image.id)
             # Held until the build ends: removing the base meanwhile leaves its layers.
             layers = self.store.hold_image(image, lease)

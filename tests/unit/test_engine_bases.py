@@ -109,3 +109,29 @@ def test_an_unknown_policy_is_refused() -> None:
 
     with pytest.raises(LayerbuildError, match="--pull=sometimes"):
         Bases(None, "sometimes")  # type: ignore[arg-type]
+
+
+def test_a_new_image_drops_what_docker_alone_wrote_into_its_base(bench: Bench) -> None:
+    """As BuildKit derives an image: no `comment`, `container_config`, `docker_version`,
+    and no runtime key that is empty or unknown to an OCI image config."""
+    import json
+
+    from layerbuild.image import Image
+
+    base = bench.store.get_image("base")
+    raw = json.loads(base.config_bytes)
+    raw.update({"comment": "Imported from -", "docker_version": "20.10.24",
+                "container_config": {"Hostname": "", "Cmd": None}, "os.version": "10.0"})
+    raw["config"] = {"Hostname": "", "AttachStdin": False, "Env": ["A=1"], "Cmd": ["sh"],
+                     "Labels": {}, "WorkingDir": "", "Image": "sha256:abc"}
+    docker_made = Image.from_config_bytes(json.dumps(raw).encode())
+    bench.store.put_image(docker_made, [Reference.parse("imported")])
+    image = run(bench, "FROM imported\nLABEL a=b\n")
+    assert image is not None
+    got = json.loads(image.config_bytes)
+    for gone in ("comment", "docker_version", "container_config"):
+        assert gone not in got
+    assert got["os.version"] == "10.0"
+    assert got["config"] == {"Env": ["A=1", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                                    "/usr/bin:/sbin:/bin"], "Cmd": ["sh"],
+                             "Labels": {"a": "b"}}
