@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from layerbuild.digest import CHUNK, Digest, HashingReader, HashingWriter, chain_id, verify
-from layerbuild.errors import FormatError, StoreError
+from layerbuild.errors import FormatError, LayerbuildError, StoreError
 from layerbuild.image import Descriptor, layer_media_type
 from layerbuild.layer import (
     Compression,
@@ -127,6 +127,23 @@ def stage_blob(stage: Path, blob: BinaryIO, diff_id: Digest, expected: Digest | 
     raw = HashingReader(blob)
     peek = _Peek(raw)  # type: ignore[arg-type]
     kind = sniff(peek.head)
+    try:
+        tar, stored = _unpack(stage, peek, raw, kind, what)
+    except FormatError:
+        if expected is not None:  # bytes that are not the blob's explain a broken tar best
+            _verify_rest(raw, expected, what)
+        raise
+    if expected is not None:
+        verify(expected, raw.digest, f"{what} blob")
+    if expected_size is not None and expected_size != raw.size:
+        raise FormatError(f"{what} blob: {raw.size} bytes, expected {expected_size}")
+    verify(diff_id, tar.digest, f"{what} (uncompressed, against the config's diff_id)")
+    return Staged(diff_id, stage / "diff", stage / "blob", stored, tar.size)
+
+
+def _unpack(stage: Path, peek: _Peek, raw: HashingReader, kind: str | None,
+            what: str) -> tuple[HashingReader, Descriptor]:
+    """Keep the blob (as it came, or gzipped) and extract its tar into `stage`/diff."""
     with open(stage / "blob", "wb") as blob_file:
         if kind in ("gzip", "zstd"):  # kept as it came; anything else is stored as gzip
             source: BinaryIO = TeeReader(peek, blob_file)  # type: ignore[arg-type, assignment]
@@ -142,12 +159,17 @@ def stage_blob(stage: Path, blob: BinaryIO, diff_id: Digest, expected: Digest | 
             stored = Descriptor(layer_media_type("gzip"), hashed.digest, hashed.size)
         blob_file.flush()
         os.fsync(blob_file.fileno())
-    if expected is not None:
-        verify(expected, raw.digest, f"{what} blob")
-    if expected_size is not None and expected_size != raw.size:
-        raise FormatError(f"{what} blob: {raw.size} bytes, expected {expected_size}")
-    verify(diff_id, tar.digest, f"{what} (uncompressed, against the config's diff_id)")
-    return Staged(diff_id, stage / "diff", stage / "blob", stored, tar.size)
+    return tar, stored
+
+
+def _verify_rest(raw: HashingReader, expected: Digest, what: str) -> None:
+    """Read what is left of a blob whose tar broke, and raise DigestMismatch if its bytes are
+    not the expected ones (a corrupted download, rather than a malformed layer)."""
+    try:
+        raw.drain()
+    except (EOFError, ValueError, OSError, LayerbuildError):
+        return
+    verify(expected, raw.digest, f"{what} blob")
 
 
 def commit_staged(store: Store, parent: Digest | None, staged: Staged,

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "transfer-encoding", "upgrade", "proxy-connection"}
-ERROR_CODES = {429: "TOOMANYREQUESTS", 503: "UNAVAILABLE"}
+ERROR_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NOT_FOUND", 429: "TOOMANYREQUESTS",
+               503: "UNAVAILABLE"}
 CHUNK = 64 * 1024
 FLIP = bytes(b ^ 0xFF for b in range(256))
 
@@ -26,7 +27,7 @@ FLIP = bytes(b ^ 0xFF for b in range(256))
 class Rule:
     """One fault: what it does, to which requests, how many more times (None: every time)."""
 
-    kind: str  # "fail", "cut", "corrupt" or "delay"
+    kind: str  # "fail", "cut", "corrupt", "delay" or "serve"
     pattern: re.Pattern[str]
     method: str | None
     remaining: int | None
@@ -34,6 +35,9 @@ class Rule:
     after: int = 0
     seconds: float = 0.0
     retry_after: str = "1"
+    body: bytes = b""
+    content_type: str = "application/octet-stream"
+    chunked: bool = False
 
     def matches(self, kind: str, method: str, target: str) -> bool:
         return (self.kind == kind and self.remaining != 0
@@ -72,6 +76,8 @@ class FaultProxy:
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: _ProxyServer | None = None
+    port: int = 0
+    """The port to listen on (0: any free one)."""
 
     @property
     def address(self) -> str:
@@ -118,6 +124,13 @@ class FaultProxy:
         """Wait `seconds` before forwarding a matching request."""
         self._add(Rule("delay", re.compile(pattern), method, times, seconds=seconds))
 
+    def serve(self, pattern: str, body: bytes, content_type: str, status: int = 200,
+              chunked: bool = False, times: int | None = 1, method: str | None = "GET") -> None:
+        """Answer matching requests with `body` instead of the registry's answer, with a
+        Content-Length or (`chunked`) without one."""
+        self._add(Rule("serve", re.compile(pattern), method, times, status=status, body=body,
+                       content_type=content_type, chunked=chunked))
+
     def clear(self) -> None:
         with self.lock:
             self.rules.clear()
@@ -152,7 +165,7 @@ class _ProxyServer(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, proxy: FaultProxy) -> None:
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        super().__init__(("127.0.0.1", proxy.port), _ProxyHandler)
         self.proxy = proxy
 
     def handle_error(self, request: object, client_address: object) -> None:
@@ -174,12 +187,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
         seen = _joined(headers)
         body = self._read_body()
-        while (rule := proxy.take("delay", method, target)) is not None:
-            time.sleep(rule.seconds)
+        delay = proxy.take("delay", method, target)  # one rule: `times=None` is every request
+        if delay is not None:
+            time.sleep(delay.seconds)
         fault = proxy.take("fail", method, target)
         if fault is not None:
             self._answer_fault(fault)
             proxy.record(Seen(method, target, seen, fault.status, "fail"))
+            return
+        served = proxy.take("serve", method, target)
+        if served is not None:
+            self._serve(served)
+            proxy.record(Seen(method, target, seen, served.status, "serve"))
             return
         try:
             upstream = HTTPConnection(proxy.upstream, timeout=120)
@@ -262,6 +281,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         code = ERROR_CODES.get(rule.status, "UNKNOWN")
         self._answer(rule.status, {"errors": [{"code": code, "message": "injected fault"}]},
                      {"Retry-After": rule.retry_after})
+
+    def _serve(self, rule: Rule) -> None:
+        self.send_response(rule.status)
+        self.send_header("Content-Type", rule.content_type)
+        if rule.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(rule.body)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if not rule.chunked:
+            self.wfile.write(rule.body)
+            return
+        try:
+            for start in range(0, len(rule.body), CHUNK):
+                part = rule.body[start:start + CHUNK]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True  # the client stopped reading: that is its right
 
     def _answer(self, status: int, body: dict[str, object],
                 headers: dict[str, str] | None = None) -> None:

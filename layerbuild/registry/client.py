@@ -25,7 +25,7 @@ from layerbuild.reference import Reference
 from layerbuild.registry import challenge
 from layerbuild.registry.errors import NotFound, Unreachable
 from layerbuild.registry.hosts import Endpoint, RegistryHosts
-from layerbuild.registry.transport import Transport, let_go
+from layerbuild.registry.transport import Transport, error_reason, let_go
 
 MANIFEST_LIMIT = 4 << 20
 """Largest manifest or index read (distribution refuses to store larger ones)."""
@@ -89,7 +89,8 @@ class Repository:
             data = response.read(MANIFEST_LIMIT + 1)
         except HTTPError as exc:
             let_go(response, False)
-            raise Unreachable(f"{what}: the manifest could not be read: {exc}") from None
+            raise Unreachable(f"{what}: the manifest could not be read: "
+                              f"{error_reason(exc)}") from None
         let_go(response, len(data) <= MANIFEST_LIMIT)
         if len(data) > MANIFEST_LIMIT:
             raise FormatError(f"{what}: the manifest is over the {MANIFEST_LIMIT}-byte limit")
@@ -234,7 +235,7 @@ class BlobReader:
                 data = self._response.read(n, decode_content=False)  # type: ignore[attr-defined]
             except HTTPError as exc:
                 data = b""
-                reason: object = exc
+                reason = error_reason(exc)
             else:
                 reason = "the connection closed early"
             if data:
@@ -247,7 +248,7 @@ class BlobReader:
                 return b""
             self._resume(reason)
 
-    def _resume(self, reason: object) -> None:
+    def _resume(self, reason: str) -> None:
         self.resumes += 1
         self._close_response()
         if self.resumes > RESUMES:

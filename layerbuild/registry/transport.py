@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -29,17 +30,19 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import urllib3
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import HTTPError, ProtocolError
 
 from layerbuild.errors import RegistryError
 from layerbuild.registry import challenge as challenges
 from layerbuild.registry.challenge import Challenge, Scope
 from layerbuild.registry.credentials import Credentials, CredentialStore
 from layerbuild.registry.errors import Unauthorized, Unreachable, from_status
-from layerbuild.registry.hosts import Endpoint
+from layerbuild.registry.hosts import ConfigError, Endpoint
 
 USER_AGENT = "layerbuild/0.1"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+ATTEMPTS_ENV = "LAYERBUILD_REGISTRY_ATTEMPTS"
+"""Overrides how many times a request is tried (`Policy.attempts`)."""
 Body = bytes | Callable[[], IO[bytes]] | None
 """A request body: bytes, or a callable that opens it afresh (so a retry can resend it)."""
 
@@ -54,6 +57,18 @@ class Policy:
     connect_timeout: float = 15.0
     read_timeout: float = 120.0
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Policy:
+        """The default policy, with `attempts` from $LAYERBUILD_REGISTRY_ATTEMPTS when set
+        (e.g. 1 to fail at once on a registry that is down)."""
+        text = (os.environ if env is None else env).get(ATTEMPTS_ENV, "").strip()
+        if not text:
+            return cls()
+        if not text.isdigit() or int(text) < 1:
+            raise ConfigError(f"{ATTEMPTS_ENV} must be a whole number of at least 1, "
+                              f"not {text!r}")
+        return cls(attempts=int(text))
+
 
 class Transport:
     """Requests to registries, shared by the threads of one pull or push."""
@@ -62,7 +77,7 @@ class Transport:
                  sleep: Callable[[float], None] = time.sleep,
                  notice: Callable[[str], None] | None = None) -> None:
         self.credentials = credentials or CredentialStore()
-        self.policy = policy or Policy()
+        self.policy = policy or Policy.from_env()
         self._sleep = sleep
         self._notice = notice or (lambda _m: None)
         timeout = urllib3.Timeout(connect=self.policy.connect_timeout,
@@ -105,8 +120,8 @@ class Transport:
                 attempt += 1
                 if attempt >= self.policy.attempts:
                     raise Unreachable(f"{what}: cannot reach {endpoint.host}: "
-                                      f"{_reason(exc)}") from None
-                self._wait(attempt, None, f"{endpoint.host}: {_reason(exc)}")
+                                      f"{error_reason(exc)}") from None
+                self._wait(attempt, None, f"{endpoint.host}: {error_reason(exc)}")
                 continue
             status = response.status
             if status in expected:
@@ -277,8 +292,8 @@ class Transport:
                 attempt += 1
                 if attempt >= self.policy.attempts:
                     raise Unreachable(f"{what}: cannot reach the token server "
-                                      f"{endpoint.host}: {_reason(exc)}") from None
-                self._wait(attempt, None, f"token server {endpoint.host}: {_reason(exc)}")
+                                      f"{endpoint.host}: {error_reason(exc)}") from None
+                self._wait(attempt, None, f"token server {endpoint.host}: {error_reason(exc)}")
                 continue
             data = _drain(response, 1 << 20)
             if response.status == 200:
@@ -321,9 +336,10 @@ def let_go(response: urllib3.BaseHTTPResponse, complete: bool) -> None:
         response.release_conn()
 
 
-def _reason(exc: HTTPError) -> str:
+def error_reason(exc: HTTPError) -> str:
+    """What went wrong with a connection, in a few words (no URL, no header)."""
     reason = getattr(exc, "reason", None) or exc
-    text = str(reason)
+    text = str(exc.args[0]) if isinstance(exc, ProtocolError) and exc.args else str(reason)
     if "Connection refused" in text:
         return "connection refused"
     if "timed out" in text.lower():
