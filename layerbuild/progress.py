@@ -46,10 +46,12 @@ class ProgressPrinter(Events):
         self.mode = mode
         self.out = stream or sys.stderr
         self._pending = b""
+        self._write_lock = threading.Lock()  # a push's blobs report from several threads
 
     def _print(self, text: str) -> None:
         if self.mode != "quiet":
-            print(text, file=self.out, flush=True)
+            with self._write_lock:  # print() writes the text and its newline apart
+                print(text, file=self.out, flush=True)
 
     def step(self, number: int, total: int, text: str) -> None:
         """Print the step's first line."""

@@ -10,9 +10,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from registrytools import FaultProxy, Registries, load_registries, repository_name
-from treeutil import docker_ok, make_busybox_rootfs, make_tar, need, need_root
+from registrytools import (
+    FaultProxy,
+    MultiArch,
+    Registries,
+    load_registries,
+    push_multi_arch,
+    repository_name,
+)
+from treeutil import docker_ok, make_busybox_rootfs, make_tar, need, need_root, need_tool
 
+from layerbuild.image import host_platform
 from layerbuild.store import Store
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -47,13 +55,14 @@ def store(store_root: Path) -> Store:
     return Store(store_root)
 
 
-def run_cli(root: Path, *args: str, check: bool = True, input_: bytes | None = None,
+def run_cli(root: Path, *args: str, check: bool = True, input_: str | None = None,
             timeout: float = 600, env: dict[str, str] | None = None,
             ) -> subprocess.CompletedProcess[str]:
     """Run `layerbuild --root ROOT ARGS…` as a user would, in a new process (`env` adds to
-    the environment)."""
+    the environment; `input_` is its stdin, else it reads an empty one)."""
     proc = subprocess.run([sys.executable, "-m", "layerbuild.cli", "--root", str(root), *args],
                           capture_output=True, text=True, timeout=timeout,
+                          input=input_ if input_ is not None else "",
                           env={**os.environ, **env} if env else None)
     if check and proc.returncode != 0:
         raise AssertionError(f"layerbuild {' '.join(args)} failed ({proc.returncode}):\n"
@@ -72,8 +81,8 @@ def lb(store_root: Path, tmp_path: Path) -> Iterator[Run]:
     built: list[str] = []
 
     def run(*args: str, check: bool = True, env: dict[str, str] | None = None,
-            ) -> subprocess.CompletedProcess[str]:
-        proc = run_cli(store_root, *args, check=check, env=env)
+            input_: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = run_cli(store_root, *args, check=check, env=env, input_=input_)
         if args and args[0] == "build" and proc.returncode == 0 and "--dry-run" not in args:
             built.append(proc.stdout.split("Successfully built ")[-1].split()[0]
                          if "Successfully built" in proc.stdout else proc.stdout.strip())
@@ -180,3 +189,28 @@ def fault_proxy(registries: Registries) -> Iterator[FaultProxy]:
     """A FaultProxy in front of the open registry, with no fault set yet."""
     with FaultProxy(registries.open) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def client_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Docker's client config dir (`DOCKER_CONFIG`, empty) and a registries.toml
+    (`LAYERBUILD_REGISTRIES_CONFIG`, absent) of this test's own: no login or mirror of the
+    machine's is read, and no login is written there, by layerbuild or docker."""
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.setenv("LAYERBUILD_REGISTRIES_CONFIG", str(tmp_path / "registries.toml"))
+    return config
+
+
+@pytest.fixture(scope="session")
+def multi_arch(registries: Registries, busybox_tar: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> MultiArch:
+    """A manifest list in the open registry, made by `docker manifest`, of a busybox image for
+    this machine's architecture and one for another (arm64, or amd64 on an arm64 host)."""
+    need(docker_ok(), "needs a running Docker engine (docker manifest)")
+    need_tool("skopeo")
+    host = host_platform()[0]
+    return push_multi_arch(busybox_tar, tmp_path_factory.mktemp("multi-arch"),
+                           f"{registries.open}/{repository_name('multi-arch')}",
+                           (host, "arm64" if host != "arm64" else "amd64"))

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import subprocess
+import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,7 @@ from faultproxy import Seen as Seen
 
 STATE_DIR = Path(os.environ.get("LAYERBUILD_REGISTRIES_DIR", "/var/tmp/layerbuild-registries"))
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,11 @@ def docker_push_busybox(docker: Any, rootfs_tar: Path, ref: str) -> str:
     return found.group(1)
 
 
-def write_oci_layout(rootfs_tar: Path, dest: Path, tag: str = "latest") -> str:
-    """A one-layer OCI image layout of `rootfs_tar` at `dest`; returns the manifest digest."""
+def write_oci_layout(rootfs_tar: Path, dest: Path, tag: str = "latest",
+                     architecture: str = "amd64", compressed: bool = True) -> str:
+    """A one-layer OCI image layout of `rootfs_tar` at `dest`, for `linux/<architecture>`
+    (arm64 with variant v8, as real arm64 images say), its layer gzipped or (`compressed`
+    False) stored as the plain tar; returns the manifest digest."""
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
 
@@ -116,11 +124,14 @@ def write_oci_layout(rootfs_tar: Path, dest: Path, tag: str = "latest") -> str:
         return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
     raw = rootfs_tar.read_bytes()
-    layer = blob(gzip.compress(raw, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip")
-    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-              "rootfs": {"type": "layers",
-                         "diff_ids": [f"sha256:{hashlib.sha256(raw).hexdigest()}"]},
-              "history": [{"created_by": "busybox rootfs of the layerbuild tests"}]}
+    layer = blob(gzip.compress(raw, mtime=0), f"{OCI_LAYER}+gzip") if compressed \
+        else blob(raw, OCI_LAYER)
+    config: dict[str, object] = {
+        "architecture": architecture, "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(raw).hexdigest()}"]},
+        "history": [{"created_by": "busybox rootfs of the layerbuild tests"}]}
+    if architecture == "arm64":
+        config["variant"] = "v8"
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                 "config": blob(json.dumps(config).encode(),
                                "application/vnd.oci.image.config.v1+json"),
@@ -132,6 +143,46 @@ def write_oci_layout(rootfs_tar: Path, dest: Path, tag: str = "latest") -> str:
     return str(top["digest"])
 
 
+def unique_rootfs_tar(rootfs_tar: Path, dest: Path, marker: str) -> Path:
+    """A copy of `rootfs_tar` with `etc/lbtest-marker` holding `marker`: a layer no registry
+    and no blob cache has seen (skopeo reuses a blob it knows as it is, whatever compression
+    it was asked for)."""
+    shutil.copyfile(rootfs_tar, dest)
+    data = f"{marker}\n".encode()
+    info = tarfile.TarInfo("./etc/lbtest-marker")
+    info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+    with tarfile.open(dest, "a", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data))
+    return dest
+
+
+def push_layout(layout: Path, registry: str, name: str, tag: str) -> str:
+    """Push the first image of an OCI layout to an open registry with the distribution API's
+    plain requests, every blob exactly as the layout holds it (docker and skopeo would
+    compress an uncompressed layer); returns the manifest digest."""
+    blobs = layout / "blobs" / "sha256"
+    top = json.loads((layout / "index.json").read_text())["manifests"][0]
+    manifest = (blobs / top["digest"][7:]).read_bytes()
+    parsed = json.loads(manifest)
+    base = f"http://{registry}/v2/{name}"
+    for desc in [parsed["config"], *parsed["layers"]]:
+        started = _http("POST", f"{base}/blobs/uploads/", b"", {})
+        location = urllib.parse.urljoin(base, started.headers["Location"])
+        sep = "&" if "?" in location else "?"
+        _http("PUT", f"{location}{sep}digest={desc['digest']}",
+              (blobs / desc["digest"][7:]).read_bytes(),
+              {"Content-Type": "application/octet-stream"})
+    _http("PUT", f"{base}/manifests/{tag}", manifest, {"Content-Type": OCI_MANIFEST})
+    return str(top["digest"])
+
+
+def _http(method: str, url: str, body: bytes, headers: dict[str, str]) -> Any:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+        return response
+
+
 def skopeo_push_busybox(rootfs_tar: Path, work: Path, ref: str, creds: str | None = None,
                         check: bool = True) -> subprocess.CompletedProcess[str]:
     """`skopeo copy` a busybox OCI layout (made in `work`) to `docker://ref` over plain HTTP."""
@@ -139,3 +190,40 @@ def skopeo_push_busybox(rootfs_tar: Path, work: Path, ref: str, creds: str | Non
     auth = ["--dest-creds", creds] if creds else ["--dest-no-creds"]
     return run("skopeo", "copy", "--dest-tls-verify=false", *auth,
                f"oci:{work / 'layout'}:latest", f"docker://{ref}", check=check)
+
+
+@dataclass(frozen=True)
+class MultiArch:
+    """A multi-platform image in a registry: an index and the image of each architecture."""
+
+    ref: str
+    """`REGISTRY/NAME:TAG` of the index."""
+    digest: str
+    """The index's digest."""
+    images: dict[str, str]
+    """Architecture → the digest of its image's manifest."""
+
+
+def push_multi_arch(rootfs_tar: Path, work: Path, name: str,
+                    architectures: tuple[str, ...] = ("amd64", "arm64")) -> MultiArch:
+    """A manifest list at `NAME:multi` made by `docker manifest create/push --insecure` of one
+    busybox image per architecture, which skopeo pushes first as `NAME:<arch>`. Their configs
+    say their architecture; the rootfs is the host's busybox in all (for pulls and COPY-only
+    builds that is enough). Docker schema 2, since Debian's docker 20.10 CLI does not list
+    OCI manifests. The CLI's manifest store goes to a config dir of its own in `work`."""
+    images = {}
+    for arch in architectures:
+        layout = work / f"layout-{arch}"
+        write_oci_layout(rootfs_tar, layout, architecture=arch)
+        digest_file = work / f"digest-{arch}"
+        run("skopeo", "copy", "--format", "v2s2", "--dest-tls-verify=false", "--dest-no-creds",
+            "--digestfile", str(digest_file), f"oci:{layout}:latest", f"docker://{name}:{arch}")
+        images[arch] = digest_file.read_text().strip()
+    env = {"DOCKER_CONFIG": str(work / "docker-manifest-config")}
+    ref = f"{name}:multi"
+    run("docker", "manifest", "create", "--insecure", ref,
+        *(f"{name}:{arch}" for arch in architectures), env=env)
+    pushed = run("docker", "manifest", "push", "--purge", "--insecure", ref, env=env).stdout
+    found = re.search(r"sha256:[0-9a-f]{64}", pushed)
+    assert found, f"no digest in docker manifest push output:\n{pushed}"
+    return MultiArch(ref, found.group(0), images)

@@ -141,6 +141,11 @@ class Transport:
                     self._wait(attempt, response.headers.get("Retry-After"),
                                f"{endpoint.host}: HTTP {status}")
                     continue
+            if status == 401 and not endpoint.mirror and \
+                    self.credentials_for(endpoint.registry) is None:
+                # An anonymous token did not do: as for a Basic challenge, say how to log in.
+                raise Unauthorized(f"{what}: authentication required; log in with "
+                                   f"`layerbuild login {endpoint.registry}`")
             raise from_status(what, status, data)
 
     def _send(self, method: str, url: str, headers: dict[str, str], body: Body,

@@ -236,3 +236,29 @@ def test_quiet_transfers_print_nothing() -> None:
     view.note("x")
     view.close()
     assert out.getvalue() == ""
+
+
+class YieldingStream(io.StringIO):
+    """A stream that lets other threads run inside each write, as a pipe's writes do."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0)
+        return super().write(text)
+
+
+def test_plain_lines_from_several_threads_stay_whole() -> None:
+    out = YieldingStream()
+    printer = ProgressPrinter("plain", out)
+
+    def report(n: int) -> None:
+        for _ in range(200):
+            printer.note(f"{n:012x}: Mounted from lbtest/base")
+
+    threads = [threading.Thread(target=report, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 800
+    assert all(re.fullmatch(r"[0-9a-f]{12}: Mounted from lbtest/base", line) for line in lines)
