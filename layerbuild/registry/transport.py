@@ -105,7 +105,7 @@ class Transport:
         expected = set(expect)
         what = what or endpoint.registry
         authed = False
-        attempt = 0
+        tries = self._tries()
         while True:
             url = self._url(endpoint, path)
             sent = {"User-Agent": USER_AGENT, **(headers or {})}
@@ -117,12 +117,10 @@ class Transport:
             except HTTPError as exc:
                 if url.startswith("https://") and self._fall_back_to_plain(endpoint):
                     continue
-                attempt += 1
-                if attempt >= self.policy.attempts:
-                    raise Unreachable(f"{what}: cannot reach {endpoint.host}: "
-                                      f"{error_reason(exc)}") from None
-                self._wait(attempt, None, f"{endpoint.host}: {error_reason(exc)}")
-                continue
+                if tries.again(f"{endpoint.host}: {error_reason(exc)}"):
+                    continue
+                raise Unreachable(f"{what}: cannot reach {endpoint.host}: "
+                                  f"{error_reason(exc)}") from None
             status = response.status
             if status in expected:
                 if not stream:
@@ -135,12 +133,9 @@ class Transport:
                 if self._learn(endpoint, response.headers.get("WWW-Authenticate", ""),
                                scopes, what):
                     continue
-            if status in RETRY_STATUS:
-                attempt += 1
-                if attempt < self.policy.attempts:
-                    self._wait(attempt, response.headers.get("Retry-After"),
-                               f"{endpoint.host}: HTTP {status}")
-                    continue
+            if status in RETRY_STATUS and tries.again(f"{endpoint.host}: HTTP {status}",
+                                                      response.headers.get("Retry-After")):
+                continue
             if status == 401 and not endpoint.mirror and \
                     self.credentials_for(endpoint.registry) is None:
                 # An anonymous token did not do: as for a Basic challenge, say how to log in.
@@ -178,13 +173,8 @@ class Transport:
             self._plain.add(endpoint.base)
         return True
 
-    def _wait(self, attempt: int, retry_after: str | None, why: str) -> None:
-        wait = min(self.policy.backoff * 2 ** (attempt - 1), self.policy.max_wait)
-        told = _retry_after(retry_after)
-        if told is not None:
-            wait = min(max(told, 0.0), self.policy.max_wait)
-        self._notice(f"{why}; retrying in {wait:.1f}s")
-        self._sleep(wait)
+    def _tries(self) -> _Tries:
+        return _Tries(self.policy, self._notice, self._sleep)
 
     def notice(self, text: str) -> None:
         """Tell the user something worth knowing (a retry, a mirror skipped)."""
@@ -288,18 +278,16 @@ class Transport:
     def _token_request(self, endpoint: Endpoint, method: str, url: str,
                        headers: dict[str, str], body: bytes | None,
                        what: str) -> dict[str, Any]:
-        attempt = 0
+        tries = self._tries()
         while True:
             try:
                 response = self._send(method, url, {"User-Agent": USER_AGENT, **headers},
                                       body, endpoint)
             except HTTPError as exc:
-                attempt += 1
-                if attempt >= self.policy.attempts:
-                    raise Unreachable(f"{what}: cannot reach the token server "
-                                      f"{endpoint.host}: {error_reason(exc)}") from None
-                self._wait(attempt, None, f"token server {endpoint.host}: {error_reason(exc)}")
-                continue
+                if tries.again(f"token server {endpoint.host}: {error_reason(exc)}"):
+                    continue
+                raise Unreachable(f"{what}: cannot reach the token server "
+                                  f"{endpoint.host}: {error_reason(exc)}") from None
             data = _drain(response, 1 << 20)
             if response.status == 200:
                 try:
@@ -309,10 +297,9 @@ class Transport:
                 if not isinstance(answer, dict):
                     raise RegistryError(f"{what}: the token server's answer is not JSON")
                 return answer
-            if response.status in RETRY_STATUS and attempt + 1 < self.policy.attempts:
-                attempt += 1
-                self._wait(attempt, response.headers.get("Retry-After"),
-                           f"token server {endpoint.host}: HTTP {response.status}")
+            if response.status in RETRY_STATUS and tries.again(
+                    f"token server {endpoint.host}: HTTP {response.status}",
+                    response.headers.get("Retry-After")):
                 continue
             if response.status in (400, 401, 403):
                 raise Unauthorized(f"{what}: unauthorized: the token server refused the "
@@ -366,3 +353,26 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return when.timestamp() - time.time()
+
+
+class _Tries:
+    """The attempts of one request: each failure worth retrying waits (exponential backoff,
+    or the server's `Retry-After`) until the policy's attempts are spent."""
+
+    def __init__(self, policy: Policy, notice: Callable[[str], None],
+                 sleep: Callable[[float], None]) -> None:
+        self.policy, self.notice, self.sleep = policy, notice, sleep
+        self.attempt = 0
+
+    def again(self, why: str, retry_after: str | None = None) -> bool:
+        """Count a failure; wait and say True while attempts are left, else False."""
+        self.attempt += 1
+        if self.attempt >= self.policy.attempts:
+            return False
+        wait = min(self.policy.backoff * 2 ** (self.attempt - 1), self.policy.max_wait)
+        told = _retry_after(retry_after)
+        if told is not None:
+            wait = min(max(told, 0.0), self.policy.max_wait)
+        self.notice(f"{why}; retrying in {wait:.1f}s")
+        self.sleep(wait)
+        return True

@@ -148,7 +148,8 @@ def test_anonymous_refused_is_unauthorized(tmp_path: Path) -> None:
         transport, rec = _transport(tmp_path)
         with pytest.raises(Unauthorized) as info:
             _manifest(transport, reg)
-    assert str(info.value) == f"{REPO}:1: unauthorized: authentication required (HTTP 401)"
+    assert str(info.value) == (f"{REPO}:1: authentication required; log in with "
+                               f"`layerbuild login {reg.host}`")
     assert len(reg.token_requests) == 1 and rec.waits == []
 
 
