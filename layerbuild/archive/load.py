@@ -215,7 +215,7 @@ def store_images(store: Store, source: Source, images: list[Loadable],
                     if not got.existed:
                         added.add(got.record.chain_id)
                     parent = got.record.chain_id
-                store.put_image(item.image, list(item.tags))
+                store.put_image(item.image, list(item.tags), lease)
     except BaseException:
         if added:
             store.release_layers(added)

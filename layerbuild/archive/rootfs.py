@@ -34,5 +34,5 @@ def import_rootfs(store: Store, path: str, tag: Reference | None,
                           comment=message or f"Imported from {source}")
         config = empty_config(created).with_layer(got.record.diff_id, history)
         image = Image.from_config(config)
-        store.put_image(image, [tag] if tag else [])
+        store.put_image(image, [tag] if tag else [], stage)
     return image

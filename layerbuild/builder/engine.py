@@ -163,7 +163,7 @@ class Build:
             final = self.results[target.index]
             # The image is as new as its last step, so a fully cached build keeps its image ID.
             image = Image.from_config(replace(final.config, created=self._previous(final)))
-            self.store.put_image(image, list(self.request.tags))
+            self.store.put_image(image, list(self.request.tags), lease)
             listed = {path: (signature(st), read) for path, (st, read)
                       in self.context.listed.items()}
             if self.fingerprint is not None and self.replayable and self.stats.settled \

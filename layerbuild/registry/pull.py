@@ -124,7 +124,7 @@ def pull(store: Store, ref: Reference, transport: Transport, hosts: RegistryHost
     try:
         with store.staging() as lease:
             _fetch_layers(store, repo, found, lease, events, jobs, added)
-            store.put_image(image, tags if names else [])
+            store.put_image(image, tags if names else [], lease)
     except BaseException:
         if added:
             store.release_layers(added)

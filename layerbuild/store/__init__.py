@@ -139,9 +139,11 @@ class Store:
             return
         with self._best_effort("the store lock"), self.lock():
             orphans: set[Digest] = set()
+            unfinished: set[Digest] = set()
             dead: list[Path] = []
             with self._best_effort("leases of dead writers"):
                 orphans = self._area.leased(live=False)
+                unfinished = self._area.pending(live=False) - self._area.pending(live=True)
             with self._best_effort(str(self.tmp)):
                 dead = self._area.dead()
             for entry in dead:
@@ -155,6 +157,12 @@ class Store:
                 self._layers.remove_unnamed_dirs(layers)
                 self._blobs.remove_unnamed({d.digest.hex for layer in layers
                                             for d in layer.blobs})
+            with self._best_effort("images of dead writers"):
+                named = {str(i) for per in self._images.read_repositories().values()
+                         for i in per.values()}
+                for image_id in unfinished:
+                    if str(image_id) not in named:
+                        self._images.delete(image_id)
             with self._best_effort("dangling tags"):
                 self._images.drop_dangling_tags()
             if orphans:
@@ -247,14 +255,19 @@ class Store:
         named through `notice`."""
         return self._images.entries(damaged=lambda exc: self.notice(str(exc)))
 
-    def put_image(self, image: Image, tags: list[Reference]) -> list[str]:
+    def put_image(self, image: Image, tags: list[Reference],
+                  lease: Path | None = None) -> list[str]:
         """Store an image whose layers are all stored, and point `tags` at it.
 
         The config is durable before any tag names it, so a crash in between leaves each tag
-        at its old image. Returns the tags that were moved away from another image.
+        at its old image. With `lease` (the writer's staging dir), a config written by a
+        writer that dies before its tags is debris: the next cleaning removes it, so the
+        store is as it was. Returns the tags that were moved away from another image.
         """
         with self.lock():
             self.image_layers(image)
+            if lease is not None and not self._images.has(image.id):
+                self._area.pend(lease, image.id)
             self._images.put(image)
             moved = self._images.set_tags(image.id, tags)
         return moved

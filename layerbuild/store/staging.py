@@ -93,13 +93,29 @@ class StagingArea:
             f.flush()
             os.fsync(f.fileno())
 
+    def pend(self, lease: Path, image_id: Digest) -> None:
+        """Record in a staging dir that its writer is storing image `image_id` (its config
+        may be written before the tags that name it: if the writer dies between, the config
+        is debris)."""
+        with open(lease / "images", "a") as f:
+            f.write(f"{image_id}\n")
+            f.flush()
+            os.fsync(f.fileno())
+
     def leased(self, live: bool) -> set[Digest]:
         """Chains named by the leases of live (or of dead) staging dirs."""
+        return self._named(live, "leases")
+
+    def pending(self, live: bool) -> set[Digest]:
+        """Images that live (or dead) writers were storing."""
+        return self._named(live, "images")
+
+    def _named(self, live: bool, name: str) -> set[Digest]:
         out: set[Digest] = set()
         for entry in self.tmp.iterdir():
             try:
                 if is_locked(entry / ".lock") == live:
-                    out.update(_leases(entry / "leases"))
+                    out.update(_leases(entry / name))
             except (FileNotFoundError, NotADirectoryError):
                 continue
         return out
@@ -116,7 +132,8 @@ class StagingArea:
 
 
 def _leases(path: Path) -> list[Digest]:
-    """The chains a leases file names; a line a killed writer left half-written is skipped."""
+    """The digests a leases (or images) file names; a line a killed writer left half-written
+    is skipped."""
     out = []
     for line in path.read_text(errors="replace").split():
         with contextlib.suppress(FormatError):

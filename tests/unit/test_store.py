@@ -145,6 +145,34 @@ def test_debris_of_a_dead_writer_is_cleaned(store_root: Path) -> None:
     assert len(list(store.blobs.iterdir())) == 1
 
 
+def test_a_config_a_dead_writer_stored_before_its_tags_is_debris(store_root: Path) -> None:
+    """Killed between an image's config and its tags: the next cleaning removes the config
+    and then its layers, so the store is as it was; an image a tag names stays."""
+    store = Store(store_root)
+    kept = _store_images(store, "keep:1", b"keep")
+    dead = store.tmp / "12345-dead"
+    dead.mkdir()
+    orphan = _commit(store, None, b"half-pulled", lease=dead)
+    unfinished = _image(b"half-pulled")
+    store.put_image(unfinished, [], lease=dead)  # the config; its tag never came
+    store.put_image(kept, [Reference.parse("keep:2")], lease=dead)  # stored before: named
+    assert store.has_image(unfinished.id)
+    Store(store_root).clean_debris()
+    assert not store.has_image(unfinished.id)
+    assert store.layer(orphan) is None
+    assert store.has_image(kept.id)
+    assert sorted(store.tags()) == ["keep:1", "keep:2"]
+
+
+def test_a_live_writers_unfinished_image_is_left_alone(store: Store) -> None:
+    with store.staging() as lease:
+        _commit(store, None, b"in-flight", lease=lease)
+        image = _image(b"in-flight")
+        store.put_image(image, [], lease=lease)
+        store.clean_debris()
+        assert store.has_image(image.id)
+
+
 def test_live_leases_protect_layers(store: Store) -> None:
     with store.staging() as lease:
         chain = _commit(store, None, b"fresh", lease=lease)
