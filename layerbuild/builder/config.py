@@ -20,6 +20,7 @@ from layerbuild.buildfile import (
     Copy,
     Entrypoint,
     Env,
+    ExpansionError,
     Expose,
     Healthcheck,
     Instruction,
@@ -27,13 +28,18 @@ from layerbuild.buildfile import (
     Maintainer,
     Mount,
     Onbuild,
+    PortSpec,
     Run,
+    Scope,
     Shell,
     StopSignal,
     User,
     Volume,
     Workdir,
     expand,
+    expand_words,
+    host_part_warning,
+    parse_port_spec,
 )
 from layerbuild.errors import BuildfileError
 from layerbuild.image import ImageConfig
@@ -97,17 +103,24 @@ def with_env(config: ImageConfig, values: Mapping[str, str]) -> ImageConfig:
     return config.with_config(Env=items)
 
 
-def _ports(words: list[str]) -> list[str]:
-    out = []
-    for word in words:
-        port, _, proto = word.partition("/")
-        proto = (proto or "tcp").lower()
-        low, _, high = port.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
-            raise ValueError(f"invalid port {word!r}")
-        for number in range(int(low), int(high or low) + 1):
-            out.append(f"{number}/{proto}")
-    return out
+def exposed(instr: Expose, env: Mapping[str, str], escape: str = "\\",
+            path: str = "Buildfile") -> list[PortSpec]:
+    """EXPOSE's port specs, its words expanded and split first (``$PORTS`` may hold several);
+    a bad one is a BuildfileError at the instruction."""
+    try:
+        return [parse_port_spec(word) for text in instr.ports
+                for word in expand_words(text, env, escape)]
+    except ExpansionError as err:
+        raise err.located(path, instr.line, instr.instruction) from None
+    except ValueError as exc:
+        raise BuildfileError(str(exc), path, instr.line, instr.instruction) from None
+
+
+def expose_warnings(instr: Expose, env: Mapping[str, str], escape: str = "\\",
+                    path: str = "Buildfile") -> list[str]:
+    """BuildKit's warning for each EXPOSE spec with an IP address or a host port."""
+    return [f"warning: {path}:{instr.line}: {host_part_warning(spec)}"
+            for spec in exposed(instr, env, escape, path) if spec.host_part]
 
 
 def _healthcheck(instr: Healthcheck) -> dict[str, Any]:
@@ -130,6 +143,11 @@ def apply_metadata(config: ImageConfig, instr: Instruction, env: Mapping[str, st
     def x(word: str) -> str:
         return expand(word, env, escape)
 
+    if isinstance(instr, Expose):
+        ports = dict(config.config.get("ExposedPorts") or {})
+        ports.update({port: {} for spec in exposed(instr, env, escape, path)
+                      for port in spec.ports})
+        return config.with_config(ExposedPorts=ports)
     try:
         return _apply(config, instr, x, cmd_set)
     except ValueError as exc:
@@ -143,10 +161,6 @@ def _apply(config: ImageConfig, instr: Instruction, x: Any, cmd_set: bool) -> Im
     if isinstance(instr, Label):
         return config.with_config(Labels={**(section.get("Labels") or {}),
                                           **{x(k): x(v) for k, v in instr.pairs}})
-    if isinstance(instr, Expose):
-        ports = dict(section.get("ExposedPorts") or {})
-        ports.update({p: {} for p in _ports([x(p) for p in instr.ports])})
-        return config.with_config(ExposedPorts=ports)
     if isinstance(instr, Volume):
         volumes = dict(section.get("Volumes") or {})
         for raw in instr.paths:
@@ -295,12 +309,13 @@ def run_history(argv: list[str], args: Mapping[str, str | None], env: Mapping[st
 
 def created_by(instr: Instruction, config: ImageConfig, env: Mapping[str, str],
                escape: str = "\\", args: Mapping[str, str | None] | None = None,
-               script: str | tuple[str, ...] = "") -> str | None:
+               script: str | tuple[str, ...] = "", scope: Scope | None = None) -> str | None:
     """The history `created_by` of a step, in BuildKit's wording; None for ONBUILD, which
     BuildKit records in the config only.
 
     `config` is the config the step sees (for WORKDIR, the one it made); `env` the variables
-    before it; `args` the ARGs declared in the stage; `script` what a RUN runs.
+    before it; `args` the ARGs declared in the stage; `script` what a RUN runs; `scope` the
+    scope before the step (an ARG's defaults are shown as it resolves them).
     """
     def x(word: str) -> str:
         return expand(word, env, escape)
@@ -316,10 +331,11 @@ def created_by(instr: Instruction, config: ImageConfig, env: Mapping[str, str],
     if isinstance(instr, Env | Label):
         return f"{name} " + " ".join(f"{x(k)}={x(v)}" for k, v in instr.pairs)
     if isinstance(instr, Arg):
-        return "ARG " + " ".join(d.name if d.default is None else f"{d.name}={x(d.default)}"
-                                 for d in instr.args)
+        shown = scope.shown_defaults(instr, escape) if scope is not None else [
+            (d.name, None if d.default is None else x(d.default)) for d in instr.args]
+        return "ARG " + " ".join(n if d is None else f"{n}={d}" for n, d in shown)
     if isinstance(instr, Expose):
-        ports = sorted(set(_ports([x(p) for p in instr.ports])))
+        ports = sorted({port for spec in exposed(instr, env, escape) for port in spec.ports})
         return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in ports) + "]"
     if isinstance(instr, Volume):
         return f"VOLUME {_go_list([x(p) for p in instr.paths], False)}"
@@ -353,6 +369,8 @@ def step_text(instr: Instruction) -> str:
             flags += [f"--{name.rstrip('_')}={value}"] if value else []
         flags += [f"--exclude={p}" for p in instr.exclude]
         flags += [f"--{name}" for name in ("link", "parents") if getattr(instr, name, False)]
+        unpack = getattr(instr, "unpack", None)
+        flags += [f"--unpack={str(unpack).lower()}"] if unpack is not None else []
     return " ".join([instr.instruction, *flags, describe(instr)])
 
 

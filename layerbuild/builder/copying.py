@@ -61,7 +61,8 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
         return
     for source in sources:
         if isinstance(instr, Add) and source.startswith(("http://", "https://")):
-            _add_url(ctx, instr, root, source, dest, owner, mode, stage)
+            _add_url(ctx, instr, root, source, dest, owner, mode, stage,
+                     made_time(config, ctx.request.source_date_epoch))
             continue
         try:
             matches = ctx.context.match(source)
@@ -72,7 +73,8 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
         wildcard = bool(set("*?[") & set(source))
         for rel in matches:
             full = ctx.context.root / rel if rel else ctx.context.root
-            if isinstance(instr, Add) and full.is_file() and _is_archive(full):
+            if isinstance(instr, Add) and instr.unpack is not False and full.is_file() \
+                    and _is_archive(full):
                 _add_archive(ctx, root, full, dest, owner if instr.chown else None, stage,
                              made_time(config, ctx.request.source_date_epoch))
                 continue
@@ -167,7 +169,9 @@ def _add_archive(ctx: StepContext, root: StepRoot, path: Path, dest: str,
 
 
 def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
-             owner: tuple[int, int], mode: int | None, stage: Path) -> None:
+             owner: tuple[int, int], mode: int | None, stage: Path, made: int) -> None:
+    """Fetch a URL into dest: the file as served, or with ``--unpack=true`` the archive it
+    is, extracted (as a local one is)."""
     import urllib.parse  # only ADD of a URL pays for loading the HTTP client
     import urllib.request
 
@@ -187,6 +191,10 @@ def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
     if instr.checksum and instr.checksum != f"sha256:{h.hexdigest()}":
         raise ctx.error(instr, f"{url}: checksum sha256:{h.hexdigest()} does not match "
                         f"{instr.checksum}")
+    if instr.unpack and _is_archive(target):
+        _add_archive(ctx, root, target, dest, owner if instr.chown else None, stage, made)
+        shutil.rmtree(fetched, ignore_errors=True)
+        return
     os.chmod(target, 0o600)
     if modified:  # the file is as new as the server says, as in Docker
         import email.utils

@@ -31,6 +31,8 @@ from layerbuild.buildfile import (
     Arg,
     Buildfile,
     Env,
+    ExpansionError,
+    Expose,
     Instruction,
     Platform,
     Run,
@@ -46,6 +48,7 @@ from layerbuild.buildfile import (
     platform_args,
     render_template,
     stage_ref,
+    target_stage_args,
     unused_build_args,
 )
 from layerbuild.cache.index import CachedStep, CacheIndex
@@ -131,13 +134,17 @@ class Build:
         self.context = Context(request.context, load_ignore(request.context, request.buildfile))
         platform = host_platform_value()
         target = Platform.parse(request.platform) if request.platform else platform
-        self.scope = Scope.initial(build_args, platform_args(platform, target))
+        self.target = target_stage(self.buildfile, request.target)
+        automatic = {**platform_args(platform, target), **target_stage_args(self.target)}
+        self.scope = Scope.initial(build_args, automatic)
         for arg in self.buildfile.global_args:
-            self.scope = self.scope.apply(arg, self.buildfile.escape)
+            self.scope = self._scoped(self.scope, arg)
         self.results: dict[int, StageState] = {}
         self.cache = CacheIndex(store.buildcache)
         self.stats = self.cache.stat_cache(request.context)
         self._total = 0
+        self.warnings: list[str] = []
+        """What the build warned about, said again when a record replays it."""
 
     def run(self) -> Image | None:
         """Build the target stage and store the image under the requested tags.
@@ -145,15 +152,13 @@ class Build:
         A dry run works out every step's cache key and reports hits and misses, but runs
         nothing and stores nothing (it returns None).
         """
-        target = target_stage(self.buildfile, self.request.target)
+        target = self.target
         stages = needed_stages(self.buildfile, target, self.scope.environment())
         self._total = sum(1 + len(s.instructions) for s in stages)
         unused = [a for a in unused_build_args(self.buildfile, self.request.build_args)
                   if a != EPOCH_ARG]
-        warnings = [f"warning: build args not used by any ARG: {', '.join(unused)}"] \
-            if unused else []
-        for warning in warnings:
-            self.events.emit(BuildWarning(warning))
+        if unused:
+            self._warn(f"warning: build args not used by any ARG: {', '.join(unused)}")
         report = Report(self.events, [s.index for s in stages], lambda: self._total)
         with self.store.staging() as lease:
             self._build_stages(stages, lease, report)
@@ -170,8 +175,12 @@ class Build:
                     and all(settled(sig, read) for sig, read in listed.values()):
                 seen = {**self.stats.seen, **{path: sig for path, (sig, _) in listed.items()}}
                 write_record(self.store, self.fingerprint, image, report.steps, self.images,
-                             seen, warnings)
+                             seen, self.warnings)
         return image
+
+    def _warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.events.emit(BuildWarning(text))
 
     def _build_stages(self, stages: list[Stage], lease: Path, report: Report) -> None:
         """Build the stages; those that do not use each other at the same time."""
@@ -367,15 +376,19 @@ class Build:
         """Change the stage's state by one step: from the cache, or by running it; returns the
         step's history entry (one without `created_by` is not recorded: ONBUILD)."""
         escape = self.buildfile.escape
+        before = state.scope
         if isinstance(instr, Arg | Env):
-            state.scope = state.scope.apply(instr, escape)
+            state.scope = self._scoped(state.scope, instr)
+        if isinstance(instr, Expose):  # before its history, which needs good ports
+            for warning in cfg.expose_warnings(instr, env, escape, self.buildfile.path):
+                self._warn(warning)
         if isinstance(instr, Workdir):  # changes the config, then makes the dir (a layer)
             state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
                                               self.buildfile.path)
         history = cached.history if cached is not None else History(
             comment=COMMENT, created_by=cfg.created_by(
                 instr, state.config, env, escape, state.scope.args,
-                run_script(instr) if isinstance(instr, Run) else ""))
+                run_script(instr) if isinstance(instr, Run) else "", before))
         newest: int | None = None
         if is_layer_step(instr):
             if cached is not None and cached.diff_id is not None:
@@ -405,6 +418,13 @@ class Build:
             if history.created_by is not None:
                 state.config = state.config.with_history(history)
         return history
+
+    def _scoped(self, scope: Scope, instr: Arg | Env) -> Scope:
+        """The scope after an ARG or ENV; a value that cannot be expanded names its line."""
+        try:
+            return scope.apply(instr, self.buildfile.escape)
+        except ExpansionError as err:
+            raise err.located(self.buildfile.path, instr.line, instr.instruction) from None
 
     def _created(self, state: StageState, instr: Instruction, newest: int | None) -> str:
         """When a new step was made.

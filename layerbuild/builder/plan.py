@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from layerbuild.buildfile import (
     Add,
     Buildfile,
     Copy,
+    ExpansionError,
     Instruction,
     Run,
     Stage,
     Workdir,
     expand,
+    parse_heredoc_marker,
     stage_ref,
 )
 from layerbuild.errors import BuildfileError
-
-_HEREDOC_ONLY = re.compile(r"^<<-?(['\"]?)([A-Za-z0-9_]+)\1$")
 
 
 def _refs(instr: Instruction) -> list[str]:
@@ -64,15 +63,23 @@ def stage_needs(buildfile: Buildfile, stage: Stage, global_env: Mapping[str, str
 def run_script(instr: Run) -> str | tuple[str, ...]:
     """The command a RUN gives its shell, heredocs included.
 
-    A RUN that is only a heredoc runs the heredoc's text as the script; otherwise the shell
-    receives the command and its heredoc bodies and handles them itself, as BuildKit does.
+    A RUN that is only a heredoc marker (``<<EOF``, ``<<  'EOF'``) runs the heredoc's text as
+    the script; otherwise the shell receives the command and its heredoc bodies and handles
+    them itself, as BuildKit does.
     """
     if isinstance(instr.command, tuple) or not instr.heredocs:
         return instr.command
-    if _HEREDOC_ONLY.match(instr.command.strip()) and len(instr.heredocs) == 1:
+    if len(instr.heredocs) == 1 and _only_a_marker(instr.command.strip()):
         return instr.heredocs[0].content
     bodies = "".join(f"{h.content}{h.name}\n" for h in instr.heredocs)
     return f"{instr.command}\n{bodies}"
+
+
+def _only_a_marker(command: str) -> bool:
+    try:
+        return parse_heredoc_marker(command) is not None
+    except ExpansionError:
+        return False
 
 
 def is_layer_step(instr: Instruction) -> bool:

@@ -15,7 +15,7 @@ from layerbuild.builder.plan import is_linked, run_script
 from layerbuild.builder.sandbox import Sandbox
 from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, source_top
 from layerbuild.builder.users import Ids, home_dir, resolve_user
-from layerbuild.buildfile import Instruction, Run, Workdir
+from layerbuild.buildfile import Instruction, Run, Workdir, proxy_environment
 from layerbuild.digest import Digest
 from layerbuild.errors import StepFailed
 from layerbuild.events import StepOutput
@@ -98,7 +98,9 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
         argv = [target]
     else:
         argv = cfg.command_argv(script, config)
-    values = dict(env)
+    # Proxy build args under both spellings, as BuildKit's executor adds them; an ENV or a
+    # declared ARG of the same name wins. They are not in `env`, so not in the cache key.
+    values = {**proxy_environment(ctx.request.build_args), **env}
     values.setdefault("PATH", cfg.DEFAULT_PATH.partition("=")[2])
     ids, home = _ids(ctx.sandbox, root, str(config.config.get("User") or ""))
     values.setdefault("HOME", home)

@@ -5,7 +5,8 @@ continuations, heredocs, flags, exec form), :mod:`.instructions` (nodes → type
 :mod:`.stages` (the whole file: global ARGs, stages, cross-stage checks). Variable expansion
 (:mod:`.expand`) and ARG scoping (:mod:`.args`) are applied by the build, step by step.
 :mod:`.template` renders ``*.j2`` Buildfiles; :mod:`.ignore` reads ``.dockerignore``;
-:mod:`.limits` bounds what a Buildfile may hold (size, line length, nesting, UTF-8).
+:mod:`.limits` bounds what a Buildfile may hold (size, line length, nesting, UTF-8);
+:mod:`.ports` reads EXPOSE's port specs.
 
 Everything here is pure: no file, process or network access.
 """
@@ -13,9 +14,12 @@ Everything here is pure: no file, process or network access.
 from layerbuild.buildfile.args import (
     PLATFORM_ARGS,
     PROXY_ARGS,
+    TARGET_STAGE_ARG,
     Platform,
     Scope,
     platform_args,
+    proxy_environment,
+    target_stage_args,
     unused_build_args,
 )
 from layerbuild.buildfile.convert import build_instruction
@@ -57,7 +61,15 @@ from layerbuild.buildfile.limits import (
     decode_buildfile,
 )
 from layerbuild.buildfile.mounts import Mount
-from layerbuild.buildfile.parser import Directive, Document, Heredoc, Node, parse
+from layerbuild.buildfile.parser import (
+    Directive,
+    Document,
+    Heredoc,
+    Node,
+    parse,
+    parse_heredoc_marker,
+)
+from layerbuild.buildfile.ports import PortSpec, host_part_warning, parse_port_spec
 from layerbuild.buildfile.stages import Buildfile, Stage, parse_buildfile, stage_ref
 from layerbuild.buildfile.template import is_template, parse_var_file, render_template
 
@@ -68,6 +80,7 @@ __all__ = [
     "MAX_NESTING",
     "PLATFORM_ARGS",
     "PROXY_ARGS",
+    "TARGET_STAGE_ARG",
     "Add",
     "Arg",
     "ArgDecl",
@@ -92,6 +105,7 @@ __all__ = [
     "Node",
     "Onbuild",
     "Platform",
+    "PortSpec",
     "Run",
     "Scope",
     "Shell",
@@ -106,13 +120,18 @@ __all__ = [
     "expand",
     "expand_words",
     "expands_variables",
+    "host_part_warning",
     "is_template",
     "parse",
     "parse_buildfile",
+    "parse_heredoc_marker",
+    "parse_port_spec",
     "parse_var_file",
     "platform_args",
+    "proxy_environment",
     "render_template",
     "stage_ref",
+    "target_stage_args",
     "to_dict",
     "unused_build_args",
 ]

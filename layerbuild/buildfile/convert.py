@@ -145,12 +145,14 @@ def _copy(req: _Request) -> Copy:
 
 
 def _add(req: _Request) -> Add:
-    flags = req.flags({**_COPY_FLAGS, "checksum": "string", "keep-git-dir": "bool"})
+    flags = req.flags({**_COPY_FLAGS, "checksum": "string", "keep-git-dir": "bool",
+                       "unpack": "bool"})
     sources, dest, heredocs = _sources_and_dest(req)
     return Add(sources=sources, dest=dest, heredocs=heredocs, chown=flags.string("chown"),
                chmod=flags.string("chmod"), link=flags.boolean("link"),
                exclude=flags.strings("exclude"), checksum=flags.string("checksum"),
-               keep_git_dir=flags.boolean("keep-git-dir"), **req.where)
+               keep_git_dir=flags.boolean("keep-git-dir"), unpack=flags.tristate("unpack"),
+               **req.where)
 
 
 def _env(req: _Request) -> Env:

@@ -14,6 +14,8 @@ The rules are BuildKit's (``frontend/dockerfile/shell``), not a real shell's:
   ``# escape=`` directive) makes the next character literal.
 - :func:`expand` returns one string (quotes removed, spaces kept); :func:`expand_words` also
   splits on unquoted whitespace, after expansion, as Docker does for ``EXPOSE`` and friends.
+  An unquoted ``<<`` keeps the blanks after it in its word (``<<  EOF`` is one word), as
+  BuildKit's lexer has done since 2025, so that a heredoc marker may have them.
 
 Example::
 
@@ -25,12 +27,12 @@ Example::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from layerbuild.buildfile.limits import MAX_NESTING
+from layerbuild.buildfile.patterns import PatternError, pattern_regex, trim
 from layerbuild.buildfile.trampoline import drive
 from layerbuild.errors import BuildfileError
 
@@ -52,6 +54,7 @@ EXPANDING_INSTRUCTIONS = frozenset({
 })
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+_HEREDOC_BLANKS = frozenset(" \t\r")  # what BuildKit lets stand between ``<<`` and a delimiter
 
 _T = TypeVar("_T")
 # A production of the grammar: it yields the productions it calls and is sent their results
@@ -118,6 +121,8 @@ def process(text: str, env: Mapping[str, str], escape: str = "\\", *, raw_quotes
         word, words = drive(lexer.run_until(None, raw_escapes))
     except ExpansionError as err:
         raise ExpansionError(f"failed to process {text!r}: {err.reason}") from None
+    except PatternError as err:
+        raise ExpansionError(f"failed to process {text!r}: {err}") from None
     return Processed(word, tuple(words))
 
 
@@ -201,6 +206,11 @@ class _Lexer:
             if stop is not None and ch == stop:
                 self.next()
                 return "".join(result), words.finish()
+            if ch == "<":
+                piece = self.possible_heredoc()
+                result.append(piece)
+                words.add_raw(piece)
+                continue
             handler = handlers.get(ch)
             if handler is not None or ch == "'":
                 piece = self.single_quote() if handler is None else (yield handler())
@@ -225,6 +235,17 @@ class _Lexer:
         if stop is not None:
             raise ExpansionError(f"unexpected end of statement while looking for matching {stop}")
         return "".join(result), words.finish()
+
+    def possible_heredoc(self) -> str:
+        """``<``, or ``<<`` with the blanks that follow it, which stay in the word."""
+        self.next()
+        if self.peek() != "<":
+            return "<"
+        self.next()
+        start = self.pos
+        while self.peek() in _HEREDOC_BLANKS:
+            self.next()
+        return "<<" + self.text[start:self.pos]
 
     def single_quote(self) -> str:
         quote = self.next()
@@ -353,7 +374,7 @@ class _Lexer:
             return value
         if op in ("#", "%"):
             greedy = word.startswith(op)
-            return _trim(value, word[1:] if greedy else word, op == "#", greedy)
+            return trim(value, word[1:] if greedy else word, op == "#", greedy)
         raise ExpansionError(f"unsupported modifier ({modifier}) in substitution")
 
     def replace(self, name: str) -> _Gen[str]:
@@ -366,46 +387,5 @@ class _Lexer:
         if self.skip_unset and not found:
             slashes = "//" if replace_all else "/"
             return "${" + name + slashes + pattern + "/" + replacement + "}"
-        regex = _pattern_regex(pattern, greedy=True)
+        regex = pattern_regex(pattern, greedy=True)
         return regex.sub(lambda _m: replacement, value, count=0 if replace_all else 1)
-
-
-def _pattern_regex(pattern: str, greedy: bool) -> re.Pattern[str]:
-    """A shell pattern (``*``, ``?``, backslash escapes) as a regular expression."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        i += 1
-        if ch == "*":
-            out.append(".*" if greedy else ".*?")
-        elif ch == "?":
-            out.append(".")
-        elif ch == "\\":
-            following = pattern[i] if i < len(pattern) else ""
-            if following in ("}", "/"):
-                continue  # an escape that only protected the ${} syntax
-            if following not in ("*", "?", "\\"):
-                raise ExpansionError(f"invalid escape '\\{following}' in pattern {pattern!r}")
-            out.append(re.escape(following))
-            i += 1
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _trim(value: str, pattern: str, prefix: bool, greedy: bool) -> str:
-    """Remove the shortest (or longest, when greedy) prefix or suffix matching ``pattern``."""
-    regex = _pattern_regex(pattern, greedy)
-    cuts = range(len(value) + 1)
-    if prefix:
-        order = reversed(cuts) if greedy else cuts
-        for cut in order:
-            if regex.fullmatch(value, 0, cut):
-                return value[cut:]
-        return value
-    order = cuts if greedy else reversed(cuts)
-    for cut in order:
-        if regex.fullmatch(value, cut):
-            return value[:cut]
-    return value

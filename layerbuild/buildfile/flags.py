@@ -56,6 +56,11 @@ class Flags:
         """A boolean flag: true when given bare or as ``=true``."""
         return self.values.get(name) is True
 
+    def tristate(self, name: str) -> bool | None:
+        """A boolean flag whose absence means something else: None when it was not given."""
+        value = self.values.get(name)
+        return value if isinstance(value, bool) else None
+
 
 def parse_flags(raw: Sequence[str], accepted: Mapping[str, FlagKind]) -> Flags:
     """Check raw ``--name[=value]`` words against ``accepted`` and collect their values.

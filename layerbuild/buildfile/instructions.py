@@ -68,7 +68,11 @@ class Copy(_Located):
 
 @dataclass(frozen=True, kw_only=True)
 class Add(_Located):
-    """``ADD``: like COPY without ``--from``/``--parents``, plus URL checksum and git options."""
+    """``ADD``: like COPY without ``--from``/``--parents``, plus URL checksum and git options.
+
+    ``unpack`` is ``--unpack``: None (not given) extracts local archives only, True remote
+    ones too, False none.
+    """
 
     instruction: ClassVar[str] = "ADD"
     sources: tuple[str, ...]
@@ -80,6 +84,7 @@ class Add(_Located):
     exclude: tuple[str, ...] = ()
     checksum: str | None = None
     keep_git_dir: bool = False
+    unpack: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

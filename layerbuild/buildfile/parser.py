@@ -12,7 +12,9 @@ and follows BuildKit's parser rules:
 - A UTF-8 BOM, CRLF line ends and a last line without a newline are all accepted.
 - ``RUN``, ``COPY`` and ``ADD`` (also under ``ONBUILD``) in shell form may carry heredocs:
   ``<<EOF`` (expanded), ``<<"EOF"``/``<<'EOF'`` (literal), ``<<-EOF`` (leading tabs
-  stripped), several per line. Their bodies follow the instruction line, in order.
+  stripped), several per line. Their bodies follow the instruction line, in order. Blanks
+  may follow ``<<`` (``<<  EOF``, BuildKit since 2025); ``<< -EOF`` names ``-EOF``.
+- A heredoc as the destination of ``COPY``/``ADD`` is an error, found before any body is read.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ __all__ = [
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
-_HEREDOC = re.compile(r"(\d*)<<(-?)([^<]*)")
+# The blanks are Go's \s, as in BuildKit's pattern: the lexer keeps them in the word.
+_HEREDOC = re.compile(r"(\d*)<<(-?)[\t\n\f\r ]*([^<]*)")
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _HEREDOC_INSTRUCTIONS = frozenset({"RUN", "COPY", "ADD"})
 # Instructions whose arguments may be a JSON array of strings (exec form).
@@ -202,6 +205,8 @@ class _Reader:
         text = "".join(parts)
         node = self.node(text, start)
         target = node.inner if node.inner is not None else node
+        if target.instruction in ("COPY", "ADD"):
+            self.check_destination(target)
         heredocs: tuple[Heredoc, ...] = ()
         if target.instruction in _HEREDOC_INSTRUCTIONS and not target.is_json:
             heredocs = self.read_heredocs(text, start, target.instruction)
@@ -226,6 +231,18 @@ class _Reader:
         if name == "ONBUILD" and rest:
             inner = self.node(rest, line)
         return Node(name, tuple(flags), rest, json_args, (), line, line, text, inner)
+
+    def check_destination(self, node: Node) -> None:
+        """COPY/ADD whose last argument is a heredoc marker: BuildKit's error (in either form)."""
+        args = node.json_args if node.json_args is not None else [
+            word for word in _WHITESPACE.split(node.rest) if word]
+        try:
+            marker = parse_heredoc_marker(args[-1]) if len(args) > 1 else None
+        except ExpansionError:
+            marker = None
+        if marker is not None:
+            raise self.error(f"{node.instruction} cannot accept a heredoc as a destination",
+                             node.start_line, node.instruction)
 
     def read_heredocs(self, text: str, line: int, instruction: str) -> tuple[Heredoc, ...]:
         found = []

@@ -6,12 +6,16 @@ import pytest
 
 from layerbuild.buildfile import (
     PLATFORM_ARGS,
+    Arg,
     Buildfile,
+    ExpansionError,
     Platform,
     Scope,
     expand,
     parse_buildfile,
     platform_args,
+    proxy_environment,
+    target_stage_args,
     unused_build_args,
 )
 
@@ -94,6 +98,38 @@ def test_stage_args_do_not_leak_into_the_next_stage() -> None:
     assert scope.lookup("V") is None
 
 
+def test_a_default_is_not_evaluated_when_a_build_arg_gives_the_value() -> None:
+    for text in ("ARG FOO=${FOO:?required}\nFROM a\n", "FROM a\nARG FOO=${FOO:?required}\n"):
+        _, global_scope, scope = walk(text, {"FOO": "bar"})
+        assert (global_scope if text.startswith("ARG") else scope).lookup("FOO") == "bar"
+        with pytest.raises(ExpansionError, match="FOO: required"):
+            walk(text)
+
+
+@pytest.mark.parametrize("text", ["ARG A=1 B=$A C=${B}2\nFROM a\n",
+                                  "FROM a\nARG A=1 B=$A C=${B}2\n"])
+def test_each_default_sees_the_args_declared_before_it(text: str) -> None:
+    _, global_scope, scope = walk(text)
+    found = global_scope if text.startswith("ARG") else scope
+    assert [found.lookup(n) for n in "ABC"] == ["1", "1", "12"]
+    _, global_scope, scope = walk(text, {"A": "given"})
+    found = global_scope if text.startswith("ARG") else scope
+    assert [found.lookup(n) for n in "ABC"] == ["given", "given", "given2"]
+
+
+def test_history_shows_defaults_as_resolved() -> None:
+    buildfile = parse_buildfile("FROM a\nARG A=1 B=$A C D=${D:?no} E=$A$A\n")
+    (arg,) = buildfile.stages[0].instructions
+    assert isinstance(arg, Arg)
+    scope = Scope.initial({"D": "given", "E": "other"}).enter_stage()
+    # E's default is expanded for history even though E is given (Docker 20.10 records it);
+    # D's cannot be, and is never evaluated, so the given value shows.
+    assert scope.shown_defaults(arg) == [
+        ("A", "1"), ("B", "1"), ("C", None), ("D", "given"), ("E", "11")]
+    with pytest.raises(ExpansionError):
+        Scope.initial().enter_stage().shown_defaults(arg)
+
+
 def test_arg_defaults_expand_with_stage_values() -> None:
     _, _, scope = walk("FROM a\nENV BASE=/opt\nARG DIR=$BASE/app\n")
     assert scope.lookup("DIR") == "/opt/app"
@@ -101,11 +137,31 @@ def test_arg_defaults_expand_with_stage_values() -> None:
 
 @pytest.mark.parametrize("name", ["HTTP_PROXY", "https_proxy", "NO_PROXY", "all_proxy",
                                   "FTP_PROXY"])
-def test_proxy_args_need_no_declaration(name: str) -> None:
-    buildfile, global_scope, scope = walk("FROM a\nRUN true\n", {name: "http://proxy:3128"})
-    assert scope.lookup(name) == "http://proxy:3128"
-    assert global_scope.lookup(name) is None  # not a global: FROM does not see it
+def test_proxy_args_need_no_declaration_and_reach_run_under_both_spellings(name: str) -> None:
+    given = {name: "http://proxy:3128"}
+    buildfile, global_scope, scope = walk("FROM a\nRUN true\n", given)
     assert unused_build_args(buildfile, {name: "x"}) == []
+    assert proxy_environment(given) == {name.upper(): "http://proxy:3128",
+                                        name.lower(): "http://proxy:3128"}
+    # Only RUN gets them (BuildKit's executor adds them): not expansion, history or cache keys.
+    assert scope.lookup(name) is None and name not in scope.environment()
+    assert global_scope.lookup(name) is None  # not a global: FROM does not see it
+
+
+def test_proxy_environment_covers_every_proxy_and_prefers_the_upper_case_spelling() -> None:
+    given = {"http_proxy": "lower", "HTTP_PROXY": "upper", "Https_Proxy": "mixed",
+             "ftp_proxy": "f", "NO_PROXY": "localhost", "all_proxy": "socks5://s", "OTHER": "x",
+             "https_proxy": ""}
+    assert proxy_environment(given) == {
+        "HTTP_PROXY": "upper", "http_proxy": "upper", "HTTPS_PROXY": "mixed",
+        "https_proxy": "mixed", "FTP_PROXY": "f", "ftp_proxy": "f", "NO_PROXY": "localhost",
+        "no_proxy": "localhost", "ALL_PROXY": "socks5://s", "all_proxy": "socks5://s"}
+    assert proxy_environment({"HTTP_PROXY": ""}) == {}
+
+
+def test_a_declared_proxy_arg_is_an_ordinary_arg() -> None:
+    _, _, scope = walk("FROM a\nARG http_proxy\n", {"http_proxy": "p"})
+    assert scope.environment() == {"http_proxy": "p"}
 
 
 def test_undeclared_other_build_args_are_invisible_and_reported() -> None:
@@ -133,6 +189,20 @@ def test_platform_args_are_automatic_globals() -> None:
     assert automatic["TARGETVARIANT"] == "v7"
     assert automatic["TARGETPLATFORM"] == "linux/arm/v7"
     assert automatic["BUILDVARIANT"] == ""
+
+
+def test_target_stage_is_an_automatic_global() -> None:
+    buildfile = parse_buildfile("FROM a AS build\nFROM b\n")
+    assert target_stage_args(buildfile.stages[0]) == {"TARGETSTAGE": "build"}
+    assert target_stage_args(buildfile.stages[1]) == {"TARGETSTAGE": "default"}
+    text = "FROM a AS Build\nRUN x\nARG TARGETSTAGE\n"
+    automatic = {**platform_args(AMD64), **target_stage_args(parse_buildfile(text).stages[0])}
+    buildfile, global_scope, before = walk(text, automatic=automatic, upto=1)
+    assert global_scope.lookup("TARGETSTAGE") == "build"
+    assert before.lookup("TARGETSTAGE") is None  # like the platform args: ARG brings it in
+    _, _, after = walk(text, automatic=automatic)
+    assert after.lookup("TARGETSTAGE") == "build"
+    assert unused_build_args(buildfile, ["TARGETSTAGE"]) == []
 
 
 def test_global_redeclaration_keeps_the_automatic_value() -> None:

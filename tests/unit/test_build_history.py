@@ -98,6 +98,8 @@ def test_workdir_is_written_resolved_and_path_is_always_set() -> None:
     ("COPY --parents --exclude=*.tmp src/ /app/", "COPY --exclude=*.tmp --parents src/ /app/"),
     ("ADD --checksum=sha256:ab https://example.com/x.tgz /x",
      "ADD --checksum=sha256:ab https://example.com/x.tgz /x"),
+    ("ADD --unpack https://example.com/x.tgz /x", "ADD --unpack=true https://example.com/x.tgz /x"),
+    ("ADD --unpack=false x.tgz /x", "ADD --unpack=false x.tgz /x"),
     ("RUN --network=none --mount=type=cache,target=/root/.cache,id=pip pip install x",
      "RUN --network=none --mount=type=cache,target=/root/.cache,id=pip pip install x"),
     ("RUN --mount=type=bind,from=build,source=/out,target=/in ls /in",

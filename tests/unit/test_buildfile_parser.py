@@ -137,19 +137,65 @@ def test_heredoc_at_end_of_file_without_newline() -> None:
     ("<<", None),
     ("<<<EOF", None),
     ("<<EOF<", None),
+    # Blanks after << (BuildKit since 2025): skipped, so a dash after them is the name's.
+    ("<<  EOF", ("EOF", True, False)),
+    ("<<\t'EOF'", ("EOF", False, False)),
+    ("<< -EOF", ("-EOF", True, False)),
+    ("<<   ", None),
 ])
 def test_heredoc_markers(word: str, expected: tuple[str, bool, bool] | None) -> None:
     assert parse_heredoc_marker(word) == expected
 
 
 @pytest.mark.parametrize("line", [
-    'RUN echo "<<EOF"', "RUN echo '<<EOF'", 'RUN ["cat", "<<EOF"]', "RUN cat << EOF",
-    "ENV A=<<EOF", "CMD cat <<EOF", 'RUN echo "unbalanced <<EOF',
+    'RUN echo "<<EOF"', "RUN echo '<<EOF'", 'RUN ["cat", "<<EOF"]', "RUN cat <<- EOF",
+    "ENV A=<<EOF", "CMD cat <<EOF", 'RUN echo "unbalanced <<EOF', "RUN cat <<\vEOF",
 ])
 def test_not_heredocs(line: str) -> None:
     doc = parse(f"{line}\nEOF\n")
     assert doc.nodes[0].heredocs == ()
     assert len(doc.nodes) == 2  # the would-be terminator stays an instruction line
+
+
+@pytest.mark.parametrize(("line", "name", "command"), [
+    ("RUN <<  EOF", "EOF", "<<  EOF"),
+    ("RUN <<  EOF  > foo", "EOF", "<<  EOF  > foo"),
+    ("RUN cat << EOF", "EOF", "cat << EOF"),
+    ("RUN python3 <<\t 'EOF'", "EOF", "python3 <<\t 'EOF'"),
+])
+def test_blanks_after_the_heredoc_operator(line: str, name: str, command: str) -> None:
+    # BuildKit's lexer keeps the blanks after << in the word (since 2025), so these are
+    # heredocs: their bodies are not read as instructions.
+    doc = parse(f"FROM a\n{line}\nbody line\n{name}\nRUN next\n")
+    assert [n.instruction for n in doc.nodes] == ["FROM", "RUN", "RUN"]
+    node = doc.nodes[1]
+    assert node.rest == command
+    assert [(h.name, h.content) for h in node.heredocs] == [(name, "body line\n")]
+    assert (node.start_line, node.end_line) == (2, 4)
+
+
+def test_a_dash_after_the_blanks_belongs_to_the_name() -> None:
+    doc = parse("FROM a\nRUN << -EOF\n\tkept\nEOF\n-EOF\n")
+    (heredoc,) = doc.nodes[1].heredocs
+    assert (heredoc.name, heredoc.content, heredoc.chomp) == ("-EOF", "\tkept\nEOF\n", False)
+
+
+@pytest.mark.parametrize("text", [
+    "COPY /foo <<EOF\nEOF\n", "COPY /foo <<EOF", "ADD a <<-'EOF'\nEOF\n",
+    'COPY ["/foo", "<<EOF"]', "ONBUILD COPY /foo <<EOF\nEOF\n",
+])
+def test_a_heredoc_cannot_be_a_destination(text: str) -> None:
+    with pytest.raises(BuildfileError) as caught:
+        parse("FROM a\n" + text, path="dir/Buildfile")
+    error = caught.value
+    instruction = text.removeprefix("ONBUILD ").split()[0]
+    assert error.reason == f"{instruction} cannot accept a heredoc as a destination"
+    assert str(error).startswith(f"dir/Buildfile:2: {instruction}:")
+
+
+def test_a_heredoc_source_with_a_plain_destination_is_fine() -> None:
+    node = only("COPY <<EOF /foo\nx\nEOF\n")
+    assert node.heredocs[0].content == "x\n"
 
 
 def test_several_heredocs_in_order() -> None:

@@ -11,8 +11,8 @@ import layerbuild.buildfile
 
 PACKAGE = Path(layerbuild.buildfile.__file__).resolve().parent
 ALLOWED = {
-    "__future__", "collections", "csv", "dataclasses", "decimal", "enum", "jinja2", "json",
-    "re", "traceback", "types", "typing",
+    "__future__", "collections", "csv", "dataclasses", "decimal", "enum", "ipaddress", "jinja2",
+    "json", "re", "traceback", "types", "typing",
 }
 ALLOWED_OWN = ("layerbuild.errors", "layerbuild.buildfile")
 MODULES = sorted(PACKAGE.glob("*.py"))

@@ -68,6 +68,13 @@ WORDS = [
     ("''  x", ["x"]),
     ("${UNSET:-a b}", ["a", "b"]),
     ('"${UNSET:-a b}"', ["a b"]),
+    # An unquoted << keeps the blanks after it (BuildKit's lexer since 2025): one word.
+    ("cat <<  EOF > f", ["cat", "<<  EOF", ">", "f"]),
+    ("<<\t\r-X", ["<<\t\r-X"]),
+    ("a <b < c", ["a", "<b", "<", "c"]),
+    ("<<<  x", ["<<<", "x"]),
+    ('"<<"  x', ["<<", "x"]),
+    ("x\\<<  y", ["x<<", "y"]),
 ]
 WORDS_ENV = {
     "SPACE": "abc  def", "LEADING": "  ab c", "TRAILING": "ab c   ", "EMPTY": "",
@@ -82,6 +89,7 @@ def test_expand_words(source: str, expected: list[str]) -> None:
 
 def test_process_word_keeps_inner_spaces() -> None:
     assert expand("a   $SPACE  b", WORDS_ENV) == "a   abc  def  b"
+    assert expand("cat <<  EOF", {}) == "cat <<  EOF"
 
 
 @pytest.mark.parametrize(("source", "expected"), [

@@ -53,13 +53,14 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.users": ("pure", "errors", ""),
     "buildfile": ("pure", "buildfile.args buildfile.convert buildfile.dump buildfile.expand "
                           "buildfile.ignore buildfile.instructions buildfile.limits "
-                          "buildfile.mounts buildfile.parser buildfile.stages buildfile.template",
-                         ""),
+                          "buildfile.mounts buildfile.parser buildfile.ports buildfile.stages "
+                          "buildfile.template", ""),
     "buildfile.args": ("pure", "buildfile.expand buildfile.instructions buildfile.stages", ""),
     "buildfile.convert": ("pure", "buildfile.flags buildfile.healthcheck buildfile.instructions "
                                   "buildfile.mounts buildfile.parser buildfile.words errors", ""),
     "buildfile.dump": ("pure", "buildfile.stages", ""),
-    "buildfile.expand": ("pure", "buildfile.limits buildfile.trampoline errors", ""),
+    "buildfile.expand": ("pure", "buildfile.limits buildfile.patterns buildfile.trampoline errors",
+                         ""),
     "buildfile.flags": ("pure", "", ""),
     "buildfile.healthcheck": ("pure", "buildfile.flags buildfile.parser", ""),
     "buildfile.ignore": ("pure", "errors", ""),
@@ -67,6 +68,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "buildfile.limits": ("pure", "errors", ""),
     "buildfile.mounts": ("pure", "buildfile.flags", ""),
     "buildfile.parser": ("pure", "buildfile.expand buildfile.limits errors", ""),
+    "buildfile.patterns": ("pure", "", ""),
+    "buildfile.ports": ("pure", "", ""),
     "buildfile.stages": ("pure", "buildfile.convert buildfile.instructions buildfile.parser errors",
                                 ""),
     "buildfile.template": ("pure", "errors", ""),
