@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from layerbuild import __version__, api
-from layerbuild.errors import LayerbuildError, StoreError
+from layerbuild.errors import LayerbuildError, StoreError, os_error_text
 from layerbuild.reference import Reference
 from layerbuild.store import DEFAULT_ROOT, Layer, Store
 
@@ -442,16 +442,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _os_error(exc: OSError) -> str:
-    """`<what>: <path>: <reason>` for an OSError: the operations noted on it (outermost
-    first), the paths it names, and the reason in lower case, as Docker words it."""
-    notes = [n.removeprefix("while ") for n in reversed(getattr(exc, "__notes__", []))]
-    paths = [os.fsdecode(p) if isinstance(p, (str, bytes)) else str(p)
-             for p in (exc.filename, exc.filename2) if p is not None]
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return ": ".join([*notes, *paths, reason[:1].lower() + reason[1:]])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = parser().parse_args(argv)
@@ -470,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 141
     except OSError as exc:
-        print(f"layerbuild: error: {_os_error(exc)}", file=sys.stderr)
+        print(f"layerbuild: error: {os_error_text(exc)}", file=sys.stderr)
         return 1
 
 
