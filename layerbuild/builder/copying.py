@@ -46,7 +46,9 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
     if instr.heredocs:
         docs = stage / "heredocs"
         docs.mkdir()
-        written = ctx.request.buildfile.stat().st_mtime_ns  # a heredoc is as new as its file
+        # A heredoc is as new as its file; one of a streamed Buildfile, as the step before.
+        written = made_time(config, ctx.request.source_date_epoch) * 10**9 \
+            if ctx.request.streamed else ctx.request.buildfile.stat().st_mtime_ns
         for doc in instr.heredocs:
             body = expand(doc.content, env, escape) if doc.expand else doc.content
             (docs / doc.name).write_text(body)

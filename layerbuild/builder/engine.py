@@ -97,9 +97,12 @@ def read_buildfile(request: BuildRequest) -> Buildfile:
     """Read, render (templates) and parse the Buildfile."""
     path = request.buildfile
     try:
-        with open(path, "rb") as f:
-            # One byte past the limit tells a file too large, and an endless stream ends.
-            data = f.read(MAX_BUILDFILE_BYTES + 1)
+        if request.buildfile_data is not None:
+            data = request.buildfile_data
+        else:
+            with open(path, "rb") as f:
+                # One byte past the limit tells a file too large, and an endless stream ends.
+                data = f.read(MAX_BUILDFILE_BYTES + 1)
     except OSError as exc:
         raise LayerbuildError(f"cannot read {path}: {exc.strerror}") from None
     # Universal newlines, as reading it as text always did.
@@ -135,7 +138,8 @@ class Build:
         build_args = dict(request.build_args)
         if self.epoch is not None:  # a build arg too, for RUN steps that declare it
             build_args[EPOCH_ARG] = str(self.epoch)
-        self.context = Context(request.context, load_ignore(request.context, request.buildfile))
+        self.context = Context(request.context, load_ignore(
+            request.context, None if request.streamed else request.buildfile))
         platform = host_platform_value()
         target = Platform.parse(request.platform) if request.platform else platform
         self.scope = Scope.initial(build_args, platform_args(platform, target))
@@ -144,6 +148,9 @@ class Build:
         self.results: dict[int, StageState] = {}
         self.cache = CacheIndex(store.buildcache)
         self.stats = self.cache.stat_cache(request.context)
+        self._buildfile_name = f"{request.context.resolve()}:-" if request.streamed \
+            else str(request.buildfile.resolve())
+        """Where the Buildfile is, for the cache's record of each step's last inputs."""
         self._total = 0
 
     def run(self) -> Image | None:
@@ -320,7 +327,7 @@ class Build:
             workdir = str(state.config.config.get("WorkingDir") or "/")
             inputs = replace(inputs, parent="linked", extra={**inputs.extra, "workdir": workdir})
         key = inputs.key()
-        slot = f"{self.request.buildfile.resolve()}:{stage.index}:{position}"
+        slot = f"{self._buildfile_name}:{stage.index}:{position}"
         self.replayable = self.replayable and cacheable(inputs)
         cached = self.cache.get(key) if self._use_cache(stage) and cacheable(inputs) else None
         if cached is not None and cached.diff_id is not None and linked:

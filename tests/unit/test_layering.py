@@ -19,8 +19,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "layerbuild"
 
 TABLE: dict[str, tuple[str, str, str]] = {
-    "api": ("effect", "archive builder.engine builder.outputs cache.records errors events image "
-                      "reference registry request store", "archive.load"),
+    "api": ("effect", "archive builder.engine builder.outputs buildfile.limits cache.records "
+                      "errors events image reference registry request store", "archive.load"),
     "archive": ("effect", "archive.load archive.rootfs archive.save", ""),
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
