@@ -175,7 +175,10 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
 
     check_allow(tuple(allow))
 
+    from layerbuild.builder.outputs import check_outputs
+
     wanted = [_output(o) for o in outputs]
+    check_outputs(wanted)
     path = find_buildfile(context, buildfile)
     request = BuildRequest(
         context=Path(context), buildfile=path, buildfile_data=read_stream(path),

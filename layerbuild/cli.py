@@ -289,9 +289,21 @@ def _pull_policy(value: str) -> str:
     return policy
 
 
+def _err(line: str = "") -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
+    from layerbuild.builder.outputs import check_outputs, parse_output
     from layerbuild.progress import open_progress
 
+    outputs = [parse_output(o) for o in args.output]
+    check_outputs(outputs)
+    streamed = any(o.to_stdout for o in outputs)
+    if streamed and sys.stdout.isatty():
+        raise LayerbuildError("-o …,dest=-: refusing to write a tar to a terminal; "
+                              "redirect stdout or give dest=FILE")
+    say = _err if streamed else _out  # stdout carries the stream, and nothing else
     variables: dict[str, str] = {}
     for path in args.var_file:
         from layerbuild.buildfile import parse_var_file
@@ -309,7 +321,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
     try:
         image = api.build(
             args.context, tags=args.tag, buildfile=args.file, build_args=build_args,
-            target=args.target, outputs=args.output, store=store, events=progress,
+            target=args.target, outputs=outputs, store=store, events=progress,
             no_cache=args.no_cache, no_cache_filter=args.no_cache_filter, dry_run=args.dry_run,
             source_date_epoch=args.source_date_epoch, network=args.network, allow=args.allow,
             secrets=secrets,
@@ -321,11 +333,11 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
     if image is None:
         return 0
     if args.quiet:
-        _out(str(image.id))
+        say(str(image.id))
         return 0
-    _out(f"Successfully built {image.id}")
+    say(f"Successfully built {image.id}")
     for tag in args.tag:
-        _out(f"Successfully tagged {Reference.parse(tag).familiar}")
+        say(f"Successfully tagged {Reference.parse(tag).familiar}")
     return 0
 
 
@@ -359,8 +371,10 @@ def parser() -> argparse.ArgumentParser:
                     "auto: tty on a terminal, else plain")
     sp.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     sp.add_argument("-o", "--output", action="append", default=[], metavar="type=T,dest=D",
-                    help="also write the image: docker, oci, local, tar (dest=…), or image / "
-                    "registry (name=REF[,push=true])")
+                    help="also write the image: docker or oci (a tar; a directory with "
+                    "tar=false), tar (the root filesystem as a tar), local (as a directory); "
+                    "dest=- streams a tar to stdout; or image / registry "
+                    "(name=REF[,push=true])")
     sp.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                     help="a secret for RUN --mount=type=secret (never stored in the image)")
     sp.add_argument("--network", choices=["default", "none", "host"], default="default",

@@ -80,7 +80,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                 "layerbuild request", "image store"),
     "cache.roots": ("effect", "digest errors", ""),
     "cache.stat": ("effect", "fsutil", "buildfile context"),
-    "cli": ("effect", "api buildfile errors imagediff layerbuild progress reference store", ""),
+    "cli": ("effect", "api buildfile builder.outputs errors imagediff layerbuild progress "
+                      "reference store", ""),
     "context": ("effect", "buildfile.ignore errors", ""),
     "digest": ("pure", "errors", ""),
     "errors": ("pure", "", ""),
