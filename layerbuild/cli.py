@@ -456,9 +456,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+_TERMINATED: list[int] = []
+"""The signal that asked this process to stop, once one has."""
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM takes Ctrl-C's path: the running steps are killed, their mounts and staging
+    dirs go, and the command says where it stopped. Once: a second one waits for that."""
+    import signal
+
+    signal.signal(signum, signal.SIG_IGN)
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    import signal
+
     args = parser().parse_args(argv)
+    if _in_main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
     try:
         if getattr(args, "no_store", False):
             return int(args.func(None, args))
@@ -469,13 +487,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"layerbuild: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"layerbuild: interrupted{f' at {exc}' if str(exc) else ''}", file=sys.stderr)
+        where = f" at {exc}" if str(exc) else ""
+        if _TERMINATED:  # 128 + the signal, as the Docker CLI exits when signalled
+            print(f"layerbuild: terminated{where}", file=sys.stderr)
+            return 128 + _TERMINATED[0]
+        print(f"layerbuild: interrupted{where}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 141
     except OSError as exc:
         print(f"layerbuild: error: {os_error_text(exc)}", file=sys.stderr)
         return 1
+
+
+def _in_main_thread() -> bool:
+    """Whether this is the main thread (the only one that may set signal handlers)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":
