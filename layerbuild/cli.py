@@ -480,8 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "no_store", False):
             return int(args.func(None, args))
-        store = Store(args.root, notice=_notice)
-        store.clean_debris()
+        from layerbuild.privilege import check_root
+
+        check_root(args.command, getattr(args, "dry_run", False))
+        store = _open_store(Path(args.root))
         return int(args.func(store, args))
     except LayerbuildError as exc:
         print(f"layerbuild: error: {exc}", file=sys.stderr)
@@ -496,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 141
     except OSError as exc:
-        print(f"layerbuild: error: {os_error_text(exc)}", file=sys.stderr)
+        print(f"layerbuild: error: {os_error_text(exc)}{_denied_hint(exc, args)}",
+              file=sys.stderr)
         return 1
 
 
@@ -505,6 +508,28 @@ def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def _open_store(root: Path) -> Store:
+    """The store at `root`, its debris removed; one it cannot use says whose it is."""
+    try:
+        store = Store(root, notice=_notice)
+    except StoreError as exc:
+        if "Permission denied" not in str(exc):
+            raise
+        from layerbuild.privilege import store_hint
+
+        raise StoreError(f"{exc}{store_hint(root)}") from None
+    store.clean_debris()
+    return store
+
+
+def _denied_hint(exc: OSError, args: argparse.Namespace) -> str:
+    """For a user who is not root denied something in the store: what to do."""
+    from layerbuild.privilege import is_denied, store_hint
+
+    root = getattr(args, "root", None)
+    return store_hint(Path(root)) if root and is_denied(exc, Path(root)) else ""
 
 
 if __name__ == "__main__":

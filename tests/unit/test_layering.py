@@ -80,8 +80,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                 "layerbuild request", "image store"),
     "cache.roots": ("effect", "digest errors", ""),
     "cache.stat": ("effect", "fsutil", "buildfile context"),
-    "cli": ("effect", "api buildfile builder.outputs errors imagediff layerbuild progress "
-                      "reference store", ""),
+    "cli": ("effect", "api buildfile builder.outputs errors imagediff layerbuild privilege "
+                      "progress reference store", ""),
     "context": ("effect", "buildfile.ignore errors", ""),
     "digest": ("pure", "errors", ""),
     "errors": ("pure", "", ""),
@@ -103,6 +103,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.tree": ("effect", "errors", ""),
     "layer.whiteout": ("effect", "", ""),
     "layerbuild": ("pure", "", "api"),
+    "privilege": ("effect", "errors", ""),
     "progress": ("effect", "events", ""),
     "reference": ("pure", "digest errors", ""),
     "registry": ("effect", "events image reference registry.client registry.credentials "
