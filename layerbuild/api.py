@@ -103,6 +103,31 @@ def find_buildfile(context: str | os.PathLike[str],
     raise LayerbuildError(f"no Buildfile (or Dockerfile) in {Path(context)}; use -f FILE")
 
 
+def read_stream(path: Path) -> bytes | None:
+    """The bytes of a Buildfile read from stdin (`-`, `/dev/stdin`) or another stream (a pipe,
+    a terminal), read once and at most one byte over the size limit; None for a regular file
+    (read when built).
+
+    A stream cannot be read twice, so its bytes go to both the build record and the engine.
+    """
+    import stat
+
+    from layerbuild.buildfile.limits import MAX_BUILDFILE_BYTES
+
+    try:
+        if str(path) == "/dev/stdin":  # fd 0 itself: a socket cannot be opened again
+            with open(0, "rb", closefd=False) as f:
+                return f.read(MAX_BUILDFILE_BYTES + 1)
+        if stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as f:
+            return f.read(MAX_BUILDFILE_BYTES + 1)
+    except FileNotFoundError:
+        return None  # the engine says so, as for any Buildfile it cannot read
+    except OSError as exc:
+        raise LayerbuildError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def resolve_epoch(value: int | str | None = None) -> int | None:
     """SOURCE_DATE_EPOCH as a number: `value` if set, else the environment's; None if neither."""
     if value is None or value == "":
@@ -150,9 +175,13 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
 
     check_allow(tuple(allow))
 
+    from layerbuild.builder.outputs import check_outputs
+
     wanted = [_output(o) for o in outputs]
+    check_outputs(wanted)
+    path = find_buildfile(context, buildfile)
     request = BuildRequest(
-        context=Path(context), buildfile=find_buildfile(context, buildfile),
+        context=Path(context), buildfile=path, buildfile_data=read_stream(path),
         tags=tuple(t if isinstance(t, Reference) else Reference.parse(t) for t in tags),
         build_args=dict(build_args or {}), target=target, template=template,
         template_vars=dict(template_vars or {}),

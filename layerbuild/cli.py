@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from layerbuild import __version__, api
-from layerbuild.errors import LayerbuildError, StoreError
+from layerbuild.errors import LayerbuildError, StoreError, os_error_text
 from layerbuild.reference import Reference
 from layerbuild.store import DEFAULT_ROOT, Layer, Store
 
@@ -289,9 +289,21 @@ def _pull_policy(value: str) -> str:
     return policy
 
 
+def _err(line: str = "") -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def cmd_build(store: Store, args: argparse.Namespace) -> int:
+    from layerbuild.builder.outputs import check_outputs, parse_output
     from layerbuild.progress import open_progress
 
+    outputs = [parse_output(o) for o in args.output]
+    check_outputs(outputs)
+    streamed = any(o.to_stdout for o in outputs)
+    if streamed and sys.stdout.isatty():
+        raise LayerbuildError("-o …,dest=-: refusing to write a tar to a terminal; "
+                              "redirect stdout or give dest=FILE")
+    say = _err if streamed else _out  # stdout carries the stream, and nothing else
     variables: dict[str, str] = {}
     for path in args.var_file:
         from layerbuild.buildfile import parse_var_file
@@ -309,7 +321,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
     try:
         image = api.build(
             args.context, tags=args.tag, buildfile=args.file, build_args=build_args,
-            target=args.target, outputs=args.output, store=store, events=progress,
+            target=args.target, outputs=outputs, store=store, events=progress,
             no_cache=args.no_cache, no_cache_filter=args.no_cache_filter, dry_run=args.dry_run,
             source_date_epoch=args.source_date_epoch, network=args.network, allow=args.allow,
             secrets=secrets,
@@ -321,11 +333,11 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
     if image is None:
         return 0
     if args.quiet:
-        _out(str(image.id))
+        say(str(image.id))
         return 0
-    _out(f"Successfully built {image.id}")
+    say(f"Successfully built {image.id}")
     for tag in args.tag:
-        _out(f"Successfully tagged {Reference.parse(tag).familiar}")
+        say(f"Successfully tagged {Reference.parse(tag).familiar}")
     return 0
 
 
@@ -359,8 +371,10 @@ def parser() -> argparse.ArgumentParser:
                     "auto: tty on a terminal, else plain")
     sp.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     sp.add_argument("-o", "--output", action="append", default=[], metavar="type=T,dest=D",
-                    help="also write the image: docker, oci, local, tar (dest=…), or image / "
-                    "registry (name=REF[,push=true])")
+                    help="also write the image: docker or oci (a tar; a directory with "
+                    "tar=false), tar (the root filesystem as a tar), local (as a directory); "
+                    "dest=- streams a tar to stdout; or image / registry "
+                    "(name=REF[,push=true])")
     sp.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                     help="a secret for RUN --mount=type=secret (never stored in the image)")
     sp.add_argument("--network", choices=["default", "none", "host"], default="default",
@@ -442,36 +456,80 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _os_error(exc: OSError) -> str:
-    """`<what>: <path>: <reason>` for an OSError: the operations noted on it (outermost
-    first), the paths it names, and the reason in lower case, as Docker words it."""
-    notes = [n.removeprefix("while ") for n in reversed(getattr(exc, "__notes__", []))]
-    paths = [os.fsdecode(p) if isinstance(p, (str, bytes)) else str(p)
-             for p in (exc.filename, exc.filename2) if p is not None]
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return ": ".join([*notes, *paths, reason[:1].lower() + reason[1:]])
+_TERMINATED: list[int] = []
+"""The signal that asked this process to stop, once one has."""
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM takes Ctrl-C's path: the running steps are killed, their mounts and staging
+    dirs go, and the command says where it stopped. Once: a second one waits for that."""
+    import signal
+
+    signal.signal(signum, signal.SIG_IGN)
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    import signal
+
     args = parser().parse_args(argv)
+    if _in_main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
     try:
         if getattr(args, "no_store", False):
             return int(args.func(None, args))
-        store = Store(args.root, notice=_notice)
-        store.clean_debris()
+        from layerbuild.privilege import check_root
+
+        check_root(args.command, getattr(args, "dry_run", False))
+        store = _open_store(Path(args.root))
         return int(args.func(store, args))
     except LayerbuildError as exc:
         print(f"layerbuild: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"layerbuild: interrupted{f' at {exc}' if str(exc) else ''}", file=sys.stderr)
+        where = f" at {exc}" if str(exc) else ""
+        if _TERMINATED:  # 128 + the signal, as the Docker CLI exits when signalled
+            print(f"layerbuild: terminated{where}", file=sys.stderr)
+            return 128 + _TERMINATED[0]
+        print(f"layerbuild: interrupted{where}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 141
     except OSError as exc:
-        print(f"layerbuild: error: {_os_error(exc)}", file=sys.stderr)
+        print(f"layerbuild: error: {os_error_text(exc)}{_denied_hint(exc, args)}",
+              file=sys.stderr)
         return 1
+
+
+def _in_main_thread() -> bool:
+    """Whether this is the main thread (the only one that may set signal handlers)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _open_store(root: Path) -> Store:
+    """The store at `root`, its debris removed; one it cannot use says whose it is."""
+    try:
+        store = Store(root, notice=_notice)
+    except StoreError as exc:
+        if "Permission denied" not in str(exc):
+            raise
+        from layerbuild.privilege import store_hint
+
+        raise StoreError(f"{exc}{store_hint(root)}") from None
+    store.clean_debris()
+    return store
+
+
+def _denied_hint(exc: OSError, args: argparse.Namespace) -> str:
+    """For a user who is not root denied something in the store: what to do."""
+    from layerbuild.privilege import is_denied, store_hint
+
+    root = getattr(args, "root", None)
+    return store_hint(Path(root)) if root and is_denied(exc, Path(root)) else ""
 
 
 if __name__ == "__main__":

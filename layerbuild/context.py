@@ -86,7 +86,7 @@ class Context:
             current = "/".join([*done, comp])
             try:
                 st = os.lstat(self._abs(current))
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 raise ContextError(f"{rel}: not found in the build context") from None
             if stat.S_ISLNK(st.st_mode) and (parts or follow_last):
                 hops += 1

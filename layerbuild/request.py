@@ -34,6 +34,14 @@ class BuildRequest:
     seccomp: bool = True  # False: RUN steps without the seccomp filter (explicitly asked)
     pull: str = "missing"  # bases: "missing" pulls what the store lacks, "always", "never"
     platform: str | None = None  # the target platform (bases pulled for it); None: the host's
+    buildfile_data: bytes | None = None
+    """The Buildfile's bytes when it is no regular file (stdin, a pipe), read once up front:
+    what the build record hashes is what the engine builds."""
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the Buildfile came as a stream (its bytes are `buildfile_data`)."""
+        return self.buildfile_data is not None
 
     def check_network(self, network: str, what: str = "--network=host") -> None:
         """Refuse the host's network unless `allow` grants `network.host`, as BuildKit does."""

@@ -376,7 +376,7 @@ def step_text(instr: Instruction) -> str:
 
 def _mount_text(mount: Mount) -> str:
     fields = [f"type={mount.type}"]
-    for name in ("target", "source", "from_", "id"):
+    for name in ("target", "source", "from_", "id", "env"):
         value = getattr(mount, name)
         fields += [f"{name.rstrip('_')}={value}"] if value else []
     return ",".join(fields)

@@ -36,10 +36,9 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
         spec = expand(instr.chown, env, escape)
         owner = resolve_chown(spec, read_text(ctx.sandbox, base, "/etc/passwd"),
                               read_text(ctx.sandbox, base, "/etc/group"))
-    mode = int(instr.chmod, 8) if instr.chmod else None
+    mode = _chmod(ctx, instr)
     sources = [expand(s, env, escape) for s in instr.sources]
-    exclude = IgnoreRules.from_patterns([expand(p, env, escape) for p in instr.exclude]) \
-        if instr.exclude else None
+    exclude = _exclude(ctx, instr, [expand(p, env, escape) for p in instr.exclude])
     many = len(sources) + len(instr.heredocs) > 1 or any(set("*?[") & set(s) for s in sources)
     if many and not dest.endswith("/"):
         raise ctx.error(instr, "when using more than one source (or a wildcard), the "
@@ -47,7 +46,9 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
     if instr.heredocs:
         docs = stage / "heredocs"
         docs.mkdir()
-        written = ctx.request.buildfile.stat().st_mtime_ns  # a heredoc is as new as its file
+        # A heredoc is as new as its file; one of a streamed Buildfile, as the step before.
+        written = made_time(config, ctx.request.source_date_epoch) * 10**9 \
+            if ctx.request.streamed else ctx.request.buildfile.stat().st_mtime_ns
         for doc in instr.heredocs:
             body = expand(doc.content, env, escape) if doc.expand else doc.content
             (docs / doc.name).write_text(body)
@@ -86,6 +87,28 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
             items, single = _items(ctx.context, rel, target, into, owner, mode, exclude, named)
             ctx.sandbox.copy_into(root, ctx.context.root, items,
                                   follow_source_symlinks=single)
+
+
+def _chmod(ctx: StepContext, instr: Copy | Add) -> int | None:
+    """`--chmod` as a mode (octal, as BuildKit reads it)."""
+    if not instr.chmod:
+        return None
+    try:
+        mode = int(instr.chmod, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise ctx.error(instr, f"--chmod={instr.chmod}: not an octal mode such as 0755")
+    return mode
+
+
+def _exclude(ctx: StepContext, instr: Copy | Add, patterns: list[str]) -> IgnoreRules | None:
+    if not patterns:
+        return None
+    try:
+        return IgnoreRules.from_patterns(patterns)
+    except ValueError as exc:
+        raise ctx.error(instr, f"--exclude: {exc}") from None
 
 
 def _into(dest: str, name: str, directory: bool) -> str:

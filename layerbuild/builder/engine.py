@@ -58,7 +58,14 @@ from layerbuild.cache.records import fingerprint, write_record
 from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
 from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_id
-from layerbuild.errors import BuildfileError, ImageNotFound, LayerbuildError
+from layerbuild.errors import (
+    BuildfileError,
+    ImageNotFound,
+    LayerbuildError,
+    StepFailed,
+    at_instruction,
+    os_error_text,
+)
 from layerbuild.events import (
     BuildWarning,
     CacheMiss,
@@ -93,9 +100,12 @@ def read_buildfile(request: BuildRequest) -> Buildfile:
     """Read, render (templates) and parse the Buildfile."""
     path = request.buildfile
     try:
-        with open(path, "rb") as f:
-            # One byte past the limit tells a file too large, and an endless stream ends.
-            data = f.read(MAX_BUILDFILE_BYTES + 1)
+        if request.buildfile_data is not None:
+            data = request.buildfile_data
+        else:
+            with open(path, "rb") as f:
+                # One byte past the limit tells a file too large, and an endless stream ends.
+                data = f.read(MAX_BUILDFILE_BYTES + 1)
     except OSError as exc:
         raise LayerbuildError(f"cannot read {path}: {exc.strerror}") from None
     # Universal newlines, as reading it as text always did.
@@ -131,7 +141,8 @@ class Build:
         build_args = dict(request.build_args)
         if self.epoch is not None:  # a build arg too, for RUN steps that declare it
             build_args[EPOCH_ARG] = str(self.epoch)
-        self.context = Context(request.context, load_ignore(request.context, request.buildfile))
+        self.context = Context(request.context, load_ignore(
+            request.context, None if request.streamed else request.buildfile))
         platform = host_platform_value()
         target = Platform.parse(request.platform) if request.platform else platform
         self.target = target_stage(self.buildfile, request.target)
@@ -142,6 +153,9 @@ class Build:
         self.results: dict[int, StageState] = {}
         self.cache = CacheIndex(store.buildcache)
         self.stats = self.cache.stat_cache(request.context)
+        self._buildfile_name = f"{request.context.resolve()}:-" if request.streamed \
+            else str(request.buildfile.resolve())
+        """Where the Buildfile is, for the cache's record of each step's last inputs."""
         self._total = 0
         self.warnings: list[str] = []
         """What the build warned about, said again when a record replays it."""
@@ -283,11 +297,35 @@ class Build:
                   ) -> StageState:
         if self._stopping.is_set():
             raise Stopped()
-        text = cfg.describe(instr)
         shown = label or cfg.step_text(instr)
         started = time.monotonic()
         events.emit(StepStarted(0, 0, shown, stage.index))
         events.where = f"{self.buildfile.path}:{instr.line}: {shown}"
+        try:
+            cached = self._step(stage, state, instr, lease, position, events, shown)
+        except KeyboardInterrupt:  # say where, as a failing step does
+            raise KeyboardInterrupt(events.where) from None
+        except LayerbuildError as exc:  # every error of a step names its line
+            located = at_instruction(exc, self.buildfile.path, instr.line, instr.instruction)
+            if located is exc:
+                raise
+            raise located from exc
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            raise StepFailed(f"{self.buildfile.path}:{instr.line}: {instr.instruction}: "
+                             f"{os_error_text(exc)}") from exc
+        if self.request.dry_run and not cached:
+            events.emit(WouldRun(shown, stage.index))
+        else:
+            events.emit(StepFinished(time.monotonic() - started, cached, shown, stage.index))
+        return state
+
+    def _step(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
+              position: str, events: StageEvents, shown: str) -> bool:
+        """One step into `state`: its cache key, then its result from the cache or by
+        running it; whether it came from the cache."""
+        text = cfg.describe(instr)
         env = state.scope.environment()
         inputs = step_inputs(state.key, instr, env, self.buildfile, stage.index, self.context,
                              self.stats, lambda i: self.results[i].key, self._image_key)
@@ -298,7 +336,7 @@ class Build:
             workdir = str(state.config.config.get("WorkingDir") or "/")
             inputs = replace(inputs, parent="linked", extra={**inputs.extra, "workdir": workdir})
         key = inputs.key()
-        slot = f"{self.request.buildfile.resolve()}:{stage.index}:{position}"
+        slot = f"{self._buildfile_name}:{stage.index}:{position}"
         self.replayable = self.replayable and cacheable(inputs)
         cached = self.cache.get(key) if self._use_cache(stage) and cacheable(inputs) else None
         if cached is not None and cached.diff_id is not None and linked:
@@ -313,10 +351,7 @@ class Build:
             reason = why_missed(self.cache.last_inputs(slot), inputs)
             if self._use_cache(stage):
                 events.emit(CacheMiss(shown, reason, stage.index))
-        try:
-            history = self._apply(stage, state, instr, lease, env, text, cached, events)
-        except KeyboardInterrupt:  # say where, as a failing step does
-            raise KeyboardInterrupt(events.where) from None
+        history = self._apply(stage, state, instr, lease, env, text, cached, events)
         if cached is None and not self.request.dry_run:
             top = state.top if is_layer_step(instr) else None
             diff = state.config.diff_ids[-1] if top is not None else None
@@ -324,12 +359,7 @@ class Build:
             self.cache.remember(slot, inputs)
         # What follows a linked step depends on everything below it, as after any other step.
         state.key = hashlib.sha256(f"{state.key}+{key}".encode()).hexdigest() if linked else key
-        if self.request.dry_run and cached is None:
-            events.emit(WouldRun(shown, stage.index))
-        else:
-            events.emit(StepFinished(time.monotonic() - started, cached is not None, shown,
-                                     stage.index))
-        return state
+        return cached is not None
 
     def _relinked(self, cached: CachedStep, top: Digest | None, lease: Path, events: Events,
                   step: str, stage: int) -> CachedStep | None:

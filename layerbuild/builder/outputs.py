@@ -1,13 +1,25 @@
-"""Where a build's image goes besides the store: `-o type=docker|oci|local|tar,dest=…`."""
+"""Where a build's image goes besides the store: `-o type=docker|oci|local|tar,dest=…`.
+
+As BuildKit's exporters: `docker` and `oci` write one tar (an OCI layout plus
+`manifest.json`), or the layout as a directory with `tar=false`; `tar` writes the root
+filesystem as one tar, `local` as a directory. `dest=-` streams a tar to stdout (at most one
+output may), as does a bare `-o -`; `oci` and `tar` without `dest` do too, as with buildx.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import shutil
+import signal
 import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from layerbuild.archive.save import plan_archive, save
+from layerbuild.archive.save import plan_archive, write_archive
 from layerbuild.errors import LayerbuildError
 from layerbuild.events import Events
 from layerbuild.fsutil import atomic_file, write_atomic
@@ -26,14 +38,25 @@ class Output:
     dest: str = ""
     names: tuple[str, ...] = ()
     push: bool = False
+    tar: bool = True
+    """For docker and oci: one tar file (the default), else a directory."""
+
+    @property
+    def to_stdout(self) -> bool:
+        """Whether the output streams to stdout (`dest=-`)."""
+        return self.dest == STDOUT
+
+
+STDOUT = "-"
 
 
 def parse_output(text: str) -> Output:
-    """Parse `type=T,dest=D` (or a bare path, meaning type=local as BuildKit does), and
-    `type=image,name=REF[,push=true]` / `type=registry,name=REF` (names: the `-t` tags when
-    none is given; several as `"name=a,b"`, as BuildKit reads them)."""
+    """Parse `type=T,dest=D[,tar=false]` (a bare path means type=local, a bare `-` type=tar
+    to stdout, as buildx reads them), and `type=image,name=REF[,push=true]` /
+    `type=registry,name=REF` (names: the `-t` tags when none is given; several as
+    `"name=a,b"`, as BuildKit reads them)."""
     if "=" not in text:
-        return Output("local", text)
+        return Output("tar", STDOUT) if text == STDOUT else Output("local", text)
     fields = _fields(text)
     kind = fields.get("type", "local")
     if kind not in TYPES:
@@ -47,10 +70,31 @@ def parse_output(text: str) -> Output:
                 raise LayerbuildError(f"-o {text}: {exc}") from None
         push = kind == "registry" or fields.get("push", "false").lower() in ("true", "1")
         return Output(kind, "", names, push)
-    dest = fields.get("dest")
+    tar = _flag(text, fields, "tar") if kind in ("docker", "oci") else True
+    dest = fields.get("dest") or (STDOUT if kind in ("oci", "tar") and tar else "")
     if not dest:
         raise LayerbuildError(f"-o {text}: dest= is required")
-    return Output(kind, dest)
+    if dest == STDOUT and (kind == "local" or not tar):
+        raise LayerbuildError(f"-o {text}: a directory cannot go to stdout (dest=-); "
+                              "give dest=DIR, or a tar output")
+    return Output(kind, dest, tar=tar)
+
+
+def _flag(text: str, fields: dict[str, str], name: str) -> bool:
+    value = fields.get(name, "true").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise LayerbuildError(f"-o {text}: {name}= must be true or false")
+    return value in ("true", "1")
+
+
+def check_outputs(outputs: Sequence[Output]) -> None:
+    """Refuse, before anything is built, outputs that cannot be written: two of them to
+    stdout, a file whose directory is missing or whose name is a directory."""
+    if sum(o.to_stdout for o in outputs) > 1:
+        raise LayerbuildError("-o: only one output can go to stdout (dest=-)")
+    for output in outputs:
+        if output.type in ("tar", "docker", "oci") and output.tar:
+            _check_file(output)
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -71,23 +115,45 @@ def write_output(store: Store, image: Image, output: Output, tags: list[str],
     if output.type in ("image", "registry"):
         _image_output(store, image, output, tags, events)
         return
-    if output.type in ("docker", "tar"):  # one file: its directory must be there, as for -o
-        _check_parent(output)
-    if output.type == "docker":
-        save(store, refs, output.dest)
-    elif output.type == "oci":
-        _write_layout(store, refs, Path(output.dest))
-    elif output.type == "local":
-        export_rootfs(store, image, Path(output.dest))
-    else:
-        export_rootfs_tar(store, image, Path(output.dest))
+    if output.type == "local" or not output.tar:
+        if output.type == "local":
+            export_rootfs(store, image, Path(output.dest))
+        else:
+            _write_layout(store, refs, Path(output.dest))
+        return
+    _check_file(output)
+    with _sink(output.dest) as out:
+        if output.type == "tar":
+            _rootfs_tar(store, image, out, output.dest)
+        else:
+            write_archive(plan_archive(store, refs), out)
 
 
-def _check_parent(output: Output) -> None:
-    parent = Path(output.dest).parent
-    if not parent.is_dir():
+def _check_file(output: Output) -> None:
+    """A file output's directory must be there and its name no directory, as for buildx."""
+    if output.to_stdout:
+        return
+    dest = Path(output.dest)
+    if dest.is_dir():
+        raise LayerbuildError(f"-o type={output.type},dest={output.dest}: is a directory"
+                              + (" (tar=false writes a directory)"
+                                 if output.type in ("docker", "oci") else ""))
+    if not dest.parent.is_dir():
         raise LayerbuildError(f"-o type={output.type},dest={output.dest}: the directory "
-                              f"{parent} does not exist")
+                              f"{dest.parent} does not exist")
+
+
+@contextlib.contextmanager
+def _sink(dest: str) -> Iterator[BinaryIO]:
+    """Where a one-file output is written: stdout for `-`, else a file that appears only
+    once it is whole."""
+    if dest == STDOUT:
+        sys.stdout.flush()
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with atomic_file(Path(dest), durable=False) as out:
+        yield out
 
 
 def _write_layout(store: Store, refs: list[str], dest: Path) -> None:
@@ -112,18 +178,20 @@ def export_rootfs(store: Store, image: Image, dest: Path) -> None:
     export_merged(dirs, dest)
 
 
-def export_rootfs_tar(store: Store, image: Image, dest: Path) -> None:
-    """The image's root filesystem as one tar file."""
+def _rootfs_tar(store: Store, image: Image, out: BinaryIO, dest: str) -> None:
+    """The image's root filesystem as one tar, written to `out` (a real file or pipe)."""
     with store.staging() as stage:
         export_rootfs(store, image, stage / "rootfs")
-        with atomic_file(dest, durable=False) as out:
-            done = subprocess.run(["tar", "--numeric-owner", "--xattrs", "--sort=name", "-C",
-                                   str(stage / "rootfs"), "-cf", "-", "."], stdout=out,
-                                  stderr=subprocess.PIPE, check=False)
-            if done.returncode:
-                said = done.stderr.decode(errors="replace").strip().splitlines()
-                raise LayerbuildError(f"writing {dest}: tar failed: "
-                                      f"{said[-1] if said else f'exit {done.returncode}'}")
+        done = subprocess.run(["tar", "--numeric-owner", "--xattrs", "--sort=name", "-C",
+                               str(stage / "rootfs"), "-cf", "-", "."], stdout=out,
+                              stderr=subprocess.PIPE, check=False)
+        if done.returncode == -signal.SIGPIPE:  # the reader went away, as for our own writes
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        if done.returncode:
+            said = done.stderr.decode(errors="replace").strip().splitlines()
+            where = "stdout" if dest == STDOUT else dest
+            raise LayerbuildError(f"writing {where}: tar failed: "
+                                  f"{said[-1] if said else f'exit {done.returncode}'}")
 
 
 def _image_output(store: Store, image: Image, output: Output, tags: list[str],

@@ -16,6 +16,7 @@ from layerbuild.builder.sandbox import Sandbox
 from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, source_top
 from layerbuild.builder.users import Ids, home_dir, resolve_user
 from layerbuild.buildfile import Instruction, Run, Workdir, proxy_environment
+from layerbuild.buildfile import Mount as RunMount
 from layerbuild.digest import Digest
 from layerbuild.errors import StepFailed
 from layerbuild.events import StepOutput
@@ -25,6 +26,7 @@ from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
 from layerbuild.store import Layer, Store
 
 TAIL_LINES = 15
+MAX_SECRET_BYTES = 500 * 1024  # BuildKit's limit on a secret's size
 
 
 def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfig,
@@ -87,7 +89,7 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
          env: Mapping[str, str]) -> None:
     _check_runnable(ctx, instr, config)
     script = run_script(instr)
-    mounts = _mounts(ctx, instr, env, root.upper.parent)
+    mounts, secret_env = _mounts(ctx, instr, env, root.upper.parent)
     if isinstance(script, str) and script.startswith("#!") and instr.heredocs:
         # A heredoc with a shebang runs as its own executable, as BuildKit does.
         path = root.upper.parent / f"heredoc-{instr.heredocs[0].name}"
@@ -104,6 +106,7 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
     values.setdefault("PATH", cfg.DEFAULT_PATH.partition("=")[2])
     ids, home = _ids(ctx.sandbox, root, str(config.config.get("User") or ""))
     values.setdefault("HOME", home)
+    values.update(secret_env)  # last, as BuildKit adds them: a secret wins over an ENV
     tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
     partial = bytearray()
 
@@ -129,8 +132,11 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
                          f"exit code {code}" + (f"\n{shown}" if shown else ""))
 
 
-def _mounts(ctx: StepContext, instr: Run, env: Mapping[str, str], stage: Path) -> list[Mount]:
+def _mounts(ctx: StepContext, instr: Run, env: Mapping[str, str], stage: Path,
+            ) -> tuple[list[Mount], dict[str, str]]:
+    """The step's mounts, and the variables that secrets with `env=` set."""
     out = []
+    secret_env: dict[str, str] = {}
     for m in instr.mounts:
         if not m.target and m.type != "secret":
             raise ctx.error(instr, f"--mount type={m.type} needs a target")
@@ -153,20 +159,49 @@ def _mounts(ctx: StepContext, instr: Run, env: Mapping[str, str], stage: Path) -
             out.append(Mount("bind", target, ctx.context.root / rel if rel else
                              ctx.context.root, readonly=m.readonly))
         elif m.type == "secret":
-            ident = m.id or posixpath.basename(m.target or "")
-            if not ident:
-                raise ctx.error(instr, "--mount type=secret needs an id or a target")
-            secret = ctx.request.secrets.get(ident)
-            if secret is None:
-                if m.required:
-                    raise ctx.error(instr, f"secret {ident!r} is required but was not given "
-                                    "(--secret id=ID,src=FILE)")
-                continue
-            out.append(Mount("secret", m.target or f"/run/secrets/{ident}", Path(secret),
-                             mode=m.mode, uid=m.uid or 0, gid=m.gid or 0))
+            out.extend(_secret(ctx, instr, m, secret_env))
         else:
             raise ctx.error(instr, f"--mount type={m.type} is not supported")
-    return out
+    return out, secret_env
+
+
+def _secret(ctx: StepContext, instr: Run, m: RunMount, secret_env: dict[str, str],
+            ) -> list[Mount]:
+    """A secret as BuildKit gives it: its id is `id` (or `source`), else the target's name;
+    with `env=NAME` its value is in $NAME, and it is a file only when a target is named too
+    (without `env`, at the target or /run/secrets/<id>). A missing optional secret leaves no
+    file and an empty $NAME."""
+    ident = m.id or m.source or posixpath.basename(m.target or "")
+    if not ident:
+        raise ctx.error(instr, "--mount type=secret needs an id or a target")
+    secret = ctx.request.secrets.get(ident)
+    if secret is None and m.required:
+        raise ctx.error(instr, f"secret {ident!r} is required but was not given "
+                        "(--secret id=ID,src=FILE)")
+    if m.env is not None:
+        secret_env[m.env] = _secret_value(ctx, instr, ident, secret) \
+            if secret is not None else ""
+    if secret is None or (m.env is not None and not m.target):
+        return []
+    target = m.target or f"/run/secrets/{posixpath.basename(ident)}"
+    return [Mount("secret", target, Path(secret), mode=m.mode, uid=m.uid or 0,
+                  gid=m.gid or 0)]
+
+
+def _secret_value(ctx: StepContext, instr: Run, ident: str, path: Path) -> str:
+    """A secret's content as an environment variable's value (BuildKit's size limit)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ctx.error(instr, f"secret {ident!r}: cannot read {path}: {exc.strerror}",
+                        ) from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise ctx.error(instr, f"secret {ident!r} is larger than {MAX_SECRET_BYTES} bytes")
+    if b"\0" in data:
+        raise ctx.error(instr, f"secret {ident!r} holds a NUL byte, which no environment "
+                        "variable can")
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _stage_tree(ctx: StepContext, instr: Run, ref: str, env: Mapping[str, str],

@@ -65,9 +65,13 @@ def step_inputs(parent: str, instr: Instruction, env: Mapping[str, str], buildfi
             earlier = stage_ref(buildfile, ref, stage_index)
             extra["from"] = stage_key(earlier.index) if earlier else image_id(ref)
         else:
-            exclude = IgnoreRules.from_patterns(form.get("exclude", [])) if instr.exclude \
-                else None
-            for source in form.get("sources", []):
+            sources = form.get("sources", [])
+            try:
+                exclude = IgnoreRules.from_patterns(form.get("exclude", [])) if instr.exclude \
+                    else None
+            except ValueError:  # the step itself will report it
+                exclude, sources = None, []
+            for source in sources:
                 if source.startswith(("http://", "https://")):
                     checksum = getattr(instr, "checksum", None)
                     extra[source] = checksum or UNCACHEABLE

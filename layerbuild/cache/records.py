@@ -39,15 +39,24 @@ if TYPE_CHECKING:  # types only: the caller has the store loaded already
 def fingerprint(request: BuildRequest) -> str | None:
     """What a build was asked, as one digest; None for builds that are never answered from
     a record (templates, which may include other files, --no-cache or dry runs, and a
-    Buildfile that is no regular file: a pipe read here could not be read again to build)."""
+    Buildfile that is neither a regular file nor a stream read up front).
+
+    A streamed Buildfile (stdin) counts by its bytes, as read once for the build."""
     if request.template or request.buildfile.name.endswith(".j2") or request.no_cache \
-            or request.no_cache_filter or request.dry_run or not request.buildfile.is_file():
+            or request.no_cache_filter or request.dry_run:
         return None
-    ignores = ignore_files(request.context, request.buildfile)
+    buildfile: str | None
+    if request.buildfile_data is not None:
+        name, buildfile = "-", hashlib.sha256(request.buildfile_data).hexdigest()
+        ignores = ignore_files(request.context, None)
+    elif request.buildfile.is_file():
+        name, buildfile = str(request.buildfile.resolve()), _content(request.buildfile)
+        ignores = ignore_files(request.context, request.buildfile)
+    else:
+        return None
     asked = {"version": __version__, "machine": os.uname().machine,
-             "buildfile": str(request.buildfile.resolve()),
-             "context": str(request.context.resolve()),
-             "files": [_content(p) for p in (request.buildfile, *ignores)],
+             "buildfile": name, "context": str(request.context.resolve()),
+             "files": [buildfile, *(_content(p) for p in ignores)],
              "build_args": dict(sorted(request.build_args.items())),
              "target": request.target, "epoch": request.source_date_epoch}
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()

@@ -157,9 +157,12 @@ def test_dockerignore_and_outputs(lb, base: str, tmp_path: Path) -> None:
     with tarfile.open(dest) as tar:
         assert "manifest.json" in tar.getnames()
     layout = tmp_path / "layout"
-    lb("build", "-o", f"type=oci,dest={layout}", str(ctx))
+    lb("build", "-o", f"type=oci,dest={layout},tar=false", str(ctx))
     assert len(validate_archive(DirSource(layout))) == 1
     assert (layout / "oci-layout").is_file()
+    oci_tar = tmp_path / "oci.tar"
+    lb("build", "-o", f"type=oci,dest={oci_tar}", str(ctx))
+    assert len(validate_archive(TarSource(oci_tar))) == 1
     rootfs_tar = tmp_path / "rootfs.tar"
     lb("build", "-o", f"type=tar,dest={rootfs_tar}", str(ctx))
     with tarfile.open(rootfs_tar) as tar:

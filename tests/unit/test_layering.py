@@ -19,8 +19,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "layerbuild"
 
 TABLE: dict[str, tuple[str, str, str]] = {
-    "api": ("effect", "archive builder.engine builder.outputs cache.records errors events image "
-                      "reference registry request store", "archive.load"),
+    "api": ("effect", "archive builder.engine builder.outputs buildfile.limits cache.records "
+                      "errors events image reference registry request store", "archive.load"),
     "archive": ("effect", "archive.load archive.rootfs archive.save", ""),
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
@@ -60,7 +60,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                   "buildfile.mounts buildfile.parser buildfile.words errors", ""),
     "buildfile.dump": ("pure", "buildfile.stages", ""),
     "buildfile.expand": ("pure", "buildfile.limits buildfile.patterns buildfile.trampoline errors",
-                         ""),
+                                ""),
     "buildfile.flags": ("pure", "", ""),
     "buildfile.healthcheck": ("pure", "buildfile.flags buildfile.parser", ""),
     "buildfile.ignore": ("pure", "errors", ""),
@@ -83,7 +83,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                 "layerbuild request", "image store"),
     "cache.roots": ("effect", "digest errors", ""),
     "cache.stat": ("effect", "fsutil", "buildfile context"),
-    "cli": ("effect", "api buildfile errors imagediff layerbuild progress reference store", ""),
+    "cli": ("effect", "api builder.outputs buildfile errors imagediff layerbuild privilege "
+                      "progress reference store", ""),
     "context": ("effect", "buildfile.ignore errors", ""),
     "digest": ("pure", "errors", ""),
     "errors": ("pure", "", ""),
@@ -105,6 +106,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.tree": ("effect", "errors", ""),
     "layer.whiteout": ("effect", "", ""),
     "layerbuild": ("pure", "", "api"),
+    "privilege": ("effect", "errors", ""),
     "progress": ("effect", "events", ""),
     "reference": ("pure", "digest errors", ""),
     "registry": ("effect", "events image reference registry.client registry.credentials "
