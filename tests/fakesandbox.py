@@ -3,7 +3,8 @@
 It builds real layers: copies are plain Python writes into the step's upper dir (owners set
 only when running as root), reads look in the upper dir and then the lowers, top first, and a
 RUN is a function the test scripts for its command text. Every call is recorded in `calls`.
-Whiteouts, symlinks inside the image and hard links are not emulated.
+Whiteouts and symlinks inside the image are not emulated; hard links are kept within an
+item's link group, as the real copy keeps them.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class _Copier:
     def __init__(self, root: StepRoot, source: Path, follow: bool) -> None:
         self.root, self.source, self.follow = root, source, follow
         self.dir_times: dict[Path, tuple[int, int]] = {}
+        self.links: dict[tuple[int, int, int], Path] = {}
 
     def copy_all(self, items: Sequence[CopyItem]) -> None:
         for item in items:
@@ -190,7 +192,8 @@ class _Copier:
         uid = item.uid if item.uid is not None else st.st_uid
         gid = item.gid if item.gid is not None else st.st_gid
         perms = item.mode if item.mode is not None else stat.S_IMODE(st.st_mode)
-        self._writing_into(posixpath.dirname(dest) or "/")
+        if not (stat.S_ISDIR(st.st_mode) and self._isdir(dest)):  # an existing dir is kept
+            self._writing_into(posixpath.dirname(dest) or "/")
         target = self._upper(dest)
         if stat.S_ISDIR(st.st_mode):
             if not self._isdir(dest):
@@ -200,8 +203,6 @@ class _Copier:
                 top = dest == (item.dest.rstrip("/") or "/")
                 self.dir_times[target] = _item_times(item, st) if top \
                     else (st.st_atime_ns, st.st_mtime_ns)
-            elif not target.is_dir():
-                self._writing_into(dest)
             if recurse:
                 self._tree(path, dest, item)
         elif stat.S_ISLNK(st.st_mode):
@@ -210,6 +211,12 @@ class _Copier:
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         elif stat.S_ISREG(st.st_mode):
             target.unlink(missing_ok=True)
+            key = (item.link_group, st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in self.links:
+                os.link(self.links[key], target)
+                return
+            if st.st_nlink > 1:
+                self.links[key] = target
             shutil.copyfile(path, target)
             _owner(target, uid, gid)
             os.chmod(target, perms)

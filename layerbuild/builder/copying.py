@@ -13,8 +13,9 @@ from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, r
 from layerbuild.builder.users import resolve_chown
 from layerbuild.buildfile import Add, Copy, IgnoreRules, expand
 from layerbuild.context import Context, ContextError
+from layerbuild.errors import FormatError
 from layerbuild.image import ImageConfig
-from layerbuild.layer import extract_layer, open_decompressed, sniff
+from layerbuild.layer import extract_layer, is_tar_archive, open_decompressed
 from layerbuild.sandbox.spec import CopyItem, StepRoot
 
 
@@ -74,17 +75,21 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
         wildcard = bool(set("*?[") & set(source))
         for rel in matches:
             full = ctx.context.root / rel if rel else ctx.context.root
-            if isinstance(instr, Add) and instr.unpack is not False and full.is_file() \
-                    and _is_archive(full):
-                _add_archive(ctx, root, full, dest, owner if instr.chown else None, stage,
-                             made_time(config, ctx.request.source_date_epoch))
-                continue
+            if isinstance(instr, Add) and instr.unpack is not False:
+                archive = _local_archive(ctx.context, rel)
+                if archive is not None:
+                    _add_archive(ctx, instr, root, archive, dest,
+                                 owner if instr.chown else None, stage,
+                                 made_time(config, ctx.request.source_date_epoch))
+                    continue
             named = rel if wildcard else posixpath.normpath(source).lstrip("/")
             target, into = dest, many
             if getattr(instr, "parents", False) and rel:  # keep the source's own path
                 target = posixpath.join(dest, rel if full.is_dir() else posixpath.dirname(rel))
                 target, into = target.rstrip("/") + "/", True
             items, single = _items(ctx.context, rel, target, into, owner, mode, exclude, named)
+            # One copy per matched path, as BuildKit makes: hard links inside a directory
+            # source stay links, files named apart (two sources, a wildcard's matches) do not.
             ctx.sandbox.copy_into(root, ctx.context.root, items,
                                   follow_source_symlinks=single)
 
@@ -145,9 +150,11 @@ def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
                env: Mapping[str, str], stage: Path) -> None:
     lowers = tuple(layer_dirs(ctx.store, source_top(ctx, instr, ref, env)))
     uid, gid = (owner if instr.chown else (None, None))
+    # Each path (each match of a wildcard too) is a copy of its own, as in BuildKit: hard
+    # links are kept inside one, not across two.
     items = [CopyItem(s.lstrip("/") or ".", dest, uid, gid, mode,
-                      into_existing_dir=not dest.endswith("/"))
-             for s in _expand_wildcards(ctx, instr, lowers, sources, stage)]
+                      into_existing_dir=not dest.endswith("/"), link_group=i)
+             for i, s in enumerate(_expand_wildcards(ctx, instr, lowers, sources, stage))]
     ctx.sandbox.copy_into(root, lowers, items, follow_source_symlinks=True)
 
 
@@ -171,21 +178,26 @@ def _expand_wildcards(ctx: StepContext, instr: Copy | Add, lowers: tuple[Path, .
     return out
 
 
-def _is_archive(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(262)
-    return sniff(head) is not None or head[257:262] == b"ustar"
+def _local_archive(context: Context, rel: str) -> Path | None:
+    """The context file `rel` names (symlinks followed inside the context), when it is a tar
+    archive that ADD unpacks: plain or compressed, told by its content, as BuildKit does."""
+    full = context.root / context.resolve(rel)
+    return full if full.is_file() and is_tar_archive(full) else None
 
 
-def _add_archive(ctx: StepContext, root: StepRoot, path: Path, dest: str,
+def _add_archive(ctx: StepContext, instr: Add, root: StepRoot, path: Path, dest: str,
                  owner: tuple[int, int] | None, stage: Path, made: int) -> None:
     """Extract a local archive into dest; `--chown` owns what it extracts, as in BuildKit
     0.23+ (older BuildKit, Docker 20.10's among them, left the archive's owners).
 
     Directories the archive does not list, and dest, take the time `made`."""
     unpacked = stage / f"add-{os.urandom(4).hex()}"
-    with open(path, "rb") as raw:
-        extract_layer(open_decompressed(raw), unpacked, whiteouts=False, implicit_mtime=made)
+    try:
+        with open(path, "rb") as raw:
+            extract_layer(open_decompressed(raw), unpacked, whiteouts=False,
+                          implicit_mtime=made)
+    except FormatError as exc:  # it starts as a tar, and then is not one
+        raise ctx.error(instr, f"{path.name}: cannot unpack the archive: {exc}") from None
     items = [CopyItem(".", dest.rstrip("/") or "/", owner[0] if owner else None,
                       owner[1] if owner else None, None, made_time=made)]
     ctx.sandbox.copy_into(root, unpacked, items)
@@ -214,8 +226,9 @@ def _add_url(ctx: StepContext, instr: Add, root: StepRoot, url: str, dest: str,
     if instr.checksum and instr.checksum != f"sha256:{h.hexdigest()}":
         raise ctx.error(instr, f"{url}: checksum sha256:{h.hexdigest()} does not match "
                         f"{instr.checksum}")
-    if instr.unpack and _is_archive(target):
-        _add_archive(ctx, root, target, dest, owner if instr.chown else None, stage, made)
+    if instr.unpack and is_tar_archive(target):
+        _add_archive(ctx, instr, root, target, dest, owner if instr.chown else None, stage,
+                     made)
         shutil.rmtree(fetched, ignore_errors=True)
         return
     os.chmod(target, 0o600)

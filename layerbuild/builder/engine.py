@@ -353,7 +353,7 @@ class Build:
                 events.emit(CacheMiss(shown, reason, stage.index))
         history = self._apply(stage, state, instr, lease, env, text, cached, events)
         if cached is None and not self.request.dry_run:
-            top = state.top if is_layer_step(instr) else None
+            top = state.top if is_layer_step(instr, state.config) else None
             diff = state.config.diff_ids[-1] if top is not None else None
             self.cache.put(key, CachedStep(history, top, diff))
             self.cache.remember(slot, inputs)
@@ -415,12 +415,13 @@ class Build:
         if isinstance(instr, Workdir):  # changes the config, then makes the dir (a layer)
             state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
                                               self.buildfile.path)
+        layer = is_layer_step(instr, state.config)
         history = cached.history if cached is not None else History(
             comment=COMMENT, created_by=cfg.created_by(
                 instr, state.config, env, escape, state.scope.args,
                 run_script(instr) if isinstance(instr, Run) else "", before))
         newest: int | None = None
-        if is_layer_step(instr):
+        if layer:
             if cached is not None and cached.diff_id is not None:
                 diff_id, top = cached.diff_id, cached.chain_id
             elif self.request.dry_run:  # keys do not depend on results: keep planning
@@ -442,8 +443,9 @@ class Build:
         else:
             if cached is None:
                 history = replace(history, created=self._created(state, instr, None))
-            state.config = cfg.apply_metadata(state.config, instr, env, escape, state.cmd_set,
-                                              self.buildfile.path)
+            if not isinstance(instr, Workdir):  # (applied above)
+                state.config = cfg.apply_metadata(state.config, instr, env, escape,
+                                                  state.cmd_set, self.buildfile.path)
             state.cmd_set = state.cmd_set or instr.instruction == "CMD"
             if history.created_by is not None:
                 state.config = state.config.with_history(history)

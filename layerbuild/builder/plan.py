@@ -18,6 +18,7 @@ from layerbuild.buildfile import (
     stage_ref,
 )
 from layerbuild.errors import BuildfileError
+from layerbuild.image import ImageConfig
 
 
 def _refs(instr: Instruction) -> list[str]:
@@ -82,9 +83,17 @@ def _only_a_marker(command: str) -> bool:
         return False
 
 
-def is_layer_step(instr: Instruction) -> bool:
-    """Whether a step changes the filesystem (and so makes a layer); WORKDIR makes its dir."""
-    return isinstance(instr, Run | Copy | Add | Workdir)
+def is_layer_step(instr: Instruction, config: ImageConfig) -> bool:
+    """Whether a step makes a layer, in the image `config` it leaves (for WORKDIR, the one
+    with its directory in force).
+
+    RUN, COPY and ADD do; so does WORKDIR, which makes its directory (BuildKit's mkdir: an
+    empty layer when the directory is there already), except `WORKDIR /`, which is only
+    metadata in BuildKit.
+    """
+    if isinstance(instr, Workdir):
+        return (config.config.get("WorkingDir") or "/") != "/"
+    return isinstance(instr, Run | Copy | Add)
 
 
 def is_linked(instr: Instruction) -> bool:

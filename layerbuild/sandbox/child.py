@@ -154,7 +154,7 @@ def op_export(req: dict[str, Any], control: Control) -> dict[str, Any]:
     os.chroot(".")
     os.chdir("/")
     item = {"source": ".", "dest": "/", "uid": None, "gid": None, "mode": None,
-            "recursive": True, "into_existing_dir": True, "made_time": None}
+            "recursive": True, "into_existing_dir": True, "made_time": None, "link_group": 0}
     Copier(source_fd, False).copy_all([item])
     return {}
 

@@ -5,7 +5,8 @@ Sources are reached only through fds opened below the source root (opened before
 process is chrooted into the step's merged overlay before it writes, so destinations are plain
 paths that the kernel resolves inside the image: an image symlink `/app -> /etc` leads to the
 image's /etc, never the host's. Copies keep Docker COPY's rules: modes, times, symlinks, hard
-links within a source and xattrs (except overlayfs' own) are kept; owners are the item's.
+links within an item's link group and xattrs (except overlayfs' own) are kept; owners are the
+item's.
 
 Directory times never depend on when the copy ran, so the same sources give the same layer: a
 directory copied from a source keeps the source's times, one made on the way to a destination
@@ -39,12 +40,12 @@ class Copier:
         self.follow = follow_symlinks
         self.dir_times: dict[str, tuple[int, int]] = {}
         """(atime, mtime) in ns that each directory written into or made ends up with."""
-        self.links: dict[tuple[int, int], str] = {}
+        self.links: dict[tuple[int, int, int], str] = {}
+        """The first copy of each multiply linked source file, by (link group, device, inode)."""
 
     def copy_all(self, items: list[dict[str, Any]]) -> None:
         """Copy every item, then give the directories involved their final times."""
         for item in items:
-            self.links = {}
             self.copy(item)
         for dest, times in self.dir_times.items():
             os.utime(dest, ns=times)
@@ -137,11 +138,14 @@ class Copier:
         uid = item["uid"] if item["uid"] is not None else st.st_uid
         gid = item["gid"] if item["gid"] is not None else st.st_gid
         perms = item["mode"] if item["mode"] is not None else stat.S_IMODE(mode)
-        self._writing_into(posixpath.dirname(dest))
+        # Only a change to the parent notes it: one left alone (an existing directory is
+        # kept, a socket skipped) is not touched, so the layer does not copy it up.
+        if not stat.S_ISSOCK(mode) and not (stat.S_ISDIR(mode) and os.path.isdir(dest)):
+            self._writing_into(posixpath.dirname(dest))
         if stat.S_ISDIR(mode):
             self._dir(parent, name, st, dest, item, (uid, gid, perms), recurse)
         elif stat.S_ISREG(mode):
-            self._file(parent, name, st, dest, (uid, gid, perms))
+            self._file(parent, name, st, dest, (uid, gid, perms), item["link_group"])
         elif stat.S_ISLNK(mode):
             assert name is not None
             target = os.readlink(name, dir_fd=parent)
@@ -180,8 +184,8 @@ class Copier:
             os.close(fd)
 
     def _file(self, parent: int, name: str | None, st: os.stat_result, dest: str,
-              owner: tuple[int, int, int]) -> None:
-        key = (st.st_dev, st.st_ino)
+              owner: tuple[int, int, int], group: int) -> None:
+        key = (group, st.st_dev, st.st_ino)
         first = self.links.get(key) if st.st_nlink > 1 else None
         _replace(dest)
         if first is not None:

@@ -61,7 +61,9 @@ class CopyItem:
     `dest` when `dest` ends with `/`, or is an existing directory and `into_existing_dir`.
     `uid`/`gid` None keep the source's owner; `mode` None keeps its mode. Directories made
     on the way take the source's times, or `made_time` (seconds) when it is given: for
-    sources whose own times mean nothing, such as a scratch dir.
+    sources whose own times mean nothing, such as a scratch dir. Files that are hard links
+    of each other in the source stay hard links when items of the same `link_group` copy
+    them (BuildKit keeps the links inside one source path, never across two paths).
     """
 
     source: str
@@ -72,6 +74,7 @@ class CopyItem:
     recursive: bool = True
     into_existing_dir: bool = True
     made_time: int | None = None
+    link_group: int = 0
 
 
 def parse_user(user: str) -> tuple[int, int, tuple[int, ...]]:
@@ -133,5 +136,6 @@ def encode_items(items: list[CopyItem]) -> list[dict[str, Any]]:
     """Copy items as plain JSON values."""
     return [{"source": i.source, "dest": _absolute(i.dest, "destination"), "uid": i.uid,
              "gid": i.gid, "mode": i.mode, "recursive": i.recursive,
-             "into_existing_dir": i.into_existing_dir, "made_time": i.made_time}
+             "into_existing_dir": i.into_existing_dir, "made_time": i.made_time,
+             "link_group": i.link_group}
             for i in items]

@@ -13,6 +13,7 @@ files and a `case.toml`:
     docker = false                  # layerbuild only (features Docker 20.10 lacks offline)
     output = "text"                 # what the layerbuild image prints when run (docker = false)
     ignore = ["/path"]              # left out of the file comparison (BuildKit-version matters)
+    layers = true                   # each layer's entries are compared too (name, type, link)
     absent = ["/path"]              # paths the layerbuild image must not have
     [expect]                        # file contents the layerbuild image must hold
     "/path" = "text"
@@ -170,6 +171,60 @@ def setup_tars(ctx: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+def _member(name: str, data: bytes = b"", link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime = 0o644, MTIME - 50
+    if link:
+        info.type, info.linkname = tarfile.LNKTYPE, link
+    else:
+        info.size = len(data)
+    return info, data
+
+
+def _tar_of(*members: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buf.getvalue()
+
+
+def _v7(data: bytes) -> bytes:
+    """A tar as the 7th Edition wrote it: no `ustar` magic, only a good checksum."""
+    raw = bytearray(data)
+    raw[257:329] = bytes(72)  # magic, version, user and group names
+    raw[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    return bytes(raw)
+
+
+def setup_files(ctx: Path) -> None:
+    """What ADD unpacks and what it copies as is, and hard links for COPY to keep."""
+    import bz2
+    import gzip
+    import lzma
+
+    files = {
+        "notatar.txt.gz": gzip.compress(b"hello, not a tar\n", mtime=0),
+        "text.xz": lzma.compress(b"xz text\n"), "text.bz2": bz2.compress(b"bzip2 text\n"),
+        "empty.gz": gzip.compress(b"", mtime=0), "ends.tar": bytes(1024),
+        "badsum.tar": b"w" + _v7(_tar_of(_member("v7/f", b"v7\n")))[1:],
+        "real.tar.gz": gzip.compress(_tar_of(_member("gz/tool", b"tool\n"),
+                                             _member("gz/tool-hard", link="gz/tool")), mtime=0),
+        "real.tar.xz": lzma.compress(_tar_of(_member("xz/f", b"xz\n"))),
+        "v7.tar": _v7(_tar_of(_member("v7/f", b"v7\n"), fmt=tarfile.USTAR_FORMAT)),
+        "bundle": bz2.compress(_tar_of(_member("bz/" + "n" * 120, b"long name\n"))),
+    }
+    for name, data in files.items():
+        (ctx / name).write_bytes(data)
+    (ctx / "hl/sub").mkdir(parents=True)
+    (ctx / "hl/a").write_text("linked\n")
+    os.link(ctx / "hl/a", ctx / "hl/sub/b")
+    for one, two in (("p1", "p2"), ("w1.lnk", "w2.lnk")):
+        (ctx / one).write_text(f"{one}\n")
+        os.link(ctx / one, ctx / two)
+
+
 def setup_gitdir(ctx: Path) -> None:
     """A .git directory (one the repository cannot hold), for .dockerignore to leave out."""
     (ctx / ".git").mkdir()
@@ -193,6 +248,7 @@ SETUPS: dict[str, Callable[[Path], None]] = {"special": setup_special,
                                              "ctxlinks": setup_ctxlinks,
                                              "emptydir": setup_emptydir,
                                              "tars": setup_tars,
+                                             "files": setup_files,
                                              "gitdir": setup_gitdir}
 
 
@@ -288,6 +344,19 @@ def history(image: str) -> list[tuple[str, bool]]:
             for h in config["history"][1:]]
 
 
+def layers(image: str) -> list[list[tuple[str, str, str]]]:
+    """The entries (name, type, hard link target) of each layer after the base image's."""
+    with tarfile.open(fileobj=io.BytesIO(docker("save", image).stdout), mode="r:") as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        out = []
+        for blob in manifest[0]["Layers"][1:]:
+            with tarfile.open(fileobj=tar.extractfile(blob), mode="r:") as layer:
+                out.append(sorted((m.name.removeprefix("./"), m.type.decode(),
+                                   m.linkname.removeprefix("./") if m.islnk() else "")
+                                  for m in layer))
+    return out
+
+
 def run_default(image: str) -> str:
     """What the image prints when Docker runs it as built (its ENTRYPOINT/CMD, USER, WORKDIR);
     an image without either runs `id` and `pwd`."""
@@ -381,6 +450,8 @@ def test_conformance(world: World, case: str) -> None:
         "config": _diff(inspect(ours), inspect(theirs)),
         "history": _diff(dict(enumerate(history(ours))), dict(enumerate(history(theirs)))),
         "output": _diff({"run": output}, {"run": run_default(theirs)}),
+        "layers": _diff(dict(enumerate(layers(ours))), dict(enumerate(layers(theirs))))
+        if spec.get("layers") else {},
     }
     remaining = {k: v for k, v in differences.items() if v}
     assert not remaining, "(layerbuild, Docker):\n" + pprint.pformat(remaining, width=100)

@@ -170,3 +170,28 @@ def test_items_one_entry_at_a_time(base: Path, ctx: Path, tmp_path: Path) -> Non
     assert meta(root.upper / "nr") == (0o751, 0, 0)
     assert meta(root.upper / "nr/sub") == (0o700, 0, 0)
     assert os.stat(root.upper / "nr/sub").st_mtime == T2  # kept although b was added later
+
+
+def test_hard_links_are_kept_within_a_link_group(base: Path, ctx: Path, tmp_path: Path) -> None:
+    """Items walked one entry at a time keep their links (one group); another group, as a
+    second source of the same COPY is, copies the file again."""
+    root = new_root(tmp_path, base)
+    copy_into(root, ctx, [CopyItem("dir/a", "/g/a", into_existing_dir=False),
+                          CopyItem("dir/hard", "/g/hard", into_existing_dir=False),
+                          CopyItem("dir/hard", "/g/other", into_existing_dir=False,
+                                   link_group=1)])
+    inode = os.stat(root.upper / "g/a").st_ino
+    assert os.stat(root.upper / "g/hard").st_ino == inode
+    assert os.stat(root.upper / "g/other").st_ino != inode
+    assert (root.upper / "g/other").read_text() == "a\n"
+
+
+def test_an_existing_directory_is_left_untouched(base: Path, tmp_path: Path) -> None:
+    """Copying a directory onto one the image has writes nothing, so the upper dir stays empty
+    (not even the parent copied up): what WORKDIR of an existing directory needs."""
+    root = new_root(tmp_path, base)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    copy_into(root, empty, [CopyItem(".", "/home/user", 1000, 1000, 0o755, recursive=False,
+                                     made_time=T1)])
+    assert os.listdir(root.upper) == []

@@ -30,8 +30,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder": ("pure", "", ""),
     "builder.bases": ("effect", "errors events image reference registry store", ""),
     "builder.config": ("pure", "buildfile errors image", ""),
-    "builder.copying": ("effect", "builder.stepcontext builder.users buildfile context image layer "
-                                  "sandbox.spec", ""),
+    "builder.copying": ("effect", "builder.stepcontext builder.users buildfile context errors "
+                                  "image layer sandbox.spec", ""),
     "builder.engine": ("effect", "builder builder.bases builder.config builder.plan builder.report "
                                  "builder.sandbox builder.schedule builder.state "
                                  "builder.stepcontext builder.steps buildfile cache.index "
@@ -39,7 +39,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                  "errors events image registry.platforms request store", ""),
     "builder.outputs": ("effect", "archive.save errors events fsutil image reference registry "
                                   "sandbox store", ""),
-    "builder.plan": ("pure", "buildfile errors", ""),
+    "builder.plan": ("pure", "buildfile errors image", ""),
     "builder.report": ("effect", "events", ""),
     "builder.sandbox": ("effect", "sandbox.launch sandbox.ops", "sandbox.spec"),
     "builder.schedule": ("effect", "", ""),
@@ -93,7 +93,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "image": ("pure", "digest errors", ""),
     "imagediff": ("effect", "digest image layer.contents store", ""),
     "ingest": ("effect", "digest errors image layer layer.tree store", ""),
-    "layer": ("effect", "layer.compression layer.export layer.extract", ""),
+    "layer": ("effect", "layer.compression layer.export layer.extract layer.probe", ""),
     "layer.compression": ("pure", "digest errors", ""),
     "layer.contents": ("effect", "digest errors image layer layer.export layer.tree layer.whiteout",
                                 ""),
@@ -102,6 +102,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tree layer.whiteout",
                                ""),
     "layer.paths": ("effect", "errors", ""),
+    "layer.probe": ("effect", "errors layer.compression", ""),
     "layer.tarheader": ("pure", "", ""),
     "layer.tree": ("effect", "errors", ""),
     "layer.whiteout": ("effect", "", ""),
