@@ -36,7 +36,7 @@ def unpack_plain(archive: os.PathLike[str] | str, dest: os.PathLike[str] | str) 
     """Unpack an archive of plain files and directories (an image layout layerbuild saved)
     into `dest`; anything else, or a name leading out of `dest`, fails the test.
 
-    Python's extraction filters (`extractall(filter="data")`) came in 3.11.4, and Debian 12
+    The extraction filters of Python's tarfile came in 3.11.4, and Debian 12
     has 3.11.2: this works on every Python the project supports.
     """
     root = os.path.realpath(dest)
