@@ -1,9 +1,10 @@
 """How a build is drawn on the terminal (part of the CLI layer: the only other place that prints).
 
-`plain` prints every step, every line of RUN output and each step's time, for logs. `tty` keeps
-one line per step, completed in place with its time, and shows the running step's latest output
-in a small window below it, erased when the step ends. `auto` is `tty` when the stream is a
-terminal (and TERM is not `dumb`), else `plain`; `quiet` prints nothing.
+`plain` prints every step, every line of RUN output and each step's time, for logs, stage by
+stage. `tty` keeps one line per step, completed in place with its time, and shows each running
+step (one per stage, when stages build at once) with its latest output in a small window below
+it, erased when the step ends. `auto` is `tty` when the stream is a terminal (and TERM is not
+`dumb`), else `plain`; `quiet` prints nothing.
 """
 
 from __future__ import annotations
