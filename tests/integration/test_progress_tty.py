@@ -127,8 +127,9 @@ def test_stages_at_once_show_their_running_steps_together(base: str, store_root:
     screen = pyte.Screen(COLUMNS, LINES)
     stream = pyte.ByteStream(screen)
     both = False
-    for start in range(0, len(written), 256):  # the screen as it was while they ran
-        stream.feed(written[start:start + 256])
+    # The screen after each draw (each one starts by clearing what the running steps took).
+    for n, drawn in enumerate(written.split(b"\x1b[J")):
+        stream.feed((b"\x1b[J" if n else b"") + drawn)
         shown = [line.rstrip() for line in screen.display]
         # A step's output window is on screen only while it runs.
         both = both or {"  | a started", "  | b started"} <= set(shown)
