@@ -166,8 +166,9 @@ def save(store: Store, refs: list[str], output: str, compression: str = "none",
     """Save images to a file (written whole, then renamed into place) or "-" for stdout;
     `notice` hears of tags that several of the images share (`shared_ref_notes`)."""
     plan = plan_archive(store, refs, compression)
-    for note in shared_ref_notes(plan, output) if notice is not None else ():
-        notice(note)
+    if notice is not None:
+        for note in shared_ref_notes(plan, output):
+            notice(note)
     if output == "-":
         write_archive(plan, sys.stdout.buffer)
         sys.stdout.buffer.flush()
