@@ -248,12 +248,15 @@ def load(archive: str | os.PathLike[str], *, store: StoreLike = None,
 
 
 def save(images: ImageRef | Sequence[ImageRef], output: str | os.PathLike[str], *,
-         store: StoreLike = None, compression: str = "none") -> None:
-    """Write images to one archive file ("-" is stdout): an OCI layout plus `manifest.json`."""
+         store: StoreLike = None, compression: str = "none",
+         notice: Callable[[str], None] | None = None) -> None:
+    """Write images to one archive file ("-" is stdout): an OCI layout plus `manifest.json`;
+    `notice` hears of tags that several of the images share (tools that pick an image by
+    its OCI `ref.name` alone cannot tell them apart)."""
     from layerbuild.archive import save as save_archive
 
     refs = [images] if isinstance(images, str | Reference | Image) else list(images)
-    save_archive(_store(store), [_ref_text(r) for r in refs], str(output), compression)
+    save_archive(_store(store), [_ref_text(r) for r in refs], str(output), compression, notice)
 
 
 def import_rootfs(tarball: str | os.PathLike[str], tag: str | Reference | None = None, *,

@@ -71,7 +71,7 @@ def cmd_save(store: Store, args: argparse.Namespace) -> int:
     output = args.output or "-"
     if output == "-" and sys.stdout.isatty():
         raise LayerbuildError("refusing to write an archive to a terminal: use -o FILE")
-    api.save(args.images, output, store=store, compression=args.compress)
+    api.save(args.images, output, store=store, compression=args.compress, notice=_notice)
     return 0
 
 

@@ -14,13 +14,15 @@ from layerbuild.digest import Digest
 
 @dataclass(frozen=True)
 class StepStarted:
-    """A step starts: `number` of `total` in the order steps are shown (FROM counts)."""
+    """A step starts: `number` of its stage's `total` steps (FROM counts), in the stage named
+    `stage_name` (empty when the Buildfile has one stage: BuildKit's `[build 2/5]`)."""
 
     number: int
     total: int
     text: str
     stage: int
     is_from: bool = False
+    stage_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,31 @@ Event = (StepStarted | StepFinished | CacheMiss | WouldRun | Relinked | BuildWar
          | Transfer)
 
 
+def step_label(number: int, total: int, stage: str = "") -> str:
+    """A step's place as BuildKit shows it: `[build 2/5]`, `[ 3/12]` (the number padded to
+    the width of the total), `[2/5]` without a stage name.
+
+    >>> step_label(2, 5, "build")
+    '[build 2/5]'
+    """
+    place = f"{number:>{len(str(total))}}/{total}"
+    return f"[{stage} {place}]" if stage else f"[{place}]"
+
+
 class Events:
     """What a build reports while it runs; the CLI draws it, tests may record it."""
+
+    concurrent_stages = False
+    """Whether this receiver takes the events of stages that build at once as they happen
+    (each event names its stage); otherwise they come stage by stage, as a one-at-a-time
+    build would report them."""
 
     def emit(self, event: Event) -> None:
         """Take one event; by default, as the plain calls below, worded as the CLI shows it."""
         match event:
-            case StepStarted():
+            case StepStarted() if event.stage_name:
+                self.step(event.number, event.total, event.text, stage=event.stage_name)
+            case StepStarted():  # as receivers written before stages had names take it
                 self.step(event.number, event.total, event.text)
             case StepFinished():
                 self.done(event.seconds, cached=event.cached)
@@ -119,8 +139,8 @@ class Events:
                 if not event.moving:
                     self.note(f"{event.item}: {event.status}")
 
-    def step(self, number: int, total: int, text: str) -> None:
-        """A step starts."""
+    def step(self, number: int, total: int, text: str, stage: str = "") -> None:
+        """A step starts: `number` of `total` in the stage named `stage`."""
 
     def done(self, seconds: float, cached: bool = False) -> None:
         """The current step ended."""

@@ -1,9 +1,10 @@
 """How a build is drawn on the terminal (part of the CLI layer: the only other place that prints).
 
-`plain` prints every step, every line of RUN output and each step's time, for logs. `tty` keeps
-one line per step, completed in place with its time, and shows the running step's latest output
-in a small window below it, erased when the step ends. `auto` is `tty` when the stream is a
-terminal (and TERM is not `dumb`), else `plain`; `quiet` prints nothing.
+`plain` prints every step, every line of RUN output and each step's time, for logs, stage by
+stage. `tty` keeps one line per step, completed in place with its time, and shows each running
+step (one per stage, when stages build at once) with its latest output in a small window below
+it, erased when the step ends. `auto` is `tty` when the stream is a terminal (and TERM is not
+`dumb`), else `plain`; `quiet` prints nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ import threading
 import time
 from typing import TextIO
 
-from layerbuild.events import Event, Events, Transfer
+from layerbuild.events import (
+    CacheMiss,
+    Event,
+    Events,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+    Transfer,
+    WouldRun,
+    step_label,
+)
 
 WINDOW_LINES = 8  # lines of RUN output shown while the step runs
 REDRAW_EVERY = 0.1  # seconds: a live timer, yet a chatty step costs at most 10 redraws a second
@@ -40,7 +51,8 @@ def is_terminal(stream: TextIO) -> bool:
 
 
 class ProgressPrinter(Events):
-    """Log lines: each step (`[3/9] RUN make`), every line of RUN output and the step's time."""
+    """Log lines: each step (`[build 3/9] RUN make`), every line of RUN output and the step's
+    time; the steps of stages that build at once come stage by stage."""
 
     def __init__(self, mode: str = "plain", stream: TextIO | None = None) -> None:
         self.mode = mode
@@ -53,9 +65,9 @@ class ProgressPrinter(Events):
             with self._write_lock:  # print() writes the text and its newline apart
                 print(text, file=self.out, flush=True)
 
-    def step(self, number: int, total: int, text: str) -> None:
+    def step(self, number: int, total: int, text: str, stage: str = "") -> None:
         """Print the step's first line."""
-        self._print(f"[{number}/{total}] {_first_line(text)}")
+        self._print(f"{step_label(number, total, stage)} {_first_line(text)}")
 
     def done(self, seconds: float, cached: bool = False) -> None:
         """Print the step's time, or CACHED."""
@@ -84,84 +96,117 @@ class ProgressPrinter(Events):
         """Finish the output; plain lines need nothing, but callers close every printer."""
 
 
+class _Running:
+    """A step on screen while it runs: its line, its notes and its latest output."""
+
+    def __init__(self, title: str, window: int) -> None:
+        self.title = title
+        self.started = time.monotonic()
+        self.notes: list[str] = []
+        self.tail: collections.deque[str] = collections.deque(maxlen=window)
+        self.pending = b""
+
+    def output(self, data: bytes) -> None:
+        self.pending += data
+        *lines, pending = self.pending.split(b"\n")
+        self.tail.extend(_printable(line) for line in lines)
+        # A progress bar redraws its line with \r: only the text after the last one shows.
+        self.pending = pending[pending.rfind(b"\r", 0, len(pending) - 1) + 1:]
+
+    def shown(self) -> list[str]:
+        """Its latest output lines, the unfinished one last."""
+        return [*self.tail, *([_printable(self.pending)] if self.pending else [])]
+
+
+PLAIN = -1
+"""Where the plain calls (`step`, `done`, `output`) go: one step at a time, as a replay
+reports them."""
+
+
 class LiveProgress(ProgressPrinter):
     """The terminal view: one line per step, completed in place, over a live window of output.
 
-    Events only change what is to be shown; the running step is drawn by `refresh()`, which a
+    Every running step is shown, one per stage when stages build at once, each with its timer
+    and its latest output; a step that ends is written for good above those still running.
+    Events only change what is to be shown; running steps are drawn by `refresh()`, which a
     timer thread calls every REDRAW_EVERY seconds. Every draw ends with a newline, so the cursor
     always waits at the start of the line below the view, where an error message can go.
     """
+
+    concurrent_stages = True
 
     def __init__(self, stream: TextIO | None = None, window: int = WINDOW_LINES,
                  timer: bool = True) -> None:
         super().__init__("tty", stream)
         self.window = window
-        self._lock = threading.Lock()  # the builder's thread and the timer both draw
-        self._title: str | None = None  # the running step, as in "[3/9] RUN make"
-        self._started = 0.0
-        self._notes: list[str] = []
-        self._tail: collections.deque[str] = collections.deque(maxlen=window)
-        self._rows = 0  # screen rows the running step takes above the cursor
+        self._lock = threading.Lock()  # the builder's threads and the timer all draw
+        self._running: dict[int, _Running] = {}  # by stage, in the order they started
+        self._rows = 0  # screen rows the running steps take above the cursor
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         if timer:
             self._timer = threading.Thread(target=self._tick, name="progress", daemon=True)
             self._timer.start()
 
-    def step(self, number: int, total: int, text: str) -> None:
+    def emit(self, event: Event) -> None:
+        """Take an event of the stage it names; the others as the plain calls."""
+        match event:
+            case StepStarted():
+                self._start(event.stage, step_label(event.number, event.total,
+                                                    event.stage_name), event.text)
+            case StepFinished():
+                with self._lock:
+                    self._commit(event.stage, "CACHED" if event.cached
+                                 else f"{event.seconds:.1f}s")
+            case StepOutput():
+                with self._lock:
+                    if (running := self._running.get(event.stage)) is not None:
+                        running.output(event.data)
+            case CacheMiss():
+                self._note(event.stage, f"  cache miss: {event.reason}")
+            case WouldRun():
+                self._note(event.stage, "  would run")
+            case _:
+                super().emit(event)
+
+    def step(self, number: int, total: int, text: str, stage: str = "") -> None:
         """Start a step; it shows on the next refresh, unless it ends before."""
-        with self._lock:
-            self._commit("")  # a step that ended without done() keeps its bare line
-            self._title = _clean(f"[{number}/{total}] {_first_line(text)}")
-            self._started = time.monotonic()
+        self._start(PLAIN, step_label(number, total, stage), text)
 
     def done(self, seconds: float, cached: bool = False) -> None:
         """Complete the step's line with its time, or CACHED, and erase its output."""
         with self._lock:
-            self._commit("CACHED" if cached else f"{seconds:.1f}s")
+            self._commit(PLAIN, "CACHED" if cached else f"{seconds:.1f}s")
 
     def output(self, data: bytes) -> None:
         """Keep the last lines of RUN output for the window."""
         with self._lock:
-            self._pending += data
-            *lines, pending = self._pending.split(b"\n")
-            self._tail.extend(_printable(line) for line in lines)
-            # A progress bar redraws its line with \r: only the text after the last one shows.
-            self._pending = pending[pending.rfind(b"\r", 0, len(pending) - 1) + 1:]
+            if (running := self._running.get(PLAIN)) is not None:
+                running.output(data)
 
     def note(self, text: str) -> None:
-        """Show a remark for good: under the running step's line, or on its own."""
+        """Show a remark for good: under the running step's line, or on its own when none or
+        several run."""
         with self._lock:
-            if self._title is not None:
-                self._notes.append(_clean(text))
+            if len(self._running) == 1:
+                next(iter(self._running.values())).notes.append(_clean(text))
             else:
-                self._draw([_clean(text)], _size(self.out).columns)
-                self._rows = 0
+                self._render([_clean(text)])
 
     def refresh(self) -> None:
-        """Redraw the running step: its line with a timer, its notes and its latest output."""
+        """Redraw the running steps: each line with a timer, its notes and its latest output."""
         with self._lock:
-            if self._title is None:
-                return
-            size = _size(self.out)
-            head = [_fit(self._title, size.columns, f"{time.monotonic() - self._started:.1f}s"),
-                    *self._notes]
-            shown = list(self._tail)
-            if self._pending:
-                shown.append(_printable(self._pending))
-            # Cursor movement cannot reach rows scrolled off the top: the view must fit.
-            room = max(0, min(self.window, size.lines - 1 - _rows(head, size.columns)))
-            shown = shown[max(0, len(shown) - room):]
-            body = [_fit("  | " + line, size.columns) for line in shown]
-            self._draw(head + body, size.columns)
+            if self._running:
+                self._render([])
 
     def close(self) -> None:
-        """Stop the timer and leave the last step's line, and the cursor on a fresh line."""
+        """Stop the timer and leave the running steps' lines, and the cursor on a fresh line."""
         self._stop.set()
         if self._timer is not None:
             self._timer.join()
         with self._lock:
-            self._commit("")
+            for key in list(self._running):
+                self._commit(key, "")
 
     def _tick(self) -> None:
         while not self._stop.wait(REDRAW_EVERY):
@@ -170,22 +215,45 @@ class LiveProgress(ProgressPrinter):
             except (OSError, ValueError):
                 return  # the terminal went away (closed or hung up): nothing left to draw on
 
-    def _commit(self, suffix: str) -> None:
-        """Draw the step's final line and its notes for good; its output window goes."""
-        if self._title is None:
+    def _start(self, key: int, label: str, text: str) -> None:
+        with self._lock:
+            self._commit(key, "")  # a step that ended without done() keeps its bare line
+            self._running[key] = _Running(_clean(f"{label} {_first_line(text)}"), self.window)
+
+    def _note(self, key: int, text: str) -> None:
+        with self._lock:
+            if (running := self._running.get(key)) is not None:
+                running.notes.append(_clean(text))
+            else:
+                self._render([_clean(text)])
+
+    def _commit(self, key: int, suffix: str) -> None:
+        """Write the step's final line and its notes for good; its output window goes."""
+        running = self._running.pop(key, None)
+        if running is None:
             return
         width = _size(self.out).columns
-        self._draw([_fit(self._title, width, suffix), *self._notes], width)
-        self._rows = 0
-        self._title, self._notes, self._pending = None, [], b""
-        self._tail.clear()
+        self._render([_fit(running.title, width, suffix), *running.notes])
 
-    def _draw(self, lines: list[str], width: int) -> None:
-        """Replace the running step's rows on screen with these lines, in one write."""
+    def _render(self, final: list[str]) -> None:
+        """Write `final` lines for good, then the running steps below them, in one write
+        that replaces what the running steps took on screen."""
+        size = _size(self.out)
+        now = time.monotonic()
+        heads = [[_fit(r.title, size.columns, f"{now - r.started:.1f}s"), *r.notes]
+                 for r in self._running.values()]
+        # Cursor movement cannot reach rows scrolled off the top: the view must fit.
+        free = size.lines - 1 - _rows([line for head in heads for line in head], size.columns)
+        room = max(0, min(self.window, free)) // max(1, len(heads))
+        live: list[str] = []
+        for head, running in zip(heads, self._running.values(), strict=True):
+            shown = running.shown()
+            live += head + [_fit("  | " + line, size.columns)
+                            for line in shown[max(0, len(shown) - room):]]
         up = f"\x1b[{self._rows}A" if self._rows else ""  # column 0: every draw ends in \n
-        self.out.write(up + "\x1b[J" + "".join(line + "\n" for line in lines))
+        self.out.write(up + "\x1b[J" + "".join(line + "\n" for line in final + live))
         self.out.flush()
-        self._rows = _rows(lines, width)
+        self._rows = _rows(live, size.columns)
 
 
 def _first_line(text: str) -> str:

@@ -11,7 +11,7 @@ import json
 import sys
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,10 +38,12 @@ Opener = Callable[[], BinaryIO]
 
 @dataclass(frozen=True)
 class ArchivePlan:
-    """What an archive will hold: small files by content, blobs by opener."""
+    """What an archive will hold: small files by content, blobs by opener; `shared` names
+    the images whose index.json entries carry the same `ref.name` (their tag)."""
 
     files: dict[str, bytes]
     blobs: dict[Digest, tuple[int, Opener]]
+    shared: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _bytes_opener(data: bytes) -> Opener:
@@ -85,7 +87,7 @@ def plan_archive(store: Store, refs: list[str], compression: str = "none") -> Ar
     files = {"oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
              "index.json": index_bytes(index),
              "manifest.json": json.dumps(docker, separators=(",", ":")).encode()}
-    return ArchivePlan(files, blobs)
+    return ArchivePlan(files, blobs, _shared_ref_names(index))
 
 
 def _tag_of(ref: str, store: Store) -> Reference | None:
@@ -98,10 +100,39 @@ def _tag_of(ref: str, store: Store) -> Reference | None:
 
 
 def _index_entries(manifest: Descriptor, tags: list[Reference]) -> list[Descriptor]:
+    """The index.json entries of one image: one per tag, annotated as `docker save` of Docker
+    25+ (and containerd's export) annotates them: `ref.name` is the tag alone, the containerd
+    name the full reference."""
     if not tags:
         return [manifest]
     return [Descriptor(manifest.media_type, manifest.digest, manifest.size,
                        {CONTAINERD_NAME: t.full_name, REF_NAME: t.tag or "latest"}) for t in tags]
+
+
+def _shared_ref_names(index: list[Descriptor]) -> dict[str, list[str]]:
+    """The `ref.name` values that more than one entry carries, with the names carrying them:
+    a reader that picks an image by `ref.name` alone (skopeo's `oci-archive:FILE:TAG`,
+    umoci) takes the first of them."""
+    names: dict[str, list[str]] = {}
+    for entry in index:
+        annotations = entry.annotations or {}
+        if REF_NAME in annotations:
+            names.setdefault(annotations[REF_NAME], []).append(annotations[CONTAINERD_NAME])
+    return {ref: found for ref, found in names.items() if len(found) > 1}
+
+
+def shared_ref_notes(plan: ArchivePlan, output: str) -> list[str]:
+    """One line per tag that several images of the archive share, saying how a reader that
+    goes by tag alone sees them and how to name each."""
+    where = "FILE" if output == "-" else output
+    notes = []
+    for ref, names in plan.shared.items():
+        shown = ", ".join(Reference.parse(n).familiar for n in names)
+        first = Reference.parse(names[0]).familiar
+        notes.append(f"{shown} share the OCI ref.name {ref!r} (the tag, as docker save writes "
+                     f"it): oci-archive:{where}:{ref} takes the first; "
+                     f"docker-archive:{where}:{first} names each")
+    return notes
 
 
 def _info(name: str, size: int = 0, is_dir: bool = False) -> tarfile.TarInfo:
@@ -130,9 +161,14 @@ def write_archive(plan: ArchivePlan, sink: BinaryIO) -> None:
                 tar.addfile(_info(f"blobs/sha256/{digest.hex}", size), stream)
 
 
-def save(store: Store, refs: list[str], output: str, compression: str = "none") -> None:
-    """Save images to a file (written whole, then renamed into place) or "-" for stdout."""
+def save(store: Store, refs: list[str], output: str, compression: str = "none",
+         notice: Callable[[str], None] | None = None) -> None:
+    """Save images to a file (written whole, then renamed into place) or "-" for stdout;
+    `notice` hears of tags that several of the images share (`shared_ref_notes`)."""
     plan = plan_archive(store, refs, compression)
+    if notice is not None:
+        for note in shared_ref_notes(plan, output):
+            notice(note)
     if output == "-":
         write_archive(plan, sys.stdout.buffer)
         sys.stdout.buffer.flush()

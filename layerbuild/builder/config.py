@@ -26,7 +26,6 @@ from layerbuild.buildfile import (
     Instruction,
     Label,
     Maintainer,
-    Mount,
     Onbuild,
     PortSpec,
     Run,
@@ -355,31 +354,6 @@ def created_by(instr: Instruction, config: ImageConfig, env: Mapping[str, str],
 def last_created(config: ImageConfig) -> str | None:
     """When the image's last step that says so was made (its history's last `created`)."""
     return next((h.created for h in reversed(config.history) if h.created), None)
-
-
-def step_text(instr: Instruction) -> str:
-    """The instruction as a progress line shows it: its flags, then `describe`'s text."""
-    flags: list[str] = []
-    if isinstance(instr, Run):
-        flags += [f"--network={instr.network}"] if instr.network else []
-        flags += [f"--mount={_mount_text(m)}" for m in instr.mounts]
-    elif isinstance(instr, Copy | Add):
-        for name in ("from_", "chown", "chmod", "checksum"):
-            value = getattr(instr, name, None)
-            flags += [f"--{name.rstrip('_')}={value}"] if value else []
-        flags += [f"--exclude={p}" for p in instr.exclude]
-        flags += [f"--{name}" for name in ("link", "parents") if getattr(instr, name, False)]
-        unpack = getattr(instr, "unpack", None)
-        flags += [f"--unpack={str(unpack).lower()}"] if unpack is not None else []
-    return " ".join([instr.instruction, *flags, describe(instr)])
-
-
-def _mount_text(mount: Mount) -> str:
-    fields = [f"type={mount.type}"]
-    for name in ("target", "source", "from_", "id", "env"):
-        value = getattr(mount, name)
-        fields += [f"{name.rstrip('_')}={value}"] if value else []
-    return ",".join(fields)
 
 
 def describe(instr: Instruction) -> str:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from layerbuild.builder import config as cfg
+from layerbuild.builder import steptext
 from layerbuild.builder.bases import Bases, registry_puller
 from layerbuild.builder.plan import (
     is_layer_step,
@@ -156,7 +157,6 @@ class Build:
         self._buildfile_name = f"{request.context.resolve()}:-" if request.streamed \
             else str(request.buildfile.resolve())
         """Where the Buildfile is, for the cache's record of each step's last inputs."""
-        self._total = 0
         self.warnings: list[str] = []
         """What the build warned about, said again when a record replays it."""
 
@@ -168,12 +168,11 @@ class Build:
         """
         target = self.target
         stages = needed_stages(self.buildfile, target, self.scope.environment())
-        self._total = sum(1 + len(s.instructions) for s in stages)
         unused = [a for a in unused_build_args(self.buildfile, self.request.build_args)
                   if a != EPOCH_ARG]
         if unused:
             self._warn(f"warning: build args not used by any ARG: {', '.join(unused)}")
-        report = Report(self.events, [s.index for s in stages], lambda: self._total)
+        report = Report(self.events, [s.index for s in stages])
         with self.store.staging() as lease:
             self._build_stages(stages, lease, report)
             self.stats.save()
@@ -198,7 +197,9 @@ class Build:
 
     def _build_stages(self, stages: list[Stage], lease: Path, report: Report) -> None:
         """Build the stages; those that do not use each other at the same time."""
-        channels = {s.index: report.channel(s.index) for s in stages}
+        named = steptext.stages_named(self.buildfile)
+        channels = {s.index: report.channel(s.index, steptext.stage_label(s) if named else "",
+                                            1 + len(s.instructions)) for s in stages}
         by_index = {s.index: s for s in stages}
 
         def build_one(index: int) -> None:
@@ -230,16 +231,17 @@ class Build:
 
     def _build_stage(self, stage: Stage, lease: Path, events: StageEvents) -> StageState:
         started = time.monotonic()
-        text = f"FROM {stage.from_instr.image}" + (f" AS {stage.name}" if stage.name else "")
+        text = steptext.from_text(stage.from_instr, self.scope.environment(),
+                                  self.buildfile.escape)
         events.emit(StepStarted(0, 0, text, stage.index, is_from=True))
         state = self._base(stage, lease)
         events.emit(StepFinished(time.monotonic() - started, False, text, stage.index))
         triggers = state.config.config.get("OnBuild") or []
         if triggers:
             state.config = state.config.with_config(OnBuild=None)
+            events.total += len(triggers)
             for n, text in enumerate(triggers):
                 instr = self._trigger(text, stage)
-                self._total += 1
                 state = self._dispatch(stage, state, instr, lease, f"onbuild{n}", events,
                                        label=f"ONBUILD {text}")
         for n, instr in enumerate(stage.instructions):
@@ -297,7 +299,8 @@ class Build:
                   ) -> StageState:
         if self._stopping.is_set():
             raise Stopped()
-        shown = label or cfg.step_text(instr)
+        shown = label or steptext.step_text(instr, state.scope.environment(),
+                                            self.buildfile.escape)
         started = time.monotonic()
         events.emit(StepStarted(0, 0, shown, stage.index))
         events.where = f"{self.buildfile.path}:{instr.line}: {shown}"

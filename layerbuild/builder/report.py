@@ -1,14 +1,14 @@
-"""What stages report while they build at once, passed on in stage order.
+"""What stages report while they build at once, passed on as the receiver wants them.
 
-Stages that do not depend on each other build at the same time, but their steps are shown as
-a one-at-a-time build shows them: the first unfinished stage (in Buildfile order) reports live,
-the others are held back and passed on, numbered in that order, when their turn comes.
+Each stage numbers its own steps (`[build 2/5]`, as BuildKit does). A receiver that shows
+stages at once (`Events.concurrent_stages`, the terminal view) gets every event as it happens.
+Any other gets them as a one-at-a-time build reports them: the first unfinished stage (in
+Buildfile order) reports live, the others are held back and passed on when their turn comes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import replace
 
 from layerbuild.events import Event, Events, StepOutput, StepStarted
@@ -16,22 +16,29 @@ from layerbuild.events import Event, Events, StepOutput, StepStarted
 HELD_OUTPUT = 8 << 20
 """Bytes of RUN output held per waiting stage; beyond it, the oldest is dropped."""
 
+Step = tuple[str, bool, str, int, int]
+"""A step as a replay shows it again: (text, is a FROM, stage name, number, total)."""
+
 
 class Report:
-    """Events from the stages of one build, passed on to `events` in stage order."""
+    """Events from the stages of one build, passed on to `events`."""
 
-    def __init__(self, events: Events, order: list[int], total: Callable[[], int]) -> None:
+    def __init__(self, events: Events, order: list[int]) -> None:
         self.events = events
-        self.total = total
-        self.steps: list[tuple[str, bool]] = []
-        """Every step passed on so far: (text, is a FROM)."""
         self._order = order
+        self._stages = list(order)
         self._front = 0
         self._held: dict[int, list[Event]] = {i: [] for i in order}
         self._held_bytes = dict.fromkeys(order, 0)
+        self._steps: dict[int, list[Step]] = {i: [] for i in order}
         self._finished: set[int] = set()
-        self._number = 0
         self._lock = threading.Lock()
+
+    @property
+    def steps(self) -> list[Step]:
+        """Every step started so far, stage by stage in Buildfile order."""
+        with self._lock:
+            return [step for stage in self._stages for step in self._steps[stage]]
 
     def close(self) -> int | None:
         """Pass nothing more on (the build is stopping); returns the stage being shown."""
@@ -41,18 +48,22 @@ class Report:
             self._order = []
             return shown
 
-    def channel(self, stage: int) -> StageEvents:
-        """The events one stage reports through."""
-        return StageEvents(self, stage)
+    def channel(self, stage: int, name: str, total: int) -> StageEvents:
+        """The events one stage reports through: `name` as its steps show it (empty for the
+        only stage), `total` its steps so far known."""
+        return StageEvents(self, stage, name, total)
 
     def emit(self, stage: int, event: Event) -> None:
-        """Pass an event on now if its stage is the one shown, else hold it."""
+        """Pass an event on now if its stage is shown now, else hold it."""
         with self._lock:
-            if self._front < len(self._order) and stage == self._order[self._front]:
-                self._send(event)
-                return
             if not self._order:
                 return  # closed
+            if isinstance(event, StepStarted):
+                self._steps[stage].append((event.text, event.is_from, event.stage_name,
+                                           event.number, event.total))
+            if self.events.concurrent_stages or stage == self._order[self._front]:
+                self.events.emit(event)
+                return
             held = self._held[stage]
             if isinstance(event, StepOutput):
                 self._held_bytes[stage] += len(event.data)
@@ -70,25 +81,26 @@ class Report:
                 if self._front < len(self._order):
                     following = self._order[self._front]
                     for event in self._held[following]:
-                        self._send(event)
+                        self.events.emit(event)
                     self._held[following] = []
-
-    def _send(self, event: Event) -> None:
-        if isinstance(event, StepStarted):  # numbered in the order steps are shown
-            self._number += 1
-            self.steps.append((event.text, event.is_from))
-            event = replace(event, number=self._number, total=self.total())
-        self.events.emit(event)
 
 
 class StageEvents(Events):
-    """One stage's side of a `Report`; `where` says which step it is at (for Ctrl-C)."""
+    """One stage's side of a `Report`: numbers its steps; `where` says which step it is at
+    (for Ctrl-C); `total` grows when the base brings ONBUILD triggers."""
 
-    def __init__(self, report: Report, stage: int) -> None:
+    def __init__(self, report: Report, stage: int, name: str, total: int) -> None:
         self.report = report
         self.stage = stage
+        self.name = name
+        self.total = total
         self.where = ""
+        self._number = 0
 
     def emit(self, event: Event) -> None:
-        """Pass the event on to the report (a StepStarted is numbered when it is shown)."""
+        """Pass the event on to the report, a StepStarted numbered within the stage."""
+        if isinstance(event, StepStarted):
+            self._number += 1
+            event = replace(event, number=self._number, total=max(self.total, self._number),
+                            stage_name=self.name)
         self.report.emit(self.stage, event)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from layerbuild.cache.stat import signature
 from layerbuild.context import ignore_files
 from layerbuild.digest import Digest
 from layerbuild.errors import LayerbuildError
-from layerbuild.events import Events
+from layerbuild.events import Events, StepFinished, StepStarted
 from layerbuild.fsutil import write_atomic
 from layerbuild.request import BuildRequest
 
@@ -70,11 +70,13 @@ def _content(path: Path) -> str | None:
         return None
 
 
-def write_record(store: Store, key: str, image: Image, steps: list[tuple[str, bool]],
+def write_record(store: Store, key: str, image: Image,
+                 steps: Sequence[tuple[str, bool, str, int, int]],
                  images: Mapping[str, str], paths: Mapping[str, list[int]],
                  warnings: list[str]) -> None:
-    """Keep what a finished build looked at; `steps` are (progress text, is a FROM), and
-    `warnings` what it said before them (said again when it is replayed).
+    """Keep what a finished build looked at; `steps` are (progress text, is a FROM, stage
+    name, number, total), and `warnings` what it said before them (said again when it is
+    replayed).
 
     Only for builds whose entries were all `settled` when they were read: a stat taken within
     a clock tick of a change cannot vouch for what the entry holds later.
@@ -99,13 +101,15 @@ def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:
         return None
     if not store.has_image(image_id) or not _unchanged(store, data):
         return None
+    steps: list[Any] = data["steps"]
+    if not all(isinstance(step, list) and len(step) == 5 for step in steps):
+        return None  # a record of an older layerbuild, which numbered steps otherwise
     image = store.get_image(str(image_id))
     for warning in data.get("warnings", []):
         events.note(warning)
-    steps: list[Any] = data["steps"]
-    for number, (text, is_from) in enumerate(steps, 1):
-        events.step(number, len(steps), text)
-        events.done(0.0, cached=not is_from)
+    for text, is_from, stage, number, total in steps:
+        events.emit(StepStarted(number, total, text, 0, is_from, stage))
+        events.emit(StepFinished(0.0, not is_from, text, 0))
     store.put_image(image, list(request.tags))
     return image
 

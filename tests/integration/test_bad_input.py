@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from tartools import build, entry
+from tartools import build, entry, unpack_plain
 from treeutil import need_root
 
 
@@ -46,8 +46,7 @@ def layout(lb, busybox_tar: Path, tmp_path: Path, store_root: Path) -> Path:
     archive = tmp_path / "bb.tar"
     lb("save", "bb:1", "-o", str(archive))
     out = tmp_path / "layout"
-    with tarfile.open(archive) as tar:
-        tar.extractall(out, filter="data")
+    unpack_plain(archive, out)
     return out
 
 

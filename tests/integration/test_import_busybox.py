@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 
+from tartools import unpack_plain
 from treeutil import inode_groups, need_root, need_tool, snapshot
 
 from layerbuild.archive.sources import TarSource
@@ -49,8 +49,7 @@ def test_archive_passes_skopeo_and_umoci(lb, busybox_rootfs: Path, busybox_tar: 
     assert raw["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
 
     layout = tmp_path / "layout"
-    with tarfile.open(archive) as tar:
-        tar.extractall(layout, filter="data")
+    unpack_plain(archive, layout)
     bundle = tmp_path / "bundle"
     subprocess.run(["umoci", "unpack", "--image", f"{layout}:1.35", str(bundle)], check=True,
                    capture_output=True)

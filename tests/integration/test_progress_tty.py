@@ -107,3 +107,36 @@ def test_failure_is_printed_after_the_view_closed(base: str, store_root: Path,
     assert shown[run + 2].startswith("layerbuild: error:")
     assert "exit code 3" in "\n".join(shown[run + 2:])
     assert not [line for line in shown if line.startswith("  | ")], "the output window was erased"
+
+
+# Each RUN says it started, then waits (at most 20 s) for the other stage's RUN to have
+# started, then both run on for a second: they pass only when both run at once. The cache
+# mount is the one place both see.
+WAITS = ("RUN --mount=type=cache,target=/sync,id=tty-sync echo {me} started && "
+         "touch /sync/{me} && i=0; while [ ! -e /sync/{other} ]; do i=$((i+1)); "
+         "[ $i -gt 200 ] && exit 9; sleep 0.1; done; sleep 1; touch /{me}")
+
+
+def test_stages_at_once_show_their_running_steps_together(base: str, store_root: Path,
+                                                          tmp_path: Path) -> None:
+    ctx = _context(tmp_path, f"FROM {base} AS a\n{WAITS.format(me='a', other='b')}\n\n"
+                   f"FROM {base} AS b\n{WAITS.format(me='b', other='a')}\n\n"
+                   f"FROM {base}\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n")
+    code, written, _stdout = build_on_pty(store_root, ctx)
+    assert code == 0, written.decode()
+    screen = pyte.Screen(COLUMNS, LINES)
+    stream = pyte.ByteStream(screen)
+    both = False
+    # The screen after each draw (each one starts by clearing what the running steps took).
+    for n, drawn in enumerate(written.split(b"\x1b[J")):
+        stream.feed((b"\x1b[J" if n else b"") + drawn)
+        shown = [line.rstrip() for line in screen.display]
+        # A step's output window is on screen only while it runs.
+        both = both or {"  | a started", "  | b started"} <= set(shown)
+    assert both, "both stages' RUN steps were shown running at once"
+    shown = final_screen(written)
+    print("\n".join(shown))
+    steps = re.findall(r"^(\[\S+ \d/\d\]) .*  \d+\.\ds$", "\n".join(shown), re.M)
+    assert sorted(steps[:4]) == ["[a 1/2]", "[a 2/2]", "[b 1/2]", "[b 2/2]"]
+    assert steps[4:] == ["[stage-2 1/3]", "[stage-2 2/3]", "[stage-2 3/3]"]
+    assert not [line for line in shown if line.startswith("  | ")], "output windows erased"

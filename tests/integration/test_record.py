@@ -32,7 +32,7 @@ class Recorder(Events):
     def __init__(self) -> None:
         self.steps: list[list[object]] = []
 
-    def step(self, number: int, total: int, text: str) -> None:
+    def step(self, number: int, total: int, text: str, stage: str = "") -> None:
         self.steps.append([text])
 
     def done(self, seconds: float, cached: bool = False) -> None:

@@ -173,17 +173,25 @@ def test_readme_try_it_runs_as_written(
         docker: Any, registries: Registries, busybox_tar: Path, tmp_path: Path) -> None:
     """README's first commands, from a copy of the checkout (which stays clean), with the venv
     in a temporary dir, docker.io's mirror set in the environment, and a store of the test's
-    own (LAYERBUILD_ROOT) instead of the machine's."""
+    own (LAYERBUILD_ROOT) instead of the machine's. `python3` is the system's own (Debian
+    12's 3.11.2, externally managed), as on a new user's machine; the apt-get line is checked
+    (update before install, every package installed: scripts/setup installs them) rather than
+    run, so that the test never waits on the apt lock of another run."""
     need_root()
     need_tool("git")
     config, _digest = fill_hub_mirror(registries, busybox_tar, tmp_path / "mirror")
     block = first_sh_block((REPO / "README.md").read_text(), "## Try it")
     assert "/opt/layerbuild" in block and "layerbuild build -t hello examples/hello" in block
+    apt = re.search(r"^apt-get update && apt-get install -y ([\w. -]+)\n", block, re.M)
+    assert apt, "the block installs its Debian packages, apt-get update first"
     venv = tmp_path / "venv"
-    script = block.replace("/opt/layerbuild", str(venv))
+    script = block.replace(apt.group(0), f"dpkg -s {apt.group(1)} >/dev/null\n")
+    script = script.replace("/opt/layerbuild", str(venv))
     checkout = copy_checkout(tmp_path / "checkout")
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "LAYERBUILD_ROOT", "VIRTUAL_ENV")}
+    if Path("/usr/bin/python3").exists():
+        env["PATH"] = f"/usr/bin:{env['PATH']}"
     env.update(LAYERBUILD_REGISTRIES_CONFIG=str(config), LAYERBUILD_ROOT=str(tmp_path / "store"))
     docker.created.append("hello:latest")
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=checkout, env=env,

@@ -16,6 +16,7 @@ from registrytools import (
     docker_push_busybox,
     run,
     skopeo_push_busybox,
+    unique_rootfs_tar,
 )
 from treeutil import need_tool
 
@@ -182,7 +183,9 @@ def test_a_corrupted_blob_fails_skopeo_on_its_digest(
 def test_docker_resumes_a_cut_blob_download_with_a_range_request(
         docker, fault_proxy: FaultProxy, registries: Registries, busybox_tar: Path,
         repository: str, tmp_path: Path) -> None:
-    name, digest = _pushed_to_open(registries, busybox_tar, repository, tmp_path)
+    # A layer of its own: one Docker has from an earlier test would never be fetched.
+    rootfs = unique_rootfs_tar(busybox_tar, tmp_path / "unique.tar", repository)
+    name, digest = _pushed_to_open(registries, rootfs, repository, tmp_path)
     manifest = json.loads((tmp_path / "layout" / "blobs" / "sha256" / digest[7:]).read_bytes())
     layer = manifest["layers"][0]["digest"]
     fault_proxy.cut(f"/blobs/{layer}", after=100_000)

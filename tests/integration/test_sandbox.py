@@ -249,7 +249,7 @@ def test_hostname(base: Path, tmp_path: Path) -> None:
     assert sh(new_root(tmp_path, base), "hostname") == (0, "buildkitsandbox\n")
     code, out = sh(new_root(tmp_path, base), "hostname; grep -w b1 /etc/hosts", hostname="b1")
     assert code == 0
-    assert out.splitlines() == ["b1", "127.0.0.1\tb1"]
+    assert out.splitlines() == ["b1", "127.0.0.1\tlocalhost b1"]
 
 
 def test_network_none_has_only_loopback(base: Path, tmp_path: Path) -> None:

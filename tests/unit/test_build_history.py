@@ -13,10 +13,10 @@ from layerbuild.builder.config import (
     created_by,
     go_duration,
     go_quote,
-    step_text,
     with_default_path,
 )
 from layerbuild.builder.plan import run_script
+from layerbuild.builder.steptext import step_text
 from layerbuild.buildfile import Run, Workdir, parse_buildfile
 from layerbuild.image import empty_config
 

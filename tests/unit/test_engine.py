@@ -162,3 +162,41 @@ def test_a_build_arg_no_arg_uses_is_a_warning(bench: Bench) -> None:
     bench.build("FROM base\nENV A=1\n", build_args={"NOPE": "1"})
     assert bench.of(BuildWarning) == [
         BuildWarning("warning: build args not used by any ARG: NOPE")]
+
+
+def shown_steps(bench: Bench) -> list[tuple[str, int, int, str]]:
+    """Each step as the progress view labels it: (stage name, number, total, text)."""
+    return [(e.stage_name, e.number, e.total, e.text)  # type: ignore[attr-defined]
+            for e in bench.of(StepStarted)]
+
+
+def test_steps_are_numbered_per_stage_and_show_expanded_arguments(bench: Bench) -> None:
+    bench.write("f.txt", "hello")
+    bench.sandbox.scripts["make $SRC"] = writes({})
+    bench.build("ARG BASE=base\nARG SRC=f.txt\n"
+                "FROM $BASE AS build\nARG SRC\nARG DIR=/app\nWORKDIR $DIR\n"
+                "COPY --chown=${UID:-0} $SRC ${DIR}/\nRUN make $SRC\n"
+                "FROM ${BASE}\nCOPY --from=build /app/f.txt /x\n")
+    assert shown_steps(bench) == [
+        ("build", 1, 6, "FROM base"), ("build", 2, 6, "ARG SRC"),
+        ("build", 3, 6, "ARG DIR=/app"), ("build", 4, 6, "WORKDIR /app"),
+        ("build", 5, 6, "COPY --chown=0 f.txt /app/"),
+        ("build", 6, 6, "RUN make $SRC"),  # the shell expands RUN's, in the step
+        ("stage-1", 1, 2, "FROM base"), ("stage-1", 2, 2, "COPY --from=build /app/f.txt /x")]
+    assert bench.of(CacheMiss)[0] == CacheMiss("ARG SRC", "not built before", 0)
+
+
+def test_the_only_stage_shows_no_name_unless_it_copies_from_an_image(bench: Bench) -> None:
+    bench.write("f.txt", "hello")
+    bench.build("FROM base AS only\nCOPY f.txt /f\n")
+    assert shown_steps(bench) == [("", 1, 2, "FROM base"), ("", 2, 2, "COPY f.txt /f")]
+    bench.build("FROM base\nCOPY --from=base /etc/group /g\n")  # BuildKit counts the image
+    assert [step[0] for step in shown_steps(bench)] == ["stage-0", "stage-0"]
+
+
+def test_onbuild_triggers_count_in_their_stage(bench: Bench) -> None:
+    bench.build("FROM base\nONBUILD ENV A=1\n", tag="parent")
+    bench.build("FROM base AS a\nFROM parent\nENV B=2\n")
+    assert shown_steps(bench) == [("stage-1", 1, 2, "FROM parent"),
+                                  ("stage-1", 2, 3, "ONBUILD ENV A=1"),
+                                  ("stage-1", 3, 3, "ENV B=2")]

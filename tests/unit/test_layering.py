@@ -34,9 +34,10 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                   "image layer sandbox.spec", ""),
     "builder.engine": ("effect", "builder builder.bases builder.config builder.plan builder.report "
                                  "builder.sandbox builder.schedule builder.state "
-                                 "builder.stepcontext builder.steps buildfile cache.index "
-                                 "cache.inputs cache.keys cache.records cache.stat context digest "
-                                 "errors events image registry.platforms request store", ""),
+                                 "builder.stepcontext builder.steps builder.steptext buildfile "
+                                 "cache.index cache.inputs cache.keys cache.records cache.stat "
+                                 "context digest errors events image registry.platforms request "
+                                 "store", ""),
     "builder.outputs": ("effect", "archive.save errors events fsutil image reference registry "
                                   "sandbox store", ""),
     "builder.plan": ("pure", "buildfile errors image", ""),
@@ -50,6 +51,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.steps": ("effect", "builder builder.config builder.copying builder.plan "
                                 "builder.sandbox builder.stepcontext builder.users buildfile "
                                 "digest errors events image ingest sandbox.spec store", ""),
+    "builder.steptext": ("pure", "builder.config buildfile", ""),
     "builder.users": ("pure", "errors", ""),
     "buildfile": ("pure", "buildfile.args buildfile.convert buildfile.dump buildfile.expand "
                           "buildfile.ignore buildfile.instructions buildfile.limits "

@@ -10,6 +10,14 @@ import time
 import pyte
 import pytest
 
+from layerbuild.events import (
+    CacheMiss,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+    Transfer,
+    step_label,
+)
 from layerbuild.progress import LiveProgress, ProgressPrinter, open_progress
 
 COLUMNS, LINES = 40, 24
@@ -183,6 +191,72 @@ def test_the_timer_thread_redraws_and_stops_on_close() -> None:
     assert len(re.findall(r"\x1b\[\d+A", written)) >= 2, written
     assert "progress" not in [t.name for t in threading.enumerate()]
     assert screen(written) == ["[1/1] RUN sleep 1"]
+
+
+# --- stages: their names, and stages that build at once ---------------------------------
+
+
+def test_steps_are_labelled_as_buildkit_labels_them() -> None:
+    assert step_label(2, 5, "build") == "[build 2/5]"
+    assert step_label(3, 12, "stage-1") == "[stage-1  3/12]"  # padded to the total's width
+    assert step_label(1, 3) == "[1/3]"
+    out = io.StringIO()
+    printer = open_progress("plain", out)
+    printer.emit(StepStarted(2, 5, "RUN make", 0, stage_name="build"))
+    printer.emit(StepFinished(1.0, False, "RUN make", 0))
+    assert out.getvalue() == "[build 2/5] RUN make\n  1.0s\n"
+
+
+def test_stages_at_once_each_show_their_running_step() -> None:
+    printer, tty = live(window=4)
+    printer.emit(StepStarted(2, 3, "RUN make a", 0, stage_name="a"))
+    printer.emit(StepStarted(2, 2, "RUN make b", 1, stage_name="b"))
+    printer.emit(CacheMiss("RUN make b", "not built before", 1))
+    for n in range(4):
+        printer.emit(StepOutput(f"a{n}\n".encode(), 0))
+        printer.emit(StepOutput(f"b{n}\n".encode(), 1))
+    printer.refresh()
+    shown = screen(tty.getvalue())
+    assert [re.sub(r"\d+\.\ds$", "T", line) for line in shown] == [
+        "[a 2/3] RUN make a  T", "  | a2", "  | a3",  # the window shared between them
+        "[b 2/2] RUN make b  T", "  cache miss: not built before", "  | b2", "  | b3"]
+    printer.emit(StepFinished(0.7, False, "RUN make b", 1))  # b ends first: written above a
+    printer.emit(StepOutput(b"a4\n", 0))
+    printer.refresh()
+    shown = screen(tty.getvalue())
+    assert shown[:2] == ["[b 2/2] RUN make b  0.7s", "  cache miss: not built before"]
+    assert re.fullmatch(r"\[a 2/3\] RUN make a  \d+\.\ds", shown[2])
+    assert shown[3:] == ["  | a1", "  | a2", "  | a3", "  | a4"]  # a has the whole window
+    printer.emit(StepFinished(1.5, False, "RUN make a", 0))
+    printer.emit(StepStarted(3, 3, "COPY --from=b /out /out", 0, stage_name="a"))
+    printer.emit(StepFinished(0.0, True, "COPY --from=b /out /out", 0))
+    printer.close()
+    assert screen(tty.getvalue()) == [
+        "[b 2/2] RUN make b  0.7s", "  cache miss: not built before",
+        "[a 2/3] RUN make a  1.5s", "[a 3/3] COPY --from=b /out /out  CACHED"]
+
+
+def test_a_note_while_stages_run_at_once_is_a_line_of_its_own() -> None:
+    printer, tty = live()
+    printer.emit(StepStarted(1, 2, "FROM alpine", 0, True, "a"))
+    printer.emit(StepStarted(1, 2, "FROM debian", 1, True, "b"))
+    printer.emit(Transfer("1234abcd", "Pull complete"))
+    printer.close()
+    assert screen(tty.getvalue()) == ["1234abcd: Pull complete", "[a 1/2] FROM alpine",
+                                      "[b 1/2] FROM debian"]
+
+
+def test_the_view_of_stages_at_once_fits_a_small_terminal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINES", "6")
+    printer, tty = live(window=8)
+    for stage in range(3):
+        printer.emit(StepStarted(2, 2, f"RUN s{stage}", stage, stage_name=f"s{stage}"))
+        printer.emit(StepOutput(b"x\ny\n", stage))
+    printer.refresh()
+    written = tty.getvalue()
+    assert len(screen(written)) == 3  # no room for output: the step lines only
+    printer.close()
 
 
 # --- pulls and pushes ---------------------------------------------------------------------

@@ -22,8 +22,8 @@ class Lines(Events):
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def step(self, number: int, total: int, text: str) -> None:
-        self.lines.append(f"[{number}/{total}] {text}")
+    def step(self, number: int, total: int, text: str, stage: str = "") -> None:
+        self.lines.append(f"[{stage} {number}/{total}] {text}")
 
     def done(self, seconds: float, cached: bool = False) -> None:
         self.lines.append("CACHED" if cached else "done")
@@ -81,51 +81,78 @@ def test_a_stage_after_a_failure_does_not_start() -> None:
     assert built == [0]
 
 
-def test_reports_are_shown_stage_by_stage_and_numbered_in_order() -> None:
+def test_reports_are_shown_stage_by_stage_and_numbered_per_stage() -> None:
     out = Lines()
-    report = Report(out, [0, 1, 2], lambda: 6)
-    a, b, c = (report.channel(i) for i in range(3))
-    b.emit(StepStarted(0, 0, "FROM base AS b", 1, is_from=True))  # b runs first, a shown first
-    b.emit(StepFinished(0.0, False, "FROM base AS b", 1))
+    report = Report(out, [0, 1, 2])
+    a, b, c = report.channel(0, "a", 2), report.channel(1, "b", 2), report.channel(2, "", 1)
+    b.emit(StepStarted(0, 0, "FROM base", 1, is_from=True))  # b runs first, a shown first
+    b.emit(StepFinished(0.0, False, "FROM base", 1))
     b.emit(StepStarted(0, 0, "RUN b", 1))
     b.emit(StepOutput(b"from b\n", 1))
-    a.emit(StepStarted(0, 0, "FROM base AS a", 0, is_from=True))
+    a.emit(StepStarted(0, 0, "FROM base", 0, is_from=True))
     a.emit(StepOutput(b"from a\n", 0))
     b.emit(StepFinished(1.0, False, "RUN b", 1))
     report.finished(1)
-    a.emit(StepFinished(0.5, False, "FROM base AS a", 0))
+    a.emit(StepFinished(0.5, False, "FROM base", 0))
     report.finished(0)
     c.emit(StepStarted(0, 0, "FROM base", 2))
     c.emit(StepFinished(0.0, True, "FROM base", 2))
     report.finished(2)
-    assert out.lines == ["[1/6] FROM base AS a", "from a\n", "done", "[2/6] FROM base AS b",
-                         "done", "[3/6] RUN b", "from b\n", "done", "[4/6] FROM base",
+    assert out.lines == ["[a 1/2] FROM base", "from a\n", "done", "[b 1/2] FROM base",
+                         "done", "[b 2/2] RUN b", "from b\n", "done", "[ 1/1] FROM base",
                          "CACHED"]
-    assert report.steps == [("FROM base AS a", True), ("FROM base AS b", True),
-                            ("RUN b", False), ("FROM base", False)]
+    assert report.steps == [("FROM base", True, "a", 1, 2), ("FROM base", True, "b", 1, 2),
+                            ("RUN b", False, "b", 2, 2), ("FROM base", False, "", 1, 1)]
+
+
+def test_a_receiver_that_shows_stages_at_once_gets_every_event_as_it_comes() -> None:
+    class AtOnce(RecordingEvents):
+        concurrent_stages = True
+
+    out = AtOnce()
+    report = Report(out, [0, 1])
+    a, b = report.channel(0, "a", 3), report.channel(1, "b", 2)
+    b.emit(StepStarted(0, 0, "FROM base", 1, is_from=True))
+    a.emit(StepStarted(0, 0, "FROM base", 0, is_from=True))
+    b.emit(StepOutput(b"b\n", 1))
+    report.finished(1)
+    assert out.events == [StepStarted(1, 2, "FROM base", 1, True, "b"),
+                          StepStarted(1, 3, "FROM base", 0, True, "a"), StepOutput(b"b\n", 1)]
+    # Stage by stage all the same in a replay's record.
+    assert [step[2] for step in report.steps] == ["a", "b"]
+
+
+def test_a_stage_total_grows_with_its_onbuild_triggers() -> None:
+    out = RecordingEvents()
+    report = Report(out, [0])
+    stage = report.channel(0, "", 2)
+    stage.emit(StepStarted(0, 0, "FROM parent", 0, is_from=True))
+    stage.total += 1
+    stage.emit(StepStarted(0, 0, "ONBUILD RUN x", 0))
+    assert [(e.number, e.total) for e in out.of(StepStarted)] == [(1, 2), (2, 3)]  # type: ignore
 
 
 def test_typed_events_are_passed_on_numbered() -> None:
     out = RecordingEvents()
-    report = Report(out, [0, 1], lambda: 3)
-    a, b = report.channel(0), report.channel(1)
+    report = Report(out, [0, 1])
+    a, b = report.channel(0, "stage-0", 1), report.channel(1, "stage-1", 1)
     b.emit(StepStarted(0, 0, "FROM base", 1, is_from=True))
     b.emit(CacheMiss("FROM base", "new step", 1))
     a.emit(StepStarted(0, 0, "FROM scratch", 0, is_from=True))
     report.finished(0)
     report.finished(1)
-    assert out.events == [StepStarted(1, 3, "FROM scratch", 0, is_from=True),
-                          StepStarted(2, 3, "FROM base", 1, is_from=True),
+    assert out.events == [StepStarted(1, 1, "FROM scratch", 0, True, "stage-0"),
+                          StepStarted(1, 1, "FROM base", 1, True, "stage-1"),
                           CacheMiss("FROM base", "new step", 1)]
 
 
 def test_a_closed_report_shows_nothing_more() -> None:
     out = Lines()
-    report = Report(out, [0, 1], lambda: 2)
-    a, b = report.channel(0), report.channel(1)
+    report = Report(out, [0, 1])
+    a, b = report.channel(0, "a", 2), report.channel(1, "b", 2)
     a.emit(StepStarted(0, 0, "RUN a", 0))
     b.emit(StepStarted(0, 0, "RUN b", 1))
     assert report.close() == 0
     a.emit(StepOutput(b"late\n", 0))
     report.finished(0)
-    assert out.lines == ["[1/2] RUN a"]
+    assert out.lines == ["[a 1/2] RUN a"]
