@@ -39,7 +39,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.outputs": ("effect", "archive.save errors fsutil image sandbox store", ""),
     "builder.plan": ("pure", "buildfile errors", ""),
     "builder.report": ("effect", "events", ""),
-    "builder.sandbox": ("effect", "sandbox.launch sandbox.ops", "sandbox.spec"),
+    "builder.sandbox": ("effect", "sandbox.launch sandbox.ops sandbox.reaper", "sandbox.spec"),
     "builder.schedule": ("effect", "", ""),
     "builder.state": ("pure", "buildfile digest image", ""),
     "builder.stepcontext": ("effect", "builder builder.config buildfile context digest errors "
@@ -112,7 +112,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.layers": ("effect", "errors sandbox sandbox.inroot sandbox.libc", ""),
     "sandbox.libc": ("effect", "", ""),
     "sandbox.mounts": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc", ""),
-    "sandbox.network": ("effect", "errors", ""),
+    "sandbox.network": ("effect", "errors sandbox sandbox.reaper", ""),
+    "sandbox.reaper": ("effect", "", ""),
     "sandbox.ops": ("effect", "sandbox sandbox.launch sandbox.seccomp sandbox.spec", ""),
     "sandbox.process": ("effect", "errors sandbox sandbox.libc sandbox.mounts sandbox.seccomp", ""),
     "sandbox.seccomp": ("effect", "errors sandbox sandbox.libc sandbox.seccomp_profile", ""),
