@@ -44,6 +44,7 @@ class FakeSandbox:
 
     scripts: dict[str, Script] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
+    settled: int = 0
 
     def calls_of(self, op: str) -> list[object]:
         """The arguments of every call of one operation, in order."""
@@ -96,6 +97,10 @@ class FakeSandbox:
     def stop(self) -> None:
         """Nothing runs, so nothing to stop."""
         self.calls.append(("stop", None))
+
+    def settle(self) -> None:
+        """Nothing is left running; counted in `settled`, not in `calls` (it runs nothing)."""
+        self.settled += 1
 
 
 def _find(root: StepRoot, path: str) -> Path | None:

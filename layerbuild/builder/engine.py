@@ -164,8 +164,15 @@ class Build:
         """Build the target stage and store the image under the requested tags.
 
         A dry run works out every step's cache key and reports hits and misses, but runs
-        nothing and stores nothing (it returns None).
+        nothing and stores nothing (it returns None). However it ends, no process of the
+        build outlives it.
         """
+        try:
+            return self._run()
+        finally:
+            self.sandbox.settle()
+
+    def _run(self) -> Image | None:
         target = self.target
         stages = needed_stages(self.buildfile, target, self.scope.environment())
         unused = [a for a in unused_build_args(self.buildfile, self.request.build_args)

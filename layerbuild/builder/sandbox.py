@@ -43,6 +43,11 @@ class Sandbox(Protocol):
         """Kill every running step."""
         ...
 
+    def settle(self) -> None:
+        """Wait for what finished steps left behind to end (the engine calls it as a build
+        ends, so no process of the build outlives it)."""
+        ...
+
 
 class HostSandbox:
     """The real sandbox: overlay mounts and processes in namespaces (needs root)."""
@@ -83,3 +88,9 @@ class HostSandbox:
         from layerbuild.sandbox.launch import stop_all
 
         stop_all()
+
+    def settle(self) -> None:
+        """Wait until the network stacks of finished steps, killed, are reaped."""
+        from layerbuild.sandbox.reaper import settle
+
+        settle()

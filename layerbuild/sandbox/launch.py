@@ -6,7 +6,8 @@ stderr diagnostics, and one extra fd its JSON replies. A timeout, Ctrl-C or an e
 output callback kills the step's PID 1 (taking its whole PID namespace) and the init (taking
 its mount namespace, hence every mount); the call returns only once the output pipe is closed,
 that is, once no process of the step is left holding it. With `network_stack`, the child's
-new network namespace is served by a slirp4netns (`network`) for exactly as long.
+new network namespace is served by a slirp4netns (`network`) for as long: it is killed then,
+and reaped in the background (`reaper`), its slow exit kept off the step's time.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 CLONE_NEWNS = 0x20000
+AF_INET = 2
+SOCK_DGRAM = 2
+_SOCK_CLOEXEC = 0o2000000
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
@@ -72,6 +75,15 @@ def umount(target: str | bytes, flags: int = 0) -> None:
 def unshare(flags: int) -> None:
     """unshare(2)."""
     _check(_libc.unshare(flags), "unshare")
+
+
+def socket(family: int, kind: int) -> int:
+    """socket(2), close-on-exec; the fd."""
+    fd = _libc.socket(family, kind | _SOCK_CLOEXEC, 0)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"socket: {os.strerror(err)}")
+    return int(fd)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

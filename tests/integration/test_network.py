@@ -5,21 +5,34 @@ A static probe, compiled here, connects from inside a RUN to what the test liste
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from test_sandbox import need_sandbox, new_root, no_mount_left, processes_with, sh, wait_gone
+from test_sandbox import need_sandbox, new_root, no_mount_left, sh, wait_gone
 from treeutil import need, need_tool
 
+from layerbuild.sandbox import reaper
+
 STACK = "slirp4netns --configure"
+MARK = "LAYERBUILD_TEST_MARK"
+SO_NETNS_COOKIE = 71
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 PROBE_C = r"""
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,9 +45,21 @@ PROBE_C = r"""
 #include <sys/time.h>
 #include <unistd.h>
 
-/* probe tcp IP PORT | probe abstract NAME: prints "connected" or "refused <errno name>" */
+/* probe tcp IP PORT | probe abstract NAME: prints "connected" or "refused <errno name>";
+   probe netns: prints "netns COOKIE net:[INODE]" for the network namespace it runs in */
 int main(int argc, char **argv) {
     int fd, rc;
+    if (argc == 2 && !strcmp(argv[1], "netns")) {
+        unsigned long long cookie = 0;
+        socklen_t size = sizeof cookie;
+        char link[64] = {0};
+        fd = socket(AF_INET, SOCK_DGRAM, 0);
+        rc = getsockopt(fd, SOL_SOCKET, 71 /* SO_NETNS_COOKIE */, &cookie, &size);
+        if (rc != 0 || readlink("/proc/self/ns/net", link, sizeof link - 1) < 0)
+            return 1;
+        printf("netns %llu %s\n", cookie, link);
+        return 0;
+    }
     if (argc == 4 && !strcmp(argv[1], "tcp")) {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
         inet_pton(AF_INET, argv[2], &a.sin_addr);
@@ -141,6 +166,117 @@ def links(out: str) -> set[str]:
             if line[:1].isdigit()}
 
 
+# ---- what a build leaves: processes, network namespaces, namespace files ----
+
+@dataclass(frozen=True)
+class Netns:
+    """A network namespace: its cookie (never reused) and its link (`net:[inode]`, reusable)."""
+
+    cookie: int
+    link: str
+
+
+def step_namespaces(out: str) -> list[Netns]:
+    """The namespaces that `/probe netns` reported in a step's output."""
+    return [Netns(int(c), link) for c, link in re.findall(r"netns (\d+) (net:\[\d+\])", out)]
+
+
+def cookie_of(netns_fd: int | None = None) -> int | None:
+    """The cookie of the namespace `netns_fd` refers to (the test's own without one), read in a
+    thread of its own: setns moves only the calling thread."""
+    found: list[int] = []
+
+    def read() -> None:
+        if netns_fd is not None and _libc.setns(netns_fd, CLONE_NEWNET) != 0:
+            return
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            raw = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        found.append(int.from_bytes(raw, sys.byteorder))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    return found[0] if found else None
+
+
+def holders(ns: Netns) -> list[str]:
+    """What on the host still refers to the namespace: a process in it, an open fd of it, or
+    a mount of it (a namespace file, as `ip netns add` makes one)."""
+    candidates = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        candidates.append(f"/proc/{pid}/ns/net")
+        with contextlib.suppress(OSError):
+            candidates += [f"/proc/{pid}/fd/{n}" for n in os.listdir(f"/proc/{pid}/fd")]
+    candidates = [c for c in candidates if _link(c) == ns.link]
+    with open("/proc/self/mountinfo") as f:
+        candidates += [fields[4] for fields in map(str.split, f) if fields[3] == ns.link]
+    return [c for c in candidates if _cookie_at(c) == ns.cookie]
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _cookie_at(path: str) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # gone meanwhile
+    try:
+        return cookie_of(fd)
+    finally:
+        os.close(fd)
+
+
+def namespace_files() -> set[str]:
+    """The host's namespace files (nsfs mounts), Docker's own aside."""
+    with open("/proc/self/mountinfo") as f:
+        return {fields[4] for fields in map(str.split, f)
+                if fields[fields.index("-") + 1] == "nsfs"
+                and not fields[4].startswith("/run/docker/")}
+
+
+def processes_marked(mark: str) -> list[int]:
+    """Live processes whose environment carries `MARK=mark`: a builder started with it and
+    what it spawned with its environment (the network stacks)."""
+    wanted = f"{MARK}={mark}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if wanted in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def children_named(name: str) -> list[tuple[int, str]]:
+    """This process's children called `name`, zombies too: (pid, state letter)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        state, ppid = rest.split()[:2]
+        if int(ppid) == os.getpid() and head.split("(", 1)[1] == name:
+            found.append((int(pid), state))
+    return found
+
+
+def eventually(check: Callable[[], object], seconds: float = 5.0) -> object:
+    """`check()` once it is falsy, or its last value after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
 # ---- the default: a private namespace ----
 
 def test_default_cannot_reach_host_loopback(lower: tuple[Path, Path], tmp_path: Path,
@@ -218,6 +354,32 @@ def test_host_sees_the_hosts_interfaces(lower: tuple[Path, Path], tmp_path: Path
     assert out.splitlines()[-1] == "connected host-loopback"
 
 
+def test_every_run_gets_a_namespace_of_its_own(lower: tuple[Path, Path],
+                                               tmp_path: Path) -> None:
+    def probe(_: object = None) -> Netns:
+        code, out = sh(new_root(tmp_path, *lower), "/probe netns")
+        assert code == 0, out
+        [ns] = step_namespaces(out)
+        return ns
+
+    seen = [probe(), probe()]
+    with ThreadPoolExecutor(3) as pool:  # at once, as parallel stages run them
+        seen += pool.map(probe, range(3))
+    cookies = [ns.cookie for ns in seen]
+    assert len(set(cookies)) == len(cookies), "two RUNs shared a network namespace"
+    assert cookie_of() not in cookies
+
+
+def test_a_runs_stack_is_reaped_and_its_namespace_gone(lower: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    code, out = sh(new_root(tmp_path, *lower), "/probe netns")
+    assert code == 0, out
+    [ns] = step_namespaces(out)
+    assert reaper.settle()
+    assert children_named("slirp4netns") == [], "a stack is left, running or as a zombie"
+    assert holders(ns) == []
+
+
 # ---- the command line: --allow network.host, and no stack left behind ----
 
 def _context(tmp_path: Path, buildfile: str) -> Path:
@@ -285,40 +447,79 @@ def test_no_stack_left_after_a_failing_run(store_with_probe: Path, tmp_path: Pat
     assert proc.returncode != 0 and "exit code 3" in proc.stderr
 
 
-def _running_build(store: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
-    """A build whose RUN is running (its network stack up), and the RUN's own sleep."""
+def test_nothing_left_when_a_build_ends(store_with_probe: Path, tmp_path: Path) -> None:
+    mark, files = str(random.randrange(1 << 30)), namespace_files()
+    ctx = _context(tmp_path, "FROM base\nRUN /probe netns\nRUN /probe netns\n")
+    built = run_cli(store_with_probe, "build", "--progress=plain", "--no-cache", str(ctx),
+                    env={MARK: mark})
+    namespaces = step_namespaces(built.stderr)
+    assert len({ns.cookie for ns in namespaces}) == 2, built.stderr
+    assert processes_marked(mark) == [], "a network stack outlived the build"
+    assert [holders(ns) for ns in namespaces] == [[], []]
+    assert namespace_files() == files
+
+
+@dataclass
+class RunningBuild:
+    """A build whose RUN is running: the builder, the RUN's own sleep, its namespace, and the
+    mark in the builder's environment."""
+
+    proc: subprocess.Popen[str]
+    marker: str
+    netns: Netns
+    mark: str
+
+
+def _running_build(store: Path, tmp_path: Path) -> RunningBuild:
+    """A build whose RUN is running (its network stack up)."""
     marker = f"sleep {random.randrange(100000, 999999)}"
-    ctx = _context(tmp_path, f"FROM base\nRUN echo $((6*7))go; {marker}\n")
+    mark = str(random.randrange(1 << 30))
+    ctx = _context(tmp_path, f"FROM base\nRUN /probe netns; echo $((6*7))go; {marker}\n")
     cmd = [sys.executable, "-m", "layerbuild.cli", "--root", str(store), "build",
            "--progress=plain", str(ctx)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, MARK: mark})
     assert proc.stderr is not None
+    seen = ""
     for line in proc.stderr:
+        seen += line
         if "42go" in line:
             break
-    return proc, marker
+    [netns] = step_namespaces(seen)
+    return RunningBuild(proc, marker, netns, mark)
 
 
-def test_no_stack_left_after_ctrl_c(store_with_probe: Path, tmp_path: Path) -> None:
-    proc, marker = _running_build(store_with_probe, tmp_path)
+def _left_behind(build: RunningBuild, files: set[str]) -> None:
+    """Fail if the build left a process, its step's namespace or a namespace file."""
+    assert wait_gone(build.marker) == [], "the step outlived the builder"
+    assert eventually(lambda: processes_marked(build.mark)) == [], \
+        "a network stack outlived the builder"
+    assert eventually(lambda: holders(build.netns)) == [], "the step's namespace is left"
+    assert namespace_files() == files
+
+
+def test_nothing_left_after_ctrl_c(store_with_probe: Path, tmp_path: Path) -> None:
+    files = namespace_files()
+    build = _running_build(store_with_probe, tmp_path)
     try:
-        assert processes_with(STACK), "the step's network stack is not running"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) != 0
+        assert processes_marked(build.mark)[1:], "the step's network stack is not running"
+        build.proc.send_signal(signal.SIGINT)
+        assert build.proc.wait(timeout=30) != 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert wait_gone(marker) == []
+        if build.proc.poll() is None:
+            build.proc.kill()
+            build.proc.wait()
+    _left_behind(build, files)
 
 
-def test_no_stack_left_when_the_builder_is_killed(store_with_probe: Path,
-                                                  tmp_path: Path) -> None:
-    proc, marker = _running_build(store_with_probe, tmp_path)
+def test_nothing_left_when_the_builder_is_killed(store_with_probe: Path,
+                                                 tmp_path: Path) -> None:
+    files = namespace_files()
+    build = _running_build(store_with_probe, tmp_path)
     try:
-        assert processes_with(STACK), "the step's network stack is not running"
+        assert processes_marked(build.mark)[1:], "the step's network stack is not running"
+        assert holders(build.netns), "the step's namespace is not found where it is"
     finally:
-        proc.kill()
-        proc.wait()
-    assert wait_gone(marker) == []
-    assert wait_gone(STACK) == [], f"{STACK} outlived the builder"
+        build.proc.kill()
+        build.proc.wait()
+    _left_behind(build, files)

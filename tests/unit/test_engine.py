@@ -91,6 +91,19 @@ def test_a_failing_run_fails_the_build(bench: Bench) -> None:
         bench.build("FROM base\nRUN false\n")
 
 
+def test_the_sandbox_is_settled_when_a_build_ends_however_it_ends(bench: Bench) -> None:
+    from layerbuild.errors import StepFailed
+
+    bench.sandbox.scripts["make"] = writes({"/app/out": "built"})
+    bench.sandbox.scripts["false"] = writes({}, code=1)
+    bench.write("f.txt", "hello")
+    bench.build(COPY_RUN)
+    assert bench.sandbox.settled == 1
+    with pytest.raises(StepFailed):
+        bench.build("FROM base\nRUN false\n")
+    assert bench.sandbox.settled == 2
+
+
 def test_no_cache_reruns_every_step_without_a_miss_reason(bench: Bench) -> None:
     bench.write("f.txt", "hello")
     bench.sandbox.scripts["make"] = writes({"/app/out": "built"})
