@@ -28,6 +28,10 @@ _SUPPORTED = (*tarfile.REGULAR_TYPES, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.
               tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 _XATTR_PREFIX = "SCHILY.xattr."
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_CHUNK = 64 << 10
+"""Bytes of a member's data read at a time. tarfile's stream reader builds every read as new
+bytes objects of that size; at 1 MiB each was fresh memory from the system (~130,000 page
+faults per 500 MB extracted, ~10% of the CPU time), at 64 KiB malloc reuses its own."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,10 @@ class ExtractInfo:
     """Regular-file content bytes written."""
     xattrs_skipped: int
     """xattrs the destination filesystem refused (ENOTSUP/EPERM), as Docker skips them."""
+    content_bytes: int | None = None
+    """Regular-file bytes in the tree, for a destination that started empty (so a caller need
+    not walk it again): `bytes_written`, unless an entry replaced another or was a hard link
+    (then None)."""
 
 
 class _StrictInfo(tarfile.TarInfo):
@@ -115,11 +123,14 @@ class _Writer:
         self._whiteouts = whiteouts
         self._dir_mtimes: dict[tuple[int, int], int | None] = {}
         """Each directory's mtime (ns) by (device, inode); None for one no entry named."""
-        self._buf = bytearray(CHUNK)
+        self._buf = bytearray(_FILE_CHUNK)
         self._entries = self._wh = self._bytes = self._skipped = 0
+        self._counted = True
+        """Whether `_bytes` is still the tree's content: nothing replaced, no hard links."""
 
     def info(self) -> ExtractInfo:
-        return ExtractInfo(self._entries, self._wh, self._bytes, self._skipped)
+        return ExtractInfo(self._entries, self._wh, self._bytes, self._skipped,
+                           self._bytes if self._counted else None)
 
     def close(self) -> None:
         self._root.close()
@@ -200,6 +211,7 @@ class _Writer:
             raise UnsafePath(f"{m.name!r}: hard link to the root")
         if target == parts:
             raise FormatError(f"{m.name!r}: hard link to itself")
+        self._counted = False
         with self._root.parent(target, m.name, create=False) as tfd:
             if _lstat(tfd, target[-1]) is None:
                 raise FormatError(f"{m.name!r}: hard link target {m.linkname!r} does not exist")
@@ -236,6 +248,7 @@ class _Writer:
     def _remove(self, pfd: int, leaf: str, old: os.stat_result | None) -> None:
         if old is None:
             return
+        self._counted = False
         self._root.forget()  # the kept directory may be the one removed, or below it
         if stat.S_ISDIR(old.st_mode):
             remove_tree(pfd, leaf)  # fd-relative and iterative: any depth
