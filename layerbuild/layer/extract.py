@@ -166,6 +166,9 @@ class _Writer:
 
     def _create(self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, leaf: str) -> None:
         """Create the leaf, replacing whatever was there without ever following it."""
+        if m.isreg():  # the usual entry: only when its create fails is there anything to see
+            self._file(tf, m, pfd, leaf)
+            return
         old = _lstat(pfd, leaf)
         if m.isdir():
             if old is not None and stat.S_ISDIR(old.st_mode):
@@ -179,9 +182,7 @@ class _Writer:
                 _set_opaque(pfd, leaf)
             return
         self._remove(pfd, leaf, old)
-        if m.isreg():
-            self._file(tf, m, pfd, leaf)
-        elif m.issym():
+        if m.issym():
             if not m.linkname or "\0" in m.linkname:
                 raise FormatError(f"{m.name!r}: invalid symlink target {m.linkname!r}")
             os.symlink(m.linkname, leaf, dir_fd=pfd)  # only data: never followed here
@@ -194,7 +195,11 @@ class _Writer:
     def _file(self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, leaf: str) -> None:
         src = tf.extractfile(m)
         assert src is not None  # a regular member always has a reader
-        fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        try:
+            fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        except FileExistsError:  # O_EXCL | O_NOFOLLOW: whatever is there, it was not followed
+            self._remove(pfd, leaf, _lstat(pfd, leaf))
+            fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
         try:
             view = memoryview(self._buf)
             while n := src.readinto(view):  # type: ignore[attr-defined]
