@@ -14,22 +14,29 @@ on the machine hits every row alike, each in a new process:
                         unpacks every layer into the store (what a build or run needs)
     skopeo pull oci     `skopeo copy docker://… oci:DIR`: verifies and writes blobs only
     skopeo pull dir     `skopeo copy docker://… dir:DIR`: the same, simplest layout
+    skopeo pull c/s     `skopeo copy docker://… containers-storage:[overlay@DIR…]`: blobs
+                        unpacked into a store of its own (podman's pull), the same job as ours
     layerbuild load     the layout -> a fresh store, no network: our verify + unpack alone
 
 and prints the medians: seconds, MB/s (compressed bytes moved / seconds, process start
-included) and the peak RSS of the process (its `ru_maxrss`, from `wait4`). skopeo runs in a
+included), CPU seconds (user + system) and the peak RSS of the process (its `ru_maxrss`,
+from `wait4`; this process's own is printed too: a child starts from it). skopeo runs in a
 private mount namespace with a fresh, empty blob-info cache (a tmpfs over
 /var/lib/containers/cache), or it would mount blobs from the repositories of earlier runs
 instead of uploading them. Needs root, skopeo, `unshare`, and a registry speaking plain HTTP
 (default: the open one of scripts/registries at 127.0.0.1:5000; any `docker-registry serve`
 will do). Every push goes to a new repository, so nothing is "already exists"; the registry
-keeps one copy of the blobs (~300 MB) whatever the number of runs. What the runs write stays
-until the end (~2 GB a round): on ext4, creating files within 30 s of deleting many others
-costs up to 10x the CPU (the allocator passes over recently freed inodes), which would land on
-the rows that create many files (the unpacking ones) and not on skopeo's.
+keeps one copy of the blobs (~300 MB) whatever the number of runs. What a round writes is
+deleted after it, and the next round waits a minute: on ext4 without a journal, creating files
+within a minute of deleting many costs up to 10x the CPU (the inode allocator passes over
+recently freed inodes, one by one, for every new one), which would land on the rows that
+create many files (the unpacking ones). Keeping everything instead is no better on a VM:
+page cache in memory the guest never touched costs a host fault per page. Others deleting
+files on the same filesystem still hit the unpacking rows; a work dir at the top level (the
+default) keeps clear of the block groups of /tmp and /var/tmp, where test runs churn.
 
 Usage: python benchmarks/registry.py [--runs 3] [--registry 127.0.0.1:5000]
-                                     [--workdir /var/tmp/lbbench-registry] [--keep]
+                                     [--workdir /lbbench-registry] [--keep]
                                      [--only push|pull]
 
 With `--keep` the work dir (image, store, layout) is left for the next run, which then skips
@@ -50,15 +57,17 @@ import sys
 import tarfile
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE = "lbbench/registry:1"
 BLOB_CACHE = Path("/var/lib/containers/cache")
-RECENT = 31
-"""Seconds ext4 passes over the inodes of deleted files before it reuses them
-(`dirty_expire_centisecs`): creating files soon after deleting many costs up to 10x."""
+RECENT = 61
+"""Seconds ext4 without a journal passes over the inodes of deleted files before reusing them
+(60 once their inode table block is written back, which the sync before the wait does; 360
+while it is dirty)."""
 WORDS = ("layer", "image", "build", "cache", "store", "registry", "blob", "digest", "manifest",
          "config", "push", "pull", "tar", "gzip", "index", "the", "of", "and", "to", "in", "is",
          "for", "with", "on", "as", "by", "it", "at", "from", "this", "that", "error", "info",
@@ -122,8 +131,7 @@ def layerbuild(root: Path, *args: str) -> str:
 
 
 def make_image(work: Path) -> None:
-    """The image in a store at work/store, and its OCI layout at work/layout (the files it
-    was made from stay until the end: see RECENT)."""
+    """The image in a store at work/store, and its OCI layout at work/layout."""
     content = Content()
     src = work / "src"
     total = 0
@@ -141,7 +149,22 @@ def make_image(work: Path) -> None:
         tar.extractall(work / "layout", filter="tar")
     (work / "image.tar").unlink()
     (work / "base.tar").unlink()
+    shutil.rmtree(src)
     print(f"made {IMAGE}: {total / 1e6:.0f} MB of files in {len(LAYERS)} layers")
+
+
+def in_child(work: Callable[[Path], None], arg: Path) -> None:
+    """Run `work(arg)` in a forked child, and fail if it fails."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            work(arg)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0:
+        sys.exit("making the image failed")
 
 
 def blob_bytes(layout: Path) -> tuple[int, list[str]]:
@@ -165,7 +188,8 @@ class Measured:
 
 def measured(cmd: list[str]) -> Measured:
     """Run a command as a new process: its wall time, CPU time and peak RSS (ru_maxrss, from
-    wait4: the process's own, or its largest child's)."""
+    wait4: the process's own, or its largest child's; a child starts from this process's
+    peak, as exec keeps it)."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -273,6 +297,15 @@ def check_same_bytes(bench: Bench, expected: list[str]) -> None:
             sys.exit(f"{ref}: its layers are not the layout's: {got}")
 
 
+def settle(runs: Path) -> None:
+    """An empty runs/, with the inodes and memory of what was there free for reuse."""
+    if runs.exists() and any(runs.iterdir()):
+        shutil.rmtree(runs)
+        subprocess.run(["sync"], check=True)
+        time.sleep(RECENT)
+    runs.mkdir(exist_ok=True)
+
+
 def report(results: dict[str, list[Measured]], size: int, layers: int, runs: int) -> None:
     mb = size / 1e6
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -293,7 +326,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--registry", default="127.0.0.1:5000")
-    parser.add_argument("--workdir", default="/var/tmp/lbbench-registry")
+    parser.add_argument("--workdir", default="/lbbench-registry")
     parser.add_argument("--keep", action="store_true", help="keep the image for the next run")
     parser.add_argument("--only", choices=["push", "pull"], help="only these rows")
     args = parser.parse_args()
@@ -301,11 +334,9 @@ def main() -> None:
     if not (work / "layout/index.json").exists():
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        make_image(work)
-    if (work / "runs").exists():  # left by a run that was cut short
-        shutil.rmtree(work / "runs")
-        time.sleep(RECENT)
-    (work / "runs").mkdir()
+        in_child(make_image, work)  # so that this process stays small (see measured)
+        time.sleep(RECENT)  # the files it was made from are gone
+    settle(work / "runs")
     BLOB_CACHE.mkdir(parents=True, exist_ok=True)
     size, layers = blob_bytes(work / "layout")
     bench = Bench(work, work / "store", args.registry)
@@ -317,9 +348,9 @@ def main() -> None:
         for name, run in rows.items():
             subprocess.run(["sync"], check=True)  # no row pays for an earlier one's writes
             results[name].append(run())
+        settle(work / "runs")
     report(results, size, len(layers), args.runs)
-    for doomed in ("runs", "src"):
-        shutil.rmtree(work / doomed, ignore_errors=True)
+    shutil.rmtree(work / "runs")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
