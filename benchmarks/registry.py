@@ -37,10 +37,12 @@ default) keeps clear of the block groups of /tmp and /var/tmp, where test runs c
 
 Usage: python benchmarks/registry.py [--runs 3] [--registry 127.0.0.1:5000]
                                      [--workdir /lbbench-registry] [--keep]
-                                     [--only push|pull]
+                                     [--only push|pull] [--baseline TREE]
 
 With `--keep` the work dir (image, store, layout) is left for the next run, which then skips
-making the image.
+making the image. `--baseline TREE` also runs the layerbuild rows from another checkout (say
+`git worktree add /tmp/base main`), interleaved with ours, to see what a change did on a
+machine whose load comes and goes.
 """
 
 from __future__ import annotations
@@ -209,8 +211,11 @@ def skopeo(*args: str) -> list[str]:
             *args]
 
 
-def lb(root: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "layerbuild.cli", "--root", str(root), *args]
+def lb(root: Path, *args: str, tree: str | None = None) -> list[str]:
+    """A layerbuild command; with `tree`, run from that checkout instead (env(1) sets its
+    PYTHONPATH, so the process measured is still python's: env execs it)."""
+    cmd = [sys.executable, "-m", "layerbuild.cli", "--root", str(root), *args]
+    return cmd if tree is None else ["env", f"PYTHONPATH={tree}", *cmd]
 
 
 class Bench:
@@ -230,10 +235,10 @@ class Bench:
         path = self.work / "runs" / f"{what}-{self.count}"
         return name, path
 
-    def lb_push(self) -> Measured:
+    def lb_push(self, tree: str | None = None) -> Measured:
         repo, _ = self.fresh("lbpush")
         shutil.rmtree(self.store / "image/overlay2/distribution", ignore_errors=True)
-        result = measured(lb(self.store, "push", IMAGE, f"{repo}:1"))
+        result = measured(lb(self.store, "push", IMAGE, f"{repo}:1", tree=tree))
         self.pushed = f"{repo}:1"
         return result
 
@@ -242,9 +247,9 @@ class Bench:
         return measured(skopeo("copy", "-q", "--dest-tls-verify=false",
                                f"oci:{self.layout}", f"docker://{repo}:1"))
 
-    def lb_pull(self) -> Measured:
+    def lb_pull(self, tree: str | None = None) -> Measured:
         _, path = self.fresh("lbpull")
-        return measured(lb(path, "pull", self.source()))
+        return measured(lb(path, "pull", self.source(), tree=tree))
 
     def skopeo_pull(self, transport: str) -> Measured:
         _, path = self.fresh(f"sk-{transport}")
@@ -254,9 +259,9 @@ class Bench:
         return measured(skopeo("copy", "-q", "--src-tls-verify=false",
                                f"docker://{self.source()}", dest))
 
-    def lb_load(self) -> Measured:
+    def lb_load(self, tree: str | None = None) -> Measured:
         _, path = self.fresh("lbload")
-        return measured(lb(path, "load", "-i", str(self.layout)))
+        return measured(lb(path, "load", "-i", str(self.layout), tree=tree))
 
     def source(self) -> str:
         """What the pull rows pull: the image as layerbuild pushed it last."""
@@ -265,21 +270,28 @@ class Bench:
         assert self.pushed is not None
         return self.pushed
 
-    def rows(self) -> dict[str, dict[str, Callable[[], Measured]]]:
+    def rows(self, baseline: str | None) -> dict[str, dict[str, Callable[[], Measured]]]:
+        """The rows by group; with a baseline checkout, its layerbuild rows come after ours."""
+        def ours(name: str, run: Callable[[str | None], Measured]
+                 ) -> dict[str, Callable[[], Measured]]:
+            rows = {f"layerbuild {name}": lambda: run(None)}
+            if baseline is not None:
+                rows[f"layerbuild {name}, baseline"] = lambda: run(baseline)
+            return rows
         return {
             "push": {
-                "layerbuild push": self.lb_push,
+                **ours("push", self.lb_push),
                 "skopeo copy oci: -> docker://": self.skopeo_push,
             },
             "pull": {
-                "layerbuild pull (blobs kept + unpacked)": self.lb_pull,
+                **ours("pull (blobs kept + unpacked)", self.lb_pull),
                 "skopeo copy docker:// -> oci: (blobs only)":
                     lambda: self.skopeo_pull("oci"),
                 "skopeo copy docker:// -> dir: (blobs only)":
                     lambda: self.skopeo_pull("dir"),
                 "skopeo copy docker:// -> containers-storage: (unpacked)":
                     lambda: self.skopeo_pull("containers-storage"),
-                "layerbuild load of the layout (unpack alone, no network)": self.lb_load,
+                **ours("load of the layout (unpack alone, no network)", self.lb_load),
             },
         }
 
@@ -329,6 +341,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="/lbbench-registry")
     parser.add_argument("--keep", action="store_true", help="keep the image for the next run")
     parser.add_argument("--only", choices=["push", "pull"], help="only these rows")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="a layerbuild checkout to run too (its rows interleaved with ours)")
     args = parser.parse_args()
     work = Path(args.workdir)
     if not (work / "layout/index.json").exists():
@@ -341,7 +355,8 @@ def main() -> None:
     size, layers = blob_bytes(work / "layout")
     bench = Bench(work, work / "store", args.registry)
     check_same_bytes(bench, layers)
-    rows = {name: run for group, items in bench.rows().items()
+    baseline = str(Path(args.baseline).resolve()) if args.baseline else None
+    rows = {name: run for group, items in bench.rows(baseline).items()
             if args.only in (None, group) for name, run in items.items()}
     results: dict[str, list[Measured]] = {name: [] for name in rows}
     for _ in range(args.runs):  # interleaved, so load on the machine hits every row alike
