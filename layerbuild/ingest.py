@@ -18,6 +18,7 @@ from layerbuild.errors import FormatError, LayerbuildError, StoreError
 from layerbuild.image import Descriptor, layer_media_type
 from layerbuild.layer import (
     Compression,
+    ExtractInfo,
     compress_writer,
     extract_layer,
     open_decompressed,
@@ -117,6 +118,8 @@ class Staged:
     blob_file: Path
     stored: Descriptor
     tar_size: int
+    content_size: int | None = None
+    """Regular-file bytes in `diff`, when the unpacking could tell (else walk it)."""
 
 
 def stage_blob(stage: Path, blob: BinaryIO, diff_id: Digest, expected: Digest | None = None,
@@ -128,7 +131,7 @@ def stage_blob(stage: Path, blob: BinaryIO, diff_id: Digest, expected: Digest | 
     peek = _Peek(raw)  # type: ignore[arg-type]
     kind = sniff(peek.head)
     try:
-        tar, stored = _unpack(stage, peek, raw, kind, what)
+        tar, stored, info = _unpack(stage, peek, raw, kind, what)
     except FormatError:
         if expected is not None:  # bytes that are not the blob's explain a broken tar best
             _verify_rest(raw, expected, what)
@@ -138,28 +141,29 @@ def stage_blob(stage: Path, blob: BinaryIO, diff_id: Digest, expected: Digest | 
     if expected_size is not None and expected_size != raw.size:
         raise FormatError(f"{what} blob: {raw.size} bytes, expected {expected_size}")
     verify(diff_id, tar.digest, f"{what} (uncompressed, against the config's diff_id)")
-    return Staged(diff_id, stage / "diff", stage / "blob", stored, tar.size)
+    return Staged(diff_id, stage / "diff", stage / "blob", stored, tar.size, info.content_bytes)
 
 
 def _unpack(stage: Path, peek: _Peek, raw: HashingReader, kind: str | None,
-            what: str) -> tuple[HashingReader, Descriptor]:
+            what: str) -> tuple[HashingReader, Descriptor, ExtractInfo]:
     """Keep the blob (as it came, or gzipped) and extract its tar into `stage`/diff."""
     with open(stage / "blob", "wb") as blob_file:
         if kind in ("gzip", "zstd"):  # kept as it came; anything else is stored as gzip
             source: BinaryIO = TeeReader(peek, blob_file)  # type: ignore[arg-type, assignment]
             tar = HashingReader(open_decompressed(source))
-            _extract(tar, stage / "diff", what)
+            info = _extract(tar, stage / "diff", what)
             _drain(raw)
             stored = Descriptor(layer_media_type(kind), raw.digest, raw.size)
         else:
             hashed = HashingWriter(blob_file)
             with compress_writer(Compression.GZIP, hashed) as gz:  # type: ignore[arg-type]
                 tar = HashingReader(open_decompressed(TeeReader(peek, gz)))  # type: ignore
-                _extract(tar, stage / "diff", what)
+                info = _extract(tar, stage / "diff", what)
             stored = Descriptor(layer_media_type("gzip"), hashed.digest, hashed.size)
-        blob_file.flush()
-        os.fsync(blob_file.fileno())
-    return tar, stored
+    # Not fsynced here: committing the layer syncs the whole filesystem once before anything
+    # becomes visible, which covers the blob (an fsync of its own would wait for the disk
+    # while the other layers of a pull could still be unpacking).
+    return tar, stored, info
 
 
 def _verify_rest(raw: HashingReader, expected: Digest, what: str) -> None:
@@ -176,16 +180,18 @@ def commit_staged(store: Store, parent: Digest | None, staged: Staged,
                   lease: Path | None = None) -> Ingested:
     """Make a staged layer visible on `parent` (which must be stored by now)."""
     existed = store.layer(chain_id(parent, staged.diff_id)) is not None
+    size = staged.content_size
     record = store.commit_layer(parent, staged.diff_id, staged.diff,
-                                content_size(staged.diff), staged.tar_size, staged.stored,
-                                staged.blob_file, lease=lease)
+                                content_size(staged.diff) if size is None else size,
+                                staged.tar_size, staged.stored, staged.blob_file, lease=lease)
     return Ingested(record, existed)
 
 
-def _extract(tar: HashingReader, dest: Path, what: str) -> None:
+def _extract(tar: HashingReader, dest: Path, what: str) -> ExtractInfo:
     try:
-        extract_layer(tar, dest)  # type: ignore[arg-type]
+        info = extract_layer(tar, dest)  # type: ignore[arg-type]
         _drain(tar)
+        return info
     except (EOFError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # the system's, not the data's
             exc.add_note(f"loading {what}")

@@ -28,6 +28,10 @@ _SUPPORTED = (*tarfile.REGULAR_TYPES, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.
               tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 _XATTR_PREFIX = "SCHILY.xattr."
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_CHUNK = 64 << 10
+"""Bytes of a member's data read at a time. tarfile's stream reader builds every read as new
+bytes objects of that size; at 1 MiB each was fresh memory from the system (~130,000 page
+faults per 500 MB extracted, ~10% of the CPU time), at 64 KiB malloc reuses its own."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,10 @@ class ExtractInfo:
     """Regular-file content bytes written."""
     xattrs_skipped: int
     """xattrs the destination filesystem refused (ENOTSUP/EPERM), as Docker skips them."""
+    content_bytes: int | None = None
+    """Regular-file bytes in the tree, for a destination that started empty (so a caller need
+    not walk it again): `bytes_written`, unless an entry replaced another or was a hard link
+    (then None)."""
 
 
 class _StrictInfo(tarfile.TarInfo):
@@ -115,11 +123,14 @@ class _Writer:
         self._whiteouts = whiteouts
         self._dir_mtimes: dict[tuple[int, int], int | None] = {}
         """Each directory's mtime (ns) by (device, inode); None for one no entry named."""
-        self._buf = bytearray(CHUNK)
+        self._buf = bytearray(_FILE_CHUNK)
         self._entries = self._wh = self._bytes = self._skipped = 0
+        self._counted = True
+        """Whether `_bytes` is still the tree's content: nothing replaced, no hard links."""
 
     def info(self) -> ExtractInfo:
-        return ExtractInfo(self._entries, self._wh, self._bytes, self._skipped)
+        return ExtractInfo(self._entries, self._wh, self._bytes, self._skipped,
+                           self._bytes if self._counted else None)
 
     def close(self) -> None:
         self._root.close()
@@ -155,6 +166,9 @@ class _Writer:
 
     def _create(self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, leaf: str) -> None:
         """Create the leaf, replacing whatever was there without ever following it."""
+        if m.isreg():  # the usual entry: only when its create fails is there anything to see
+            self._file(tf, m, pfd, leaf)
+            return
         old = _lstat(pfd, leaf)
         if m.isdir():
             if old is not None and stat.S_ISDIR(old.st_mode):
@@ -168,9 +182,7 @@ class _Writer:
                 _set_opaque(pfd, leaf)
             return
         self._remove(pfd, leaf, old)
-        if m.isreg():
-            self._file(tf, m, pfd, leaf)
-        elif m.issym():
+        if m.issym():
             if not m.linkname or "\0" in m.linkname:
                 raise FormatError(f"{m.name!r}: invalid symlink target {m.linkname!r}")
             os.symlink(m.linkname, leaf, dir_fd=pfd)  # only data: never followed here
@@ -183,7 +195,11 @@ class _Writer:
     def _file(self, tf: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, leaf: str) -> None:
         src = tf.extractfile(m)
         assert src is not None  # a regular member always has a reader
-        fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        try:
+            fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        except FileExistsError:  # O_EXCL | O_NOFOLLOW: whatever is there, it was not followed
+            self._remove(pfd, leaf, _lstat(pfd, leaf))
+            fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=pfd)
         try:
             view = memoryview(self._buf)
             while n := src.readinto(view):  # type: ignore[attr-defined]
@@ -200,6 +216,7 @@ class _Writer:
             raise UnsafePath(f"{m.name!r}: hard link to the root")
         if target == parts:
             raise FormatError(f"{m.name!r}: hard link to itself")
+        self._counted = False
         with self._root.parent(target, m.name, create=False) as tfd:
             if _lstat(tfd, target[-1]) is None:
                 raise FormatError(f"{m.name!r}: hard link target {m.linkname!r} does not exist")
@@ -236,6 +253,7 @@ class _Writer:
     def _remove(self, pfd: int, leaf: str, old: os.stat_result | None) -> None:
         if old is None:
             return
+        self._counted = False
         self._root.forget()  # the kept directory may be the one removed, or below it
         if stat.S_ISDIR(old.st_mode):
             remove_tree(pfd, leaf)  # fd-relative and iterative: any depth

@@ -6,7 +6,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from layerbuild.errors import FormatError, UnsafePath
 
@@ -67,11 +67,10 @@ class Resolver:
             os.close(self._last[1])
             self._last = None
 
-    @contextmanager
-    def parent(self, parts: tuple[str, ...], name: str, *, create: bool) -> Iterator[int]:
+    def parent(self, parts: tuple[str, ...], name: str, *,
+               create: bool) -> AbstractContextManager[int]:
         """An O_PATH fd of the directory that holds the last component of `parts`."""
-        with self.directory(parts[:-1], name, create=create) as fd:
-            yield fd
+        return self.directory(parts[:-1], name, create=create)
 
     @contextmanager
     def directory(self, parts: tuple[str, ...], name: str, *, create: bool = True
@@ -80,6 +79,13 @@ class Resolver:
 
         `name` is the archive member being applied, for error messages.
         """
+        if self._last is not None and parts == self._last[0]:  # the last entry's dir again
+            fd = os.dup(self._last[1])
+            try:
+                yield fd
+            finally:
+                os.close(fd)
+            return
         start, fd = 0, self.fd
         if self._last is not None and parts[: len(self._last[0])] == self._last[0]:
             start, fd = len(self._last[0]), self._last[1]

@@ -14,6 +14,7 @@ store is as it was; the next pull fetches again what was not committed.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +42,8 @@ from layerbuild.store import Store
 
 JOBS = 3
 """Layers fetched at once (Docker's max-concurrent-downloads)."""
+PROGRESS_STEP = 1 << 20
+"""Bytes between two "Downloading" reports of a layer."""
 
 
 class Cancelled(LayerbuildError):
@@ -153,49 +156,48 @@ def _fetch_layers(store: Store, repo: Repository, found: Resolved, lease: Path,
             events.emit(Transfer(desc.digest.short, "Pulling fs layer", 0, desc.size))
     if not todo:
         return
-    turn = {i: threading.Event() for i in todo}
     failed = threading.Event()
     lock = threading.Lock()
 
-    def one(i: int) -> None:
+    def stage(i: int, into: Path) -> Staged:
         desc = found.manifest.layers[i]
         short = desc.digest.short
         what = f"{repo.ref.name} layer {short}"
-        with store.staging() as stage:
+        try:
+            if failed.is_set():
+                raise Cancelled("cancelled")
             with repo.open_blob(desc.digest, desc.size, what) as reader:
                 counted = _Counting(reader, lambda n: events.emit(
                     Transfer(short, "Downloading", n, desc.size)), failed)
-                staged = stage_blob(stage, counted, diff_ids[i], desc.digest,  # type: ignore
+                staged = stage_blob(into, counted, diff_ids[i], desc.digest,  # type: ignore
                                     desc.size, what)
-            events.emit(Transfer(short, "Download complete", desc.size, desc.size))
-            _wait_turn(i, todo, turn, failed)
-            _commit(store, chains[i - 1] if i else None, staged, lease, added, lock)
-        events.emit(Transfer(short, "Pull complete", desc.size, desc.size))
-        turn[i].set()
+        except BaseException:
+            failed.set()  # the other layers stop at their next read
+            raise
+        events.emit(Transfer(short, "Download complete", desc.size, desc.size))
+        return staged
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
-        futures: list[Future[None]] = [pool.submit(one, i) for i in todo]
+    # Workers only stage; this thread commits in order, so a worker whose layer is staged
+    # before its parent is committed goes on to the next layer instead of waiting its turn.
+    with contextlib.ExitStack() as stages, ThreadPoolExecutor(
+            max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
+        futures: dict[int, Future[Staged]] = {
+            i: pool.submit(stage, i, stages.enter_context(store.staging())) for i in todo}
         error: BaseException | None = None
-        for future in futures:
+        for i in todo:
             try:
-                future.result()
+                staged = futures[i].result()
+                if error is None:
+                    _commit(store, chains[i - 1] if i else None, staged, lease, added, lock)
+                    size = found.manifest.layers[i].size
+                    events.emit(Transfer(found.manifest.layers[i].digest.short,
+                                         "Pull complete", size, size))
             except BaseException as exc:  # the first failure is the one to report
                 failed.set()
                 if error is None or isinstance(error, Cancelled):
                     error = exc
         if error is not None:
             raise error
-
-
-def _wait_turn(i: int, todo: list[int], turn: dict[int, threading.Event],
-               failed: threading.Event) -> None:
-    before = [j for j in todo if j < i]
-    if not before:
-        return
-    while not turn[before[-1]].wait(0.1):
-        if failed.is_set():
-            raise Cancelled("cancelled")
-    # the layers in between were stored before this pull started
 
 
 def _commit(store: Store, parent: Digest | None, staged: Staged, lease: Path,
@@ -207,20 +209,24 @@ def _commit(store: Store, parent: Digest | None, staged: Staged, lease: Path,
 
 
 class _Counting:
-    """A reader that reports how many bytes went through it, and stops when told to."""
+    """A reader that reports how many bytes went through it (every `every` bytes, and at the
+    end), and stops when told to."""
 
     def __init__(self, raw: object, report: Callable[[int], None],
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, every: int = PROGRESS_STEP) -> None:
         self._raw = raw
         self._report = report
         self._stop = stop
+        self._every = every
+        self._told = 0
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
         if self._stop.is_set():
             raise Cancelled("cancelled")
         data: bytes = self._raw.read(n)  # type: ignore[attr-defined]
-        if data:
-            self.count += len(data)
+        self.count += len(data)
+        if self.count - self._told >= self._every or (not data and self.count > self._told):
+            self._told = self.count
             self._report(self.count)
         return data

@@ -158,6 +158,18 @@ def test_the_whole_stream_is_consumed(tmp_path: Path) -> None:
     assert reader.size == len(data)
 
 
+def test_content_bytes_is_what_a_walk_would_count_or_none(tmp_path: Path) -> None:
+    plain = extract(build(entry("d", tarfile.DIRTYPE), entry("d/f", data=b"abc"),
+                          entry("g", data=b"12345"), entry("s", tarfile.SYMTYPE, linkname="g")),
+                    tmp_path / "plain")
+    assert plain.content_bytes == 8 == plain.bytes_written
+    replaced = extract(build(entry("f", data=b"abc"), entry("f", data=b"12345")),
+                       tmp_path / "replaced")
+    linked = extract(build(entry("f", data=b"abc"), entry("h", tarfile.LNKTYPE, linkname="f")),
+                     tmp_path / "linked")
+    assert replaced.content_bytes is None and linked.content_bytes is None
+
+
 def test_dir_mtimes_are_set_after_their_children(tmp_path: Path) -> None:
     data = build(entry("d", tarfile.DIRTYPE, mtime=T0), entry("d/e", tarfile.DIRTYPE, mtime=T0 + 1),
                  entry("d/e/f", data=b"x", mtime=T0 + 2), entry("d/g", data=b"y", mtime=T0 + 3))
