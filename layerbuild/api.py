@@ -35,6 +35,7 @@ from layerbuild.store import DEFAULT_ROOT, Store
 if TYPE_CHECKING:
     from layerbuild.archive.load import Loadable
     from layerbuild.builder.outputs import Output
+    from layerbuild.cache.options import CacheSpec
     from layerbuild.events import Events
     from layerbuild.registry import Pulled, Pushed, Registry
     from layerbuild.request import BuildRequest
@@ -160,7 +161,8 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
           secrets: Mapping[str, str | os.PathLike[str]] | None = None,
           template: bool | None = None, template_vars: Mapping[str, str] | None = None,
           seccomp: bool = True, pull: str = "missing", platform: str | None = None,
-          push: bool = False) -> Image | None:
+          push: bool = False, cache_from: Iterable[str | CacheSpec] = (),
+          cache_to: Iterable[str | CacheSpec] = ()) -> Image | None:
     """Build `context` as `layerbuild build` does, tag and write the image; None on a dry run.
 
     `network` is RUN's default network: "default" (a private namespace with outbound access),
@@ -169,6 +171,8 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
     `--security-opt seccomp=unconfined`) runs them without a filter.
     Bases the store lacks are pulled (`pull`: "missing", "always" re-resolves every tag,
     "never"), for `platform` when given; with `push`, the image goes to each tag's registry.
+    `cache_from` and `cache_to` are `--cache-from` / `--cache-to` values (or `CacheSpec`s):
+    caches of other machines' builds to take steps from, and where to export this one's.
     """
     from layerbuild.events import Events
     from layerbuild.request import BuildRequest, check_allow
@@ -189,7 +193,9 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
         allow=tuple(allow), no_cache=no_cache,
         no_cache_filter=tuple(s.lower() for s in no_cache_filter),
         dry_run=dry_run, secrets={k: Path(v) for k, v in (secrets or {}).items()},
-        seccomp=seccomp, pull=pull, platform=platform)
+        seccomp=seccomp, pull=pull, platform=platform,
+        cache_from=tuple(_cache_spec(c, False) for c in cache_from),
+        cache_to=tuple(_cache_spec(c, True) for c in cache_to))
     request.check_network(network)
     if push and not request.tags:
         raise LayerbuildError("--push needs a name to push to: give -t NAME[:TAG]")
@@ -207,6 +213,12 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
         for tag in request.tags:
             _push_stored(target_store, image, tag, "gzip", events, None)
     return image
+
+
+def _cache_spec(value: str | CacheSpec, exporting: bool) -> CacheSpec:
+    from layerbuild.cache.options import parse_cache_spec
+
+    return value if not isinstance(value, str) else parse_cache_spec(value, exporting)
 
 
 def run_build(store: Store, request: BuildRequest, events: Events) -> Image | None:

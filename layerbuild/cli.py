@@ -327,7 +327,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> int:
             secrets=secrets,
             template=True if args.template else None, template_vars=variables,
             seccomp=seccomp, pull=_pull_policy(args.pull), platform=args.platform,
-            push=args.push)
+            push=args.push, cache_from=args.cache_from, cache_to=args.cache_to)
     finally:
         progress.close()  # before any error is printed: the live view must not hide it
     if image is None:
@@ -399,6 +399,14 @@ def parser() -> argparse.ArgumentParser:
                     "emulator for a platform not this machine's)")
     sp.add_argument("--push", action="store_true",
                     help="push the image to each -t name's registry (as -o type=registry)")
+    sp.add_argument("--cache-from", action="append", default=[], metavar="type=T,…",
+                    help="take steps from a cache other builds exported: "
+                    "type=registry,ref=REF (or just REF, also an image with an inline cache) "
+                    "or type=local,src=DIR (repeatable)")
+    sp.add_argument("--cache-to", action="append", default=[], metavar="type=T,…",
+                    help="export the build cache: type=registry,ref=REF, type=local,dest=DIR "
+                    "(with mode=min|max, compression=gzip|zstd), or type=inline (into the "
+                    "image's config)")
     sp = add("import", cmd_import, "Import a root filesystem tarball as an image")
     sp.add_argument("file", help="tarball (plain, gzip, zstd, xz or bzip2), or - for stdin")
     sp.add_argument("name", nargs="?", help="NAME[:TAG] for the image")

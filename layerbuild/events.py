@@ -33,6 +33,8 @@ class StepFinished:
     cached: bool
     step: str
     stage: int
+    source: str = ""
+    """Where a cached step came from, when not this store's cache (`--cache-from`)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ class Events:
                 self.step(event.number, event.total, event.text, stage=event.stage_name)
             case StepStarted():  # as receivers written before stages had names take it
                 self.step(event.number, event.total, event.text)
+            case StepFinished() if event.source:
+                self.done(event.seconds, cached=event.cached, source=event.source)
             case StepFinished():
                 self.done(event.seconds, cached=event.cached)
             case StepOutput():
@@ -142,8 +146,8 @@ class Events:
     def step(self, number: int, total: int, text: str, stage: str = "") -> None:
         """A step starts: `number` of `total` in the stage named `stage`."""
 
-    def done(self, seconds: float, cached: bool = False) -> None:
-        """The current step ended."""
+    def done(self, seconds: float, cached: bool = False, source: str = "") -> None:
+        """The current step ended (`source`: the imported cache it came from)."""
 
     def output(self, data: bytes) -> None:
         """A RUN step printed something."""

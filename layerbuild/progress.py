@@ -69,10 +69,10 @@ class ProgressPrinter(Events):
         """Print the step's first line."""
         self._print(f"{step_label(number, total, stage)} {_first_line(text)}")
 
-    def done(self, seconds: float, cached: bool = False) -> None:
-        """Print the step's time, or CACHED."""
+    def done(self, seconds: float, cached: bool = False, source: str = "") -> None:
+        """Print the step's time, or CACHED (and the cache it came from)."""
         self._flush()
-        self._print("  CACHED" if cached else f"  {seconds:.1f}s")
+        self._print(f"  {finished_text(seconds, cached, source)}")
 
     def output(self, data: bytes) -> None:
         """Print each complete line of RUN output."""
@@ -94,6 +94,17 @@ class ProgressPrinter(Events):
 
     def close(self) -> None:
         """Finish the output; plain lines need nothing, but callers close every printer."""
+
+
+def finished_text(seconds: float, cached: bool, source: str = "") -> str:
+    """How a finished step's line ends: its time, `CACHED`, or `CACHED (from REF)`.
+
+    >>> finished_text(1.25, False), finished_text(0, True, "reg/app:cache")
+    ('1.2s', 'CACHED (from reg/app:cache)')
+    """
+    if not cached:
+        return f"{seconds:.1f}s"
+    return f"CACHED (from {source})" if source else "CACHED"
 
 
 class _Running:
@@ -156,8 +167,8 @@ class LiveProgress(ProgressPrinter):
                                                     event.stage_name), event.text)
             case StepFinished():
                 with self._lock:
-                    self._commit(event.stage, "CACHED" if event.cached
-                                 else f"{event.seconds:.1f}s")
+                    self._commit(event.stage, finished_text(event.seconds, event.cached,
+                                                            event.source))
             case StepOutput():
                 with self._lock:
                     if (running := self._running.get(event.stage)) is not None:
@@ -173,10 +184,10 @@ class LiveProgress(ProgressPrinter):
         """Start a step; it shows on the next refresh, unless it ends before."""
         self._start(PLAIN, step_label(number, total, stage), text)
 
-    def done(self, seconds: float, cached: bool = False) -> None:
+    def done(self, seconds: float, cached: bool = False, source: str = "") -> None:
         """Complete the step's line with its time, or CACHED, and erase its output."""
         with self._lock:
-            self._commit(PLAIN, "CACHED" if cached else f"{seconds:.1f}s")
+            self._commit(PLAIN, finished_text(seconds, cached, source))
 
     def output(self, data: bytes) -> None:
         """Keep the last lines of RUN output for the window."""

@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerbuild.errors import LayerbuildError
 from layerbuild.reference import Reference
+
+if TYPE_CHECKING:  # types only: what the fast path of an unchanged rebuild loads stays small
+    from layerbuild.cache.options import CacheSpec
 
 ENTITLEMENTS = ("network.host",)
 
@@ -34,6 +38,10 @@ class BuildRequest:
     seccomp: bool = True  # False: RUN steps without the seccomp filter (explicitly asked)
     pull: str = "missing"  # bases: "missing" pulls what the store lacks, "always", "never"
     platform: str | None = None  # the target platform (bases pulled for it); None: the host's
+    cache_from: tuple[CacheSpec, ...] = ()
+    """Caches to take steps from (other machines' builds), in the order given."""
+    cache_to: tuple[CacheSpec, ...] = ()
+    """Where to export the build's cache."""
     buildfile_data: bytes | None = None
     """The Buildfile's bytes when it is no regular file (stdin, a pipe), read once up front:
     what the build record hashes is what the engine builds."""
@@ -56,3 +64,14 @@ def check_allow(allow: tuple[str, ...]) -> None:
         if name not in ENTITLEMENTS:
             raise LayerbuildError(f"--allow {name}: unknown entitlement (known: "
                                   f"{', '.join(ENTITLEMENTS)})")
+
+
+def flag_fields(text: str, flag: str) -> dict[str, str]:
+    """`k=v,k2="a,b"` as a dict (CSV, as BuildKit's flags); `flag` names it in errors."""
+    import csv
+
+    try:
+        parts = next(csv.reader([text]))
+    except (csv.Error, StopIteration):
+        raise LayerbuildError(f"{flag} {text}: cannot read the fields") from None
+    return dict(part.partition("=")[::2] for part in parts)

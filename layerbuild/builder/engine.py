@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerbuild.builder import config as cfg
 from layerbuild.builder import steptext
@@ -29,8 +30,10 @@ from layerbuild.builder.schedule import Stopped, run_at_once
 from layerbuild.builder.state import StageState
 from layerbuild.buildfile import (
     MAX_BUILDFILE_BYTES,
+    Add,
     Arg,
     Buildfile,
+    Copy,
     Env,
     ExpansionError,
     Expose,
@@ -52,6 +55,7 @@ from layerbuild.buildfile import (
     target_stage_args,
     unused_build_args,
 )
+from layerbuild.cache.exchange import StepResult
 from layerbuild.cache.index import CachedStep, CacheIndex
 from layerbuild.cache.inputs import step_inputs
 from layerbuild.cache.keys import cacheable, why_missed
@@ -86,6 +90,11 @@ from layerbuild.image import (
 )
 from layerbuild.request import BuildRequest
 from layerbuild.store import Store
+
+if TYPE_CHECKING:
+    from layerbuild.builder.shared import Imported, Source
+    from layerbuild.image import Descriptor
+    from layerbuild.registry import Registry
 
 COMMENT = "buildkit.dockerfile.v0"
 EPOCH_ARG = "SOURCE_DATE_EPOCH"
@@ -151,7 +160,6 @@ class Build:
         self.scope = Scope.initial(build_args, automatic)
         for arg in self.buildfile.global_args:
             self.scope = self._scoped(self.scope, arg)
-        self.results: dict[int, StageState] = {}
         self.cache = CacheIndex(store.buildcache)
         self.stats = self.cache.stat_cache(request.context)
         self._buildfile_name = f"{request.context.resolve()}:-" if request.streamed \
@@ -159,6 +167,24 @@ class Build:
         """Where the Buildfile is, for the cache's record of each step's last inputs."""
         self.warnings: list[str] = []
         """What the build warned about, said again when a record replays it."""
+        self._session: Registry | None = None
+        self.imported: Imported | None = None
+        """The caches of `--cache-from`, read when the build starts."""
+        self._fetch_lock = threading.Lock()
+        self._begin()
+
+    def _begin(self) -> None:
+        """The state of a build before its first stage (again, for a build started over)."""
+        self.results: dict[int, StageState] = {}
+        self.pending: dict[Digest, _Pending] = {}
+        """Layers of steps that came from an imported cache and are not fetched yet."""
+        self.made: dict[Digest, Digest] = {}
+        """A chain ID of each layer a step made or took from a cache, by diff_id."""
+        self.steps: list[tuple[int, StepResult]] = []
+        """Each step's result, by stage, for a cache export."""
+        self.stage_base: dict[int, int] = {}
+        """The earlier stage each stage is built FROM."""
+        self._lease: Path | None = None
 
     def run(self) -> Image | None:
         """Build the target stage and store the image under the requested tags.
@@ -168,6 +194,20 @@ class Build:
         build outlives it.
         """
         try:
+            for _ in range(RESTARTS):
+                try:
+                    return self._run()
+                except BadImport as exc:  # the build starts over without those records
+                    self._warn(f"warning: --cache-from {exc.source.name}: {exc.reason}; "
+                               "building the steps that used it")
+                    assert self.imported is not None
+                    self.imported.drop_layer(exc.source, exc.diff_id)
+                    self._stopping.clear()
+                    self._begin()
+            from layerbuild.builder.shared import Imported
+
+            self.imported = Imported()  # one bad layer after another: no imported cache
+            self._begin()
             return self._run()
         finally:
             self.sandbox.settle()
@@ -179,16 +219,31 @@ class Build:
                   if a != EPOCH_ARG]
         if unused:
             self._warn(f"warning: build args not used by any ARG: {', '.join(unused)}")
+        if self.request.cache_from and self.imported is None:
+            from layerbuild.builder.shared import load_sources
+
+            self.imported = load_sources(self.request.cache_from, self._registry, self._warn,
+                                         self.request.platform)
         report = Report(self.events, [s.index for s in stages])
         with self.store.staging() as lease:
+            self._lease = lease
             self._build_stages(stages, lease, report)
             self.stats.save()
             if self.request.dry_run:
                 return None
             final = self.results[target.index]
+            self._ready(final.top)
             # The image is as new as its last step, so a fully cached build keeps its image ID.
-            image = Image.from_config(replace(final.config, created=self._previous(final)))
+            config = replace(final.config, created=self._previous(final))
+            if any(spec.type == "inline" for spec in self.request.cache_to):
+                from layerbuild.builder.shared import inline_cache
+                from layerbuild.cache.exchange import INLINE
+
+                config = replace(config, extra={**config.extra, INLINE: inline_cache(
+                    self._final_steps(target.index), config.diff_ids)})
+            image = Image.from_config(config)
             self.store.put_image(image, list(self.request.tags), lease)
+            self._export(target.index)
             listed = {path: (signature(st), read) for path, (st, read)
                       in self.context.listed.items()}
             if self.fingerprint is not None and self.replayable and self.stats.settled \
@@ -278,6 +333,7 @@ class Build:
         if earlier is not None:
             base = self.results[earlier.index]
             config, top, key = base.config, base.top, base.key
+            self.stage_base[stage.index] = earlier.index
         elif ref == "scratch":
             # BuildKit's empty image: WorkingDir "/" (PATH is added below, as to any base)
             config, top, key = empty_config().with_config(WorkingDir="/"), None, "scratch"
@@ -312,7 +368,7 @@ class Build:
         events.emit(StepStarted(0, 0, shown, stage.index))
         events.where = f"{self.buildfile.path}:{instr.line}: {shown}"
         try:
-            cached = self._step(stage, state, instr, lease, position, events, shown)
+            source = self._step(stage, state, instr, lease, position, events, shown)
         except KeyboardInterrupt:  # say where, as a failing step does
             raise KeyboardInterrupt(events.where) from None
         except LayerbuildError as exc:  # every error of a step names its line
@@ -325,16 +381,18 @@ class Build:
                 raise
             raise StepFailed(f"{self.buildfile.path}:{instr.line}: {instr.instruction}: "
                              f"{os_error_text(exc)}") from exc
-        if self.request.dry_run and not cached:
+        if self.request.dry_run and source is None:
             events.emit(WouldRun(shown, stage.index))
         else:
-            events.emit(StepFinished(time.monotonic() - started, cached, shown, stage.index))
+            events.emit(StepFinished(time.monotonic() - started, source is not None, shown,
+                                     stage.index, source or ""))
         return state
 
     def _step(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
-              position: str, events: StageEvents, shown: str) -> bool:
+              position: str, events: StageEvents, shown: str) -> str | None:
         """One step into `state`: its cache key, then its result from the cache or by
-        running it; whether it came from the cache."""
+        running it; None when it ran, else where it came from ("" for this store's cache,
+        else the imported cache's name)."""
         text = cfg.describe(instr)
         env = state.scope.environment()
         inputs = step_inputs(state.key, instr, env, self.buildfile, stage.index, self.context,
@@ -356,20 +414,31 @@ class Build:
                 cached = None
             else:
                 self.store.hold(lease, chain)
+        source = "" if cached is not None else None
+        if cached is None and self.imported is not None and self._use_cache(stage) \
+                and cacheable(inputs):
+            cached, source = self._imported(key, instr, state, linked, lease)
         if cached is None and not state.missed:
             state.missed = True
             reason = why_missed(self.cache.last_inputs(slot), inputs)
             if self._use_cache(stage):
                 events.emit(CacheMiss(shown, reason, stage.index))
         history = self._apply(stage, state, instr, lease, env, text, cached, events)
+        made = cached.diff_id is not None if cached is not None \
+            else is_layer_step(instr, state.config)
         if cached is None and not self.request.dry_run:
-            top = state.top if is_layer_step(instr, state.config) else None
+            top = state.top if made else None
             diff = state.config.diff_ids[-1] if top is not None else None
             self.cache.put(key, CachedStep(history, top, diff))
             self.cache.remember(slot, inputs)
+        if not self.request.dry_run:
+            if made and state.top is not None:
+                self.made.setdefault(state.config.diff_ids[-1], state.top)
+            self.steps.append((stage.index, StepResult(
+                key, history, tuple(state.config.diff_ids) if made else (), linked)))
         # What follows a linked step depends on everything below it, as after any other step.
         state.key = hashlib.sha256(f"{state.key}+{key}".encode()).hexdigest() if linked else key
-        return cached is not None
+        return source
 
     def _relinked(self, cached: CachedStep, top: Digest | None, lease: Path, events: Events,
                   step: str, stage: int) -> CachedStep | None:
@@ -383,11 +452,113 @@ class Build:
             if not self.request.dry_run:
                 from layerbuild.builder.steps import relink
 
+                self._ready(top)
                 relink(self.store, was, top, lease)
                 events.emit(Relinked(step, stage, chain))
         if not self.request.dry_run:
             self.store.hold(lease, chain)
         return replace(cached, chain_id=chain)
+
+    # --- imported and exported caches ------------------------------------------------------
+
+    def _registry(self) -> Registry:
+        """The build's registry session for caches (made when first needed)."""
+        if self._session is None:
+            from layerbuild.registry import Registry
+
+            self._session = Registry(notice=self.events.note)
+        return self._session
+
+    def _imported(self, key: str, instr: Instruction, state: StageState, linked: bool,
+                  lease: Path) -> tuple[CachedStep | None, str | None]:
+        """A step's result from an imported cache, and the cache's name; (None, None) when
+        none has it for the layers this build stands on. Its layer is fetched later, when
+        something needs its files (`_ready`)."""
+        assert self.imported is not None
+        found = self.imported.find(key)
+        if found is None:
+            return None, None
+        record, source = found
+        makes = isinstance(instr, Run | Copy | Add) or (
+            record.made_layer and isinstance(instr, Workdir))
+        if record.made_layer != makes:  # not what this instruction makes: a wrong record
+            return None, None
+        if not record.made_layer:
+            return CachedStep(record.history), source.name
+        layer = source.config.layers[record.stack[-1]]
+        if not linked and source.config.stack_chain(record) != state.top:
+            return None, None  # made on other layers than this build's
+        chain = chain_id(state.top, layer.diff_id)
+        if self.store.layer(chain) is not None:
+            if not self.request.dry_run:
+                self.store.hold(lease, chain)
+        elif layer.blob is None:
+            return None, None
+        else:
+            with self._fetch_lock:
+                self.pending.setdefault(chain, _Pending(state.top, layer.diff_id, layer.blob,
+                                                        source, key, record.history))
+        return CachedStep(record.history, chain, layer.diff_id), source.name
+
+    def _ready(self, top: Digest | None) -> None:
+        """Fetch the layers of the stack `top` that are only in an imported cache (checked
+        against their digests); a layer that fails its check starts the build over without
+        the records that use it (`BadImport`)."""
+        if top is None or not self.pending or self.request.dry_run:
+            return
+        from layerbuild.fetching import Fetch, fetch_layers
+
+        with self._fetch_lock:
+            todo: list[Digest] = []
+            chain: Digest | None = top
+            while chain is not None and chain in self.pending \
+                    and self.store.layer(chain) is None:
+                todo.append(chain)
+                chain = self.pending[chain].parent
+            todo.reverse()
+            items = [self.pending[c] for c in todo]
+            failed: list[int] = []
+            assert self._lease is not None
+            try:
+                fetch_layers(self.store, [Fetch(p.parent, p.diff_id, p.blob,
+                                                p.source.opener(p.blob),
+                                                f"{p.source.name} layer {p.blob.digest.short}")
+                                          for p in items], self._lease, self.events, set(),
+                             failed_at=failed.append)
+            except LayerbuildError as exc:
+                bad = items[failed[0]] if failed else items[0]
+                raise BadImport(bad.source, bad.diff_id,
+                                f"layer {bad.blob.digest.short}: {exc}") from exc
+            for chain, item in zip(todo, items, strict=True):
+                del self.pending[chain]
+                # This store's cache has it now: the next build needs no --cache-from for it.
+                self.cache.put(item.key, CachedStep(item.history, chain, item.diff_id))
+
+    def _final_steps(self, target: int) -> list[StepResult]:
+        """The steps of the final image: its stage's and those of the stages it is FROM."""
+        chain = {target}
+        while (base := self.stage_base.get(target)) is not None and base not in chain:
+            chain.add(base)
+            target = base
+        return [step for stage, step in self.steps if stage in chain]
+
+    def _export(self, target: int) -> None:
+        """Write the build's cache to each `--cache-to` target (inline is in the image)."""
+        specs = [spec for spec in self.request.cache_to if spec.type != "inline"]
+        if not specs:
+            return
+        from layerbuild.builder.shared import Exportable, export_cache
+
+        final = self._final_steps(target)
+        every = [step for _, step in self.steps]
+        for spec in specs:
+            build = Exportable(every if spec.mode == "max" else final, self.made, self._ready,
+                               self._pending_blob)
+            export_cache(self.store, spec, build, self._registry, self.events)
+
+    def _pending_blob(self, chain: Digest) -> Descriptor | None:
+        pending = self.pending.get(chain)
+        return pending.blob if pending is not None else None
 
     def _find_image(self, ref: str, platform: str | None = None) -> Image:
         """A stored image, pulled as `--pull` says; ImageNotFound says how to bring it in."""
@@ -441,9 +612,10 @@ class Build:
                 from layerbuild.builder.stepcontext import StepContext
                 from layerbuild.builder.steps import run_filesystem_step
 
+                self._ready(state.top)
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
                                   self.results, stage, self.request, events, self.sandbox,
-                                  self._find_image)
+                                  self._find_image, self._ready)
                 diff_id, top, newest = run_filesystem_step(ctx, instr, state.config,
                                                            state.top, env)
             if cached is None:
@@ -526,3 +698,28 @@ def _foreign(platform: str | None) -> str | None:
         raise LayerbuildError(str(exc)) from None
     return None if wanted == Wanted.host() else str(wanted)
 
+
+RESTARTS = 8
+"""How often a build starts over without an imported layer that failed its check."""
+
+
+class BadImport(LayerbuildError):
+    """A layer of an imported cache is not what its record says (digest, diff_id, bytes)."""
+
+    def __init__(self, source: Source, diff_id: Digest, reason: str) -> None:
+        super().__init__(reason)
+        self.source = source
+        self.diff_id = diff_id
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A step's layer known from an imported cache and not fetched yet."""
+
+    parent: Digest | None
+    diff_id: Digest
+    blob: Descriptor
+    source: Source
+    key: str
+    history: History

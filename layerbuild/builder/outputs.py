@@ -25,6 +25,7 @@ from layerbuild.events import Events
 from layerbuild.fsutil import atomic_file, write_atomic
 from layerbuild.image import Image
 from layerbuild.reference import InvalidReference, Reference
+from layerbuild.request import flag_fields
 from layerbuild.store import Store
 
 TYPES = ("docker", "oci", "local", "tar", "image", "registry")
@@ -57,7 +58,7 @@ def parse_output(text: str) -> Output:
     `"name=a,b"`, as BuildKit reads them)."""
     if "=" not in text:
         return Output("tar", STDOUT) if text == STDOUT else Output("local", text)
-    fields = _fields(text)
+    fields = flag_fields(text, "-o")
     kind = fields.get("type", "local")
     if kind not in TYPES:
         raise LayerbuildError(f"-o {text}: unknown type {kind!r} (one of {', '.join(TYPES)})")
@@ -95,17 +96,6 @@ def check_outputs(outputs: Sequence[Output]) -> None:
     for output in outputs:
         if output.type in ("tar", "docker", "oci") and output.tar:
             _check_file(output)
-
-
-def _fields(text: str) -> dict[str, str]:
-    """`k=v,k2="a,b"` as a dict (CSV, as BuildKit's flags)."""
-    import csv
-
-    try:
-        parts = next(csv.reader([text]))
-    except (csv.Error, StopIteration):
-        raise LayerbuildError(f"-o {text}: cannot read the fields") from None
-    return dict(part.partition("=")[::2] for part in parts)
 
 
 def write_output(store: Store, image: Image, output: Output, tags: list[str],

@@ -38,6 +38,8 @@ class StepContext:
     sandbox: Sandbox
     find_image: Callable[[str], Image]
     """The image a reference names (pulled when the store lacks it, as `--pull` says)."""
+    ready: Callable[[Digest | None], None] = lambda _top: None
+    """Bring in the layers of a stack that are still only in an imported cache."""
 
     def error(self, instr: Instruction, message: str) -> BuildfileError:
         return BuildfileError(message, self.buildfile.path, instr.line, instr.instruction)
@@ -68,7 +70,9 @@ def source_top(ctx: StepContext, instr: Instruction, ref: str,
     expanded = expand(ref, env, ctx.buildfile.escape)
     earlier = stage_ref(ctx.buildfile, expanded, ctx.stage.index)
     if earlier is not None:
-        return ctx.results[earlier.index].top
+        top = ctx.results[earlier.index].top
+        ctx.ready(top)
+        return top
     try:
         image = ctx.find_image(expanded)
     except LayerbuildError as exc:

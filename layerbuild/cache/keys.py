@@ -30,7 +30,7 @@ from typing import Any
 
 from layerbuild.buildfile import Instruction
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 """The version of the key encoding; raised on any deliberate change, so that it shows."""
 
 UNCACHEABLE = "uncacheable"

@@ -38,12 +38,13 @@ if TYPE_CHECKING:  # types only: the caller has the store loaded already
 
 def fingerprint(request: BuildRequest) -> str | None:
     """What a build was asked, as one digest; None for builds that are never answered from
-    a record (templates, which may include other files, --no-cache or dry runs, and a
+    a record (templates, which may include other files, --no-cache, dry runs, cache exports
+    (the export is the point), and a
     Buildfile that is neither a regular file nor a stream read up front).
 
     A streamed Buildfile (stdin) counts by its bytes, as read once for the build."""
     if request.template or request.buildfile.name.endswith(".j2") or request.no_cache \
-            or request.no_cache_filter or request.dry_run:
+            or request.no_cache_filter or request.dry_run or request.cache_to:
         return None
     buildfile: str | None
     if request.buildfile_data is not None:

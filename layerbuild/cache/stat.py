@@ -1,8 +1,9 @@
 """Digests of build context entries, re-read only when an entry's stat changes.
 
-An entry's digest covers its type, mode, owner, link target, xattrs and content, never its
-mtime. A stat cache per context directory maps an entry's stat signature to its digest, so a
-rebuild reads only the files that changed; build records compare the same signatures.
+An entry's digest covers its type, mode, link target, xattrs and content, never its owner
+(a copy's owner is root or --chown's) or its mtime. A stat cache per context directory maps an
+entry's stat signature to its digest, so a rebuild reads only the files that changed; build
+records compare the same signatures.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class StatCache:
 
 def source_digests(context: Context, rels: list[str], exclude: IgnoreRules | None,
                    stats: StatCache) -> dict[str, str]:
-    """Per selected context entry, a digest of its type, mode, owner, link target, xattrs and
-    content (never its mtime); the keys are the entries' context paths."""
+    """Per selected context entry, a digest of its type, mode, link target, xattrs and
+    content (never its owner or mtime); the keys are the entries' context paths."""
     out: dict[str, str] = {}
     for rel in rels:
         for entry in context.walk(rel, exclude):
@@ -91,8 +92,8 @@ def source_digests(context: Context, rels: list[str], exclude: IgnoreRules | Non
 
 
 def header_digest(full: str, st: os.stat_result) -> str:
-    """The digest of an entry's normalised header (type, mode bits, owner, xattrs) and its
-    content (a file's sha256, a link's target); the mtime is left out."""
+    """The digest of an entry's normalised header (type, mode bits, xattrs) and its
+    content (a file's sha256, a link's target); the owner and mtime are left out."""
     if stat.S_ISREG(st.st_mode):
         with open(full, "rb") as f:
             content = hashlib.file_digest(f, "sha256").hexdigest()
@@ -105,6 +106,7 @@ def header_digest(full: str, st: os.stat_result) -> str:
         xattrs = [[n, os.getxattr(full, n, follow_symlinks=False).hex()] for n in names]
     except OSError:
         xattrs = []
-    header = json.dumps([stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
-                         st.st_gid, content, xattrs])
+    # No owner: a copy is owned by root or by its --chown, never by the context file's owner,
+    # which differs from one checkout (one machine, one CI runner) to the next.
+    header = json.dumps([stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), content, xattrs])
     return hashlib.sha256(header.encode()).hexdigest()

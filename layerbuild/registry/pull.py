@@ -14,16 +14,14 @@ store is as it was; the next pull fetches again what was not committed.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from layerbuild.digest import Digest, chain_id
-from layerbuild.errors import FormatError, LayerbuildError, RegistryError
+from layerbuild.errors import FormatError, RegistryError
 from layerbuild.events import Events, Transfer
+from layerbuild.fetching import JOBS, Fetch, fetch_layers
 from layerbuild.image import (
     INDEX_TYPES,
     Descriptor,
@@ -32,22 +30,12 @@ from layerbuild.image import (
     layer_compression,
     parse_json_object,
 )
-from layerbuild.ingest import Staged, commit_staged, stage_blob
 from layerbuild.reference import Reference
-from layerbuild.registry.client import Repository
+from layerbuild.registry.client import BlobReader, Repository
 from layerbuild.registry.hosts import RegistryHosts
 from layerbuild.registry.platforms import Platform, choose, listed
 from layerbuild.registry.transport import Transport
 from layerbuild.store import Store
-
-JOBS = 3
-"""Layers fetched at once (Docker's max-concurrent-downloads)."""
-PROGRESS_STEP = 1 << 20
-"""Bytes between two "Downloading" reports of a layer."""
-
-
-class Cancelled(LayerbuildError):
-    """Another layer of the same pull failed; this one stopped."""
 
 
 @dataclass(frozen=True)
@@ -154,79 +142,15 @@ def _fetch_layers(store: Store, repo: Repository, found: Resolved, lease: Path,
         else:
             todo.append(i)
             events.emit(Transfer(desc.digest.short, "Pulling fs layer", 0, desc.size))
-    if not todo:
-        return
-    failed = threading.Event()
-    lock = threading.Lock()
-
-    def stage(i: int, into: Path) -> Staged:
+    fetches = []
+    for i in todo:
         desc = found.manifest.layers[i]
-        short = desc.digest.short
-        what = f"{repo.ref.name} layer {short}"
-        try:
-            if failed.is_set():
-                raise Cancelled("cancelled")
-            with repo.open_blob(desc.digest, desc.size, what) as reader:
-                counted = _Counting(reader, lambda n: events.emit(
-                    Transfer(short, "Downloading", n, desc.size)), failed)
-                staged = stage_blob(into, counted, diff_ids[i], desc.digest,  # type: ignore
-                                    desc.size, what)
-        except BaseException:
-            failed.set()  # the other layers stop at their next read
-            raise
-        events.emit(Transfer(short, "Download complete", desc.size, desc.size))
-        return staged
-
-    # Workers only stage; this thread commits in order, so a worker whose layer is staged
-    # before its parent is committed goes on to the next layer instead of waiting its turn.
-    with contextlib.ExitStack() as stages, ThreadPoolExecutor(
-            max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
-        futures: dict[int, Future[Staged]] = {
-            i: pool.submit(stage, i, stages.enter_context(store.staging())) for i in todo}
-        error: BaseException | None = None
-        for i in todo:
-            try:
-                staged = futures[i].result()
-                if error is None:
-                    _commit(store, chains[i - 1] if i else None, staged, lease, added, lock)
-                    size = found.manifest.layers[i].size
-                    events.emit(Transfer(found.manifest.layers[i].digest.short,
-                                         "Pull complete", size, size))
-            except BaseException as exc:  # the first failure is the one to report
-                failed.set()
-                if error is None or isinstance(error, Cancelled):
-                    error = exc
-        if error is not None:
-            raise error
+        what = f"{repo.ref.name} layer {desc.digest.short}"
+        fetches.append(Fetch(chains[i - 1] if i else None, diff_ids[i], desc,
+                             blob_opener(repo, desc, what), what))
+    fetch_layers(store, fetches, lease, events, added, jobs)
 
 
-def _commit(store: Store, parent: Digest | None, staged: Staged, lease: Path,
-            added: set[Digest], lock: threading.Lock) -> None:
-    got = commit_staged(store, parent, staged, lease)
-    if not got.existed:
-        with lock:
-            added.add(got.record.chain_id)
-
-
-class _Counting:
-    """A reader that reports how many bytes went through it (every `every` bytes, and at the
-    end), and stops when told to."""
-
-    def __init__(self, raw: object, report: Callable[[int], None],
-                 stop: threading.Event, every: int = PROGRESS_STEP) -> None:
-        self._raw = raw
-        self._report = report
-        self._stop = stop
-        self._every = every
-        self._told = 0
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        if self._stop.is_set():
-            raise Cancelled("cancelled")
-        data: bytes = self._raw.read(n)  # type: ignore[attr-defined]
-        self.count += len(data)
-        if self.count - self._told >= self._every or (not data and self.count > self._told):
-            self._told = self.count
-            self._report(self.count)
-        return data
+def blob_opener(repo: Repository, desc: Descriptor, what: str) -> Callable[[], BlobReader]:
+    """How a fetch opens a blob of the repository."""
+    return lambda: repo.open_blob(desc.digest, desc.size, what)

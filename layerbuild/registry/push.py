@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
@@ -26,7 +26,7 @@ from layerbuild.reference import Reference
 from layerbuild.registry.client import Repository
 from layerbuild.registry.hosts import RegistryHosts
 from layerbuild.registry.transport import Transport
-from layerbuild.store import Layer, Store
+from layerbuild.store import Store
 
 JOBS = 3
 """Blobs sent at once (Docker's max-concurrent-uploads is 5; 3 keeps 2 cores busy)."""
@@ -48,29 +48,40 @@ def push(store: Store, image: Image, ref: Reference, transport: Transport,
          jobs: int = JOBS, chunk: int = CHUNK) -> Pushed:
     """Push `image` to `ref` (a tag, or by digest when `ref` has none) and record the
     RepoDigest."""
-    events = events or Events()
-    repo = Repository(transport, hosts, ref, push=True)
     with store.staging() as lease:
         layers = store.hold_image(image, lease)
-        blobs = [layer_blob(store, layer, compression) for layer in layers]
+        blobs = [(layer.diff_id, layer_blob(store, layer, compression)) for layer in layers]
         config = Descriptor(OCI_CONFIG, image.id, len(image.config_bytes))
-        for blob in blobs:
-            events.emit(Transfer(blob.descriptor.digest.short, "Preparing"))
-
-        def one(item: tuple[Layer, LayerBlob]) -> None:
-            layer, blob = item
-            _send(store, repo, ref, layer.diff_id, blob, events, chunk)
-
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push") as pool:
-            for _ in pool.map(one, zip(layers, blobs, strict=True)):
-                pass
-        config_blob = LayerBlob(config, lambda: io.BytesIO(image.config_bytes))
-        _send(store, repo, ref, None, config_blob, Events(), chunk)
-        data = manifest_bytes(config, [b.descriptor for b in blobs])
-        digest = repo.put_manifest(str(ref.tag) if ref.tag else str(Digest.of(data)), data,
-                                   OCI_MANIFEST, ref.familiar)
+        digest, size = push_manifest(store, ref, transport, hosts, config, image.config_bytes,
+                                     blobs, events, jobs, chunk)
     store.add_repo_digest(image, ref.with_digest(digest))
-    return Pushed(ref, digest, len(data))
+    return Pushed(ref, digest, size)
+
+
+def push_manifest(store: Store, ref: Reference, transport: Transport, hosts: RegistryHosts,
+                  config: Descriptor, config_bytes: bytes,
+                  blobs: Sequence[tuple[Digest | None, LayerBlob]],
+                  events: Events | None = None, jobs: int = JOBS, chunk: int = CHUNK,
+                  ) -> tuple[Digest, int]:
+    """Push the blobs the registry lacks (each with its diff_id, when it is a stored layer's),
+    the config, then an OCI manifest of them under `ref`; the manifest's digest and size."""
+    events = events or Events()
+    repo = Repository(transport, hosts, ref, push=True)
+    for _, blob in blobs:
+        events.emit(Transfer(blob.descriptor.digest.short, "Preparing"))
+
+    def one(item: tuple[Digest | None, LayerBlob]) -> None:
+        _send(store, repo, ref, item[0], item[1], events, chunk)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push") as pool:
+        for _ in pool.map(one, blobs):
+            pass
+    config_blob = LayerBlob(config, lambda: io.BytesIO(config_bytes))
+    _send(store, repo, ref, None, config_blob, Events(), chunk)
+    data = manifest_bytes(config, [blob.descriptor for _, blob in blobs])
+    digest = repo.put_manifest(str(ref.tag) if ref.tag else str(Digest.of(data)), data,
+                               OCI_MANIFEST, ref.familiar)
+    return digest, len(data)
 
 
 def _send(store: Store, repo: Repository, ref: Reference, diff_id: Digest | None,

@@ -19,8 +19,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "layerbuild"
 
 TABLE: dict[str, tuple[str, str, str]] = {
-    "api": ("effect", "archive builder.engine builder.outputs buildfile.limits cache.records "
-                      "errors events image reference registry request store", "archive.load"),
+    "api": ("effect", "archive builder.engine builder.outputs buildfile.limits cache.options "
+                      "cache.records errors events image reference registry request store",
+                      "archive.load"),
     "archive": ("effect", "archive.load archive.rootfs archive.save", ""),
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
@@ -33,17 +34,21 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.copying": ("effect", "builder.stepcontext builder.users buildfile context errors "
                                   "image layer sandbox.spec", ""),
     "builder.engine": ("effect", "builder builder.bases builder.config builder.plan builder.report "
-                                 "builder.sandbox builder.schedule builder.state "
+                                 "builder.sandbox builder.schedule builder.shared builder.state "
                                  "builder.stepcontext builder.steps builder.steptext buildfile "
-                                 "cache.index cache.inputs cache.keys cache.records cache.stat "
-                                 "context digest errors events image registry.platforms request "
-                                 "store", ""),
+                                 "cache.exchange cache.index cache.inputs cache.keys "
+                                 "cache.records cache.stat context digest errors events fetching "
+                                 "image registry registry.platforms request store", ""),
     "builder.outputs": ("effect", "archive.save errors events fsutil image reference registry "
-                                  "sandbox store", ""),
+                                  "request sandbox store", ""),
     "builder.plan": ("pure", "buildfile errors image", ""),
     "builder.report": ("effect", "events", ""),
     "builder.sandbox": ("effect", "sandbox.launch sandbox.ops sandbox.reaper", "sandbox.spec"),
     "builder.schedule": ("effect", "", ""),
+    "builder.shared": ("effect", "cache.exchange cache.layout cache.options digest errors events "
+                                 "image ingest reference registry.client registry.errors "
+                                 "registry.platforms registry.pull registry.push store",
+                                 "registry"),
     "builder.state": ("pure", "buildfile digest image", ""),
     "builder.stepcontext": ("effect", "builder builder.config buildfile context digest errors "
                                       "image sandbox.spec store",
@@ -78,9 +83,12 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "buildfile.trampoline": ("pure", "", ""),
     "buildfile.words": ("pure", "buildfile.expand buildfile.parser", ""),
     "cache": ("pure", "", ""),
+    "cache.exchange": ("pure", "digest errors image", ""),
     "cache.index": ("effect", "cache.keys cache.stat digest fsutil image", ""),
     "cache.inputs": ("effect", "buildfile cache.keys cache.stat context errors", ""),
     "cache.keys": ("pure", "buildfile", ""),
+    "cache.layout": ("effect", "digest errors fsutil image", ""),
+    "cache.options": ("pure", "errors reference request", ""),
     "cache.records": ("effect", "cache.roots cache.stat context digest errors events fsutil "
                                 "layerbuild request", "image store"),
     "cache.roots": ("effect", "digest errors", ""),
@@ -91,6 +99,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "digest": ("pure", "errors", ""),
     "errors": ("pure", "", ""),
     "events": ("pure", "digest", ""),
+    "fetching": ("effect", "digest errors events image ingest store", ""),
     "fsutil": ("effect", "", ""),
     "image": ("pure", "digest errors", ""),
     "imagediff": ("effect", "digest image layer.contents store", ""),
@@ -122,13 +131,13 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "registry.errors": ("pure", "errors", ""),
     "registry.hosts": ("effect", "errors reference", ""),
     "registry.platforms": ("pure", "errors image", ""),
-    "registry.pull": ("effect", "digest errors events image ingest reference registry.client "
+    "registry.pull": ("effect", "digest errors events fetching image reference registry.client "
                                 "registry.hosts registry.platforms registry.transport store", ""),
     "registry.push": ("effect", "digest errors events image ingest reference registry.client "
                                 "registry.hosts registry.transport store", ""),
     "registry.transport": ("effect", "errors registry registry.challenge registry.credentials "
                                      "registry.errors registry.hosts", ""),
-    "request": ("pure", "errors reference", ""),
+    "request": ("pure", "errors reference", "cache.options"),
     "sandbox": ("effect", "", "sandbox.launch sandbox.ops sandbox.spec"),
     "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.inroot sandbox.layers "
                                 "sandbox.libc sandbox.step", ""),
