@@ -65,6 +65,13 @@ def test_a_second_store_takes_every_step_from_the_registry_cache(
     # Only the final image's own layers came down (not the build stage's RUN layer).
     made = json.loads(run_cli(a, "inspect", "app:a").stdout)[0]["RootFS"]["Layers"]
     assert len(_fetched(second)) == len(made) - 1, out
+    # A dry run says where each step would come from, and fetches no layer.
+    d = tmp_path / "d"
+    run_cli(d, "pull", _base_of(context))
+    layers = sorted((d / "overlay2").iterdir())
+    dry = run_cli(d, "build", "--dry-run", *EPOCH, "--cache-from", cache, str(context))
+    assert (dry.stdout + dry.stderr).count(f"CACHED (from {cache})") == 6, dry.stderr
+    assert sorted((d / "overlay2").iterdir()) == layers
     # One context file changes: B reruns from the COPY of it on, and reuses what is before.
     (context / "f.txt").write_text("changed\n")
     third = run_cli(b, "build", "-t", "app:c", *EPOCH, "--cache-from", cache, str(context))
@@ -108,3 +115,21 @@ def test_a_cache_folder_is_shared_and_a_tampered_layer_is_rebuilt(
 
 def _base_of(context: Path) -> str:
     return (context / "Buildfile").read_text().split()[1]
+
+
+def test_an_inline_cache_travels_in_the_pushed_image(
+        tmp_path: Path, busybox_tar: Path, registries: Registries, repository: str) -> None:
+    a, b, context, _ = _machines(tmp_path, busybox_tar, registries, repository)
+    app = f"{registries.open}/{repository}/app:latest"
+    first = run_cli(a, "build", "-t", app, *EPOCH, "--cache-to", "type=inline", "--push",
+                    str(context))
+    config = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--config", "--raw", f"docker://{app}"],
+        check=True, capture_output=True, text=True).stdout)
+    assert config["layerbuild.cache.v1"]["records"], config
+    second = run_cli(b, "build", "-t", "app:b", *EPOCH, "--cache-from", app, "--cache-to",
+                     "type=inline", str(context))
+    out = second.stdout + second.stderr
+    # The final stage's steps come from the image; the build stage is not in an inline cache.
+    assert out.count(f"CACHED (from {app})") == 4, out
+    assert _image_id(second) == _image_id(first)
