@@ -6,7 +6,9 @@ whose imported layer is not what its record says."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,28 @@ def test_an_inline_cache_travels_in_the_pushed_image(
     # The final stage's steps come from the image; the build stage is not in an inline cache.
     assert out.count(f"CACHED (from {app})") == 4, out
     assert _image_id(second) == _image_id(first)
+
+
+def test_two_exports_into_one_folder_at_once_leave_it_valid(
+        tmp_path: Path, busybox_tar: Path, registries: Registries, repository: str) -> None:
+    a, b, context, base = _machines(tmp_path, busybox_tar, registries, repository)
+    other = tmp_path / "ctx2"
+    shutil.copytree(context, other)
+    (other / "f.txt").write_text("other\n")
+    folder = tmp_path / "folder"
+    jobs = [subprocess.Popen([sys.executable, "-m", "layerbuild.cli", "--root", str(root),
+                              "build", *EPOCH, "--cache-to",
+                              f"type=local,dest={folder},tag={tag},mode=max", str(ctx)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for root, tag, ctx in ((a, "one", context), (b, "two", other))]
+    for job in jobs:
+        out, _ = job.communicate(timeout=300)
+        assert job.returncode == 0, out
+    for tag in ("one", "two"):
+        subprocess.run(["skopeo", "inspect", "--raw", f"oci:{folder}:{tag}"], check=True,
+                       capture_output=True)
+    c = tmp_path / "c"
+    run_cli(c, "pull", base)
+    again = run_cli(c, "build", *EPOCH, "--cache-from", f"type=local,src={folder},tag=two",
+                    str(other))
+    assert (again.stdout + again.stderr).count(f"CACHED (from {folder}:two)") == 6
