@@ -5,7 +5,8 @@ exports its cache to the local test registry (layerbuild: `--cache-to type=regis
 BuildKit of Docker 20.10: an inline cache, the only registry cache its `docker build` has, in
 a pushed image). Then, per run, a cold runner builds the same Buildfile and context with
 `--cache-from`: layerbuild from a fresh store holding only the base (pulled), BuildKit after
-`docker builder prune -af` and the removal of every image but the base. Prints the median
+`docker builder prune -af` and the removal of the images it built. RUN has no network in
+either (`--network none`: the test engine has no bridge). Prints the median
 times side by side. Needs root, /bin/busybox, a Docker engine and the registries that
 `scripts/registries` starts (127.0.0.1:5000).
 
@@ -73,25 +74,26 @@ def main() -> None:
             (d / f"f{i}.txt").write_text(f"file {i}\n" * 8)
         (context / "Dockerfile").write_text(BUILDFILE.format(base=base))
         cache = f"{REGISTRY}/lbbench/cachefrom-cache:lb"
-        layerbuild(seed, "build", "-t", "bench:lb", "--cache-to",
+        layerbuild(seed, "build", "--network", "none", "-t", "bench:lb", "--cache-to",
                    f"type=registry,ref={cache},mode=max", str(context))
         env = {"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
         bk_image = f"{REGISTRY}/lbbench/cachefrom-bk:1"
         run(DOCKER, "pull", base)
-        run(DOCKER, "build", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", bk_image,
+        run(DOCKER, "build", "--network", "none", "--build-arg", "BUILDKIT_INLINE_CACHE=1",
+            "-t", bk_image,
             str(context), env=env)
         run(DOCKER, "push", bk_image)
         ours, theirs = [], []
         for n in range(args.runs):
             cold = work / f"cold{n}"
             layerbuild(cold, "pull", base)
-            ours.append(layerbuild(cold, "build", "-t", "bench:cold", "--cache-from", cache,
-                                   str(context)))
+            ours.append(layerbuild(cold, "build", "--network", "none", "-t", "bench:cold",
+                                   "--cache-from", cache, str(context)))
             subprocess.run([DOCKER, "rmi", "-f", bk_image, "bench:bkcold"],
                            capture_output=True)
             run(DOCKER, "builder", "prune", "-af")
-            theirs.append(run(DOCKER, "build", "--cache-from", bk_image, "-t", "bench:bkcold",
-                              str(context), env=env))
+            theirs.append(run(DOCKER, "build", "--network", "none", "--cache-from", bk_image,
+                              "-t", "bench:bkcold", str(context), env=env))
             shutil.rmtree(cold)
         print(f"cold runner with --cache-from, {args.files} files, median of {args.runs}:")
         print(f"  layerbuild  {statistics.median(ours):6.2f} s   (runs: "
