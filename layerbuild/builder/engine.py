@@ -371,6 +371,8 @@ class Build:
             source = self._step(stage, state, instr, lease, position, events, shown)
         except KeyboardInterrupt:  # say where, as a failing step does
             raise KeyboardInterrupt(events.where) from None
+        except BadImport:  # not the step's failure: the build starts over without it
+            raise
         except LayerbuildError as exc:  # every error of a step names its line
             located = at_instruction(exc, self.buildfile.path, instr.line, instr.instruction)
             if located is exc:

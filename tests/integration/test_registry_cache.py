@@ -160,3 +160,25 @@ def test_two_exports_into_one_folder_at_once_leave_it_valid(
     again = run_cli(c, "build", *EPOCH, "--cache-from", f"type=local,src={folder},tag=two",
                     str(other))
     assert (again.stdout + again.stderr).count(f"CACHED (from {folder}:two)") == 6
+
+
+def test_a_tampered_layer_a_running_step_needs_is_rebuilt(
+        tmp_path: Path, busybox_tar: Path, registries: Registries, repository: str) -> None:
+    a, b, context, _ = _machines(tmp_path, busybox_tar, registries, repository)
+    folder = tmp_path / "folder"
+    run_cli(a, "build", *EPOCH, "--cache-to", f"type=local,dest={folder},mode=max",
+            str(context))
+    manifest = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci:{folder}:latest"], check=True,
+        capture_output=True, text=True).stdout)
+    for layer in manifest["layers"]:
+        blob = folder / "blobs" / "sha256" / layer["digest"].split(":")[1]
+        blob.write_bytes(blob.read_bytes()[:-8] + b"tampered")
+    # The RUN's layer is needed by the COPY after it, which runs: its check fails mid-build.
+    (context / "f.txt").write_text("changed\n")
+    built = run_cli(b, "build", "-t", "app:b", *EPOCH, "--cache-from",
+                    f"type=local,src={folder}", str(context))
+    out = built.stdout + built.stderr
+    assert "building the steps that used it" in out, out
+    clean = run_cli(a, "build", "-t", "app:c", *EPOCH, str(context))  # A's, as it should be
+    assert _image_id(built) == _image_id(clean)
