@@ -207,7 +207,6 @@ class Build:
             from layerbuild.builder.shared import Imported
 
             self.imported = Imported()  # one bad layer after another: no imported cache
-            self._begin()
             return self._run()
         finally:
             self.sandbox.settle()

@@ -115,12 +115,7 @@ def _local_source(spec: CacheSpec) -> Source | None:
     manifest = Manifest.from_bytes(found[1])
     if manifest.config.media_type != CACHE_CONFIG:
         raise FormatError(f"{what}: {manifest.config.media_type} is no build cache")
-    if manifest.config.size > MAX_CONFIG:
-        raise FormatError(f"{what}: its config is over {MAX_CONFIG} bytes")
-    with folder.open_blob(manifest.config.digest) as f:
-        data = f.read(manifest.config.size + 1)
-    if len(data) != manifest.config.size or Digest.of(data) != manifest.config.digest:
-        raise FormatError(f"{what}: its config does not match its digest")
+    data = folder.read_small(manifest.config, MAX_CONFIG, "cache config")
     config = CacheConfig.from_bytes(data, what)
 
     def opener(desc: Descriptor) -> Opener:

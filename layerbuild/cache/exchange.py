@@ -184,8 +184,7 @@ def _record(item: Any, layers: int) -> CacheRecord:
 @dataclass(frozen=True)
 class StepResult:
     """What a build learnt of one step, for export: `stack` is the diff_ids of the layers its
-    result stands on (base first, its own last; empty for a config-only step) and `blobs` the
-    blob of each of them that the build made (None: a base image's)."""
+    result stands on (base first, its own last; empty for a config-only step)."""
 
     key: str
     history: History

@@ -67,11 +67,17 @@ class CacheFolder:
                 found = Descriptor.from_dict(item)
         if found is None:
             return None
-        with self.open_blob(found.digest) as f:
-            body = f.read(min(found.size, INDEX_LIMIT) + 1)
-        if len(body) != found.size or Digest.of(body) != found.digest:
-            raise FormatError(f"{self.root}: manifest {found.digest} does not match its digest")
-        return found, body
+        return found, self.read_small(found, INDEX_LIMIT, "manifest")
+
+    def read_small(self, desc: Descriptor, limit: int, what: str) -> bytes:
+        """A small blob's bytes (a manifest, a config), checked against its size and digest."""
+        if desc.size > limit:
+            raise FormatError(f"{self.root}: {what} {desc.digest} is over {limit} bytes")
+        with self.open_blob(desc.digest) as f:
+            body = f.read(desc.size + 1)
+        if len(body) != desc.size or Digest.of(body) != desc.digest:
+            raise FormatError(f"{self.root}: {what} {desc.digest} does not match its digest")
+        return body
 
     def put_blob(self, digest: Digest, write: Callable[[BinaryIO], None]) -> None:
         """Add a blob by `write`ing its bytes (checked against `digest`); kept if present."""
