@@ -45,15 +45,18 @@ class Rule:
                 and self.pattern.search(target) is not None)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Seen:
-    """A request the proxy saw, and what it answered."""
+    """A request the proxy saw, and what it answered: `sent` counts the body bytes relayed so
+    far (each chunk counted before the client has it, so a test that waited for the client
+    reads the whole count)."""
 
     method: str
     target: str
     headers: dict[str, str]  # by lower-case name
     status: int
     fault: str | None
+    sent: int = 0
 
 
 @dataclass
@@ -244,8 +247,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         cut = proxy.take("cut", method, target) if has_body else None
         corrupt = proxy.take("corrupt", method, target) if has_body else None
         # Recorded before the client has the answer, so a test sees it when the client is done.
-        proxy.record(Seen(method, target, seen, response.status,
-                          "cut" if cut else "corrupt" if corrupt else None))
+        record = Seen(method, target, seen, response.status,
+                      "cut" if cut else "corrupt" if corrupt else None)
+        proxy.record(record)
         self.send_response(response.status, response.reason)
         for name, value in response.getheaders():
             if name.lower() in HOP_BY_HOP or (buffered is not None and
@@ -263,11 +267,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if corrupt is not None:
                 chunk = chunk.translate(FLIP)
             if cut is not None and sent + len(chunk) > cut.after:
+                record.sent += cut.after - sent
                 self.wfile.write(chunk[:cut.after - sent])
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
                 return
+            record.sent += len(chunk)
             self.wfile.write(chunk)
             sent += len(chunk)
 

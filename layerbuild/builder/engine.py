@@ -55,7 +55,7 @@ from layerbuild.buildfile import (
     target_stage_args,
     unused_build_args,
 )
-from layerbuild.cache.exchange import StepResult
+from layerbuild.cache.exchange import CacheRecord, StepResult
 from layerbuild.cache.index import CachedStep, CacheIndex
 from layerbuild.cache.inputs import step_inputs
 from layerbuild.cache.keys import cacheable, why_missed
@@ -83,6 +83,7 @@ from layerbuild.events import (
 from layerbuild.image import (
     History,
     Image,
+    ImageConfig,
     empty_config,
     host_platform,
     rfc3339,
@@ -474,32 +475,64 @@ class Build:
                   lease: Path) -> tuple[CachedStep | None, str | None]:
         """A step's result from an imported cache, and the cache's name; (None, None) when
         none has it for the layers this build stands on. Its layer is fetched later, when
-        something needs its files (`_ready`)."""
+        something needs its files (`_ready`). A record that does not fit the step (another
+        step's history, a layer where the step makes none) is left with a warning."""
         assert self.imported is not None
-        found = self.imported.find(key)
-        if found is None:
-            return None, None
-        record, source = found
+        for record, source in self.imported.candidates(key):
+            wrong = self._misfit(record, instr, state)
+            if wrong:
+                self._warn(f"warning: --cache-from {source.name}: its record of "
+                           f"{self.buildfile.path}:{instr.line} {instr.instruction} {wrong}; "
+                           "building the step")
+                continue
+            if not record.made_layer:
+                return CachedStep(record.history), source.name
+            layer = source.config.layers[record.stack[-1]]
+            if not linked and source.config.stack_chain(record) != state.top:
+                continue  # made on other layers than this build's
+            chain = chain_id(state.top, layer.diff_id)
+            if self.store.layer(chain) is not None:
+                if not self.request.dry_run:
+                    self.store.hold(lease, chain)
+            elif layer.blob is None:
+                continue
+            else:
+                with self._fetch_lock:
+                    self.pending.setdefault(chain, _Pending(state.top, layer.diff_id,
+                                                            layer.blob, source, key,
+                                                            record.history))
+            return CachedStep(record.history, chain, layer.diff_id), source.name
+        return None, None
+
+    def _misfit(self, record: CacheRecord, instr: Instruction, state: StageState) -> str:
+        """How an imported record does not fit the step it is keyed as ("": it fits): its
+        history must be the one the step writes, and it makes a layer when the step does."""
         makes = isinstance(instr, Run | Copy | Add) or (
             record.made_layer and isinstance(instr, Workdir))
-        if record.made_layer != makes:  # not what this instruction makes: a wrong record
-            return None, None
-        if not record.made_layer:
-            return CachedStep(record.history), source.name
-        layer = source.config.layers[record.stack[-1]]
-        if not linked and source.config.stack_chain(record) != state.top:
-            return None, None  # made on other layers than this build's
-        chain = chain_id(state.top, layer.diff_id)
-        if self.store.layer(chain) is not None:
-            if not self.request.dry_run:
-                self.store.hold(lease, chain)
-        elif layer.blob is None:
-            return None, None
-        else:
-            with self._fetch_lock:
-                self.pending.setdefault(chain, _Pending(state.top, layer.diff_id, layer.blob,
-                                                        source, key, record.history))
-        return CachedStep(record.history, chain, layer.diff_id), source.name
+        if record.made_layer != makes:
+            return "has a layer" if record.made_layer else "has no layer"
+        env = state.scope.environment()
+        scope = self._scoped(state.scope, instr) if isinstance(instr, Arg | Env) \
+            else state.scope
+        config = cfg.apply_metadata(state.config, instr, env, self.buildfile.escape,
+                                    state.cmd_set, self.buildfile.path) \
+            if isinstance(instr, Workdir) else state.config
+        expected = self._created_by(instr, config, env, scope, state.scope)
+        history = record.history
+        if history.created_by != expected:
+            return f"says {history.created_by!r}, the step {expected!r}"
+        if history.comment != COMMENT or history.author is not None:
+            return "has another history comment or author"
+        if self.epoch is not None and history.created != rfc3339(self.epoch):
+            return f"was made at {history.created!r}, not at SOURCE_DATE_EPOCH"
+        return ""
+
+    def _created_by(self, instr: Instruction, config: ImageConfig, env: dict[str, str],
+                    scope: Scope, before: Scope) -> str | None:
+        """The step's history `created_by` (`config` the one it sees, `scope` the one after
+        it, `before` the one before)."""
+        return cfg.created_by(instr, config, env, self.buildfile.escape, scope.args,
+                              run_script(instr) if isinstance(instr, Run) else "", before)
 
     def _ready(self, top: Digest | None) -> None:
         """Fetch the layers of the stack `top` that are only in an imported cache (checked
@@ -599,9 +632,8 @@ class Build:
                                               self.buildfile.path)
         layer = is_layer_step(instr, state.config)
         history = cached.history if cached is not None else History(
-            comment=COMMENT, created_by=cfg.created_by(
-                instr, state.config, env, escape, state.scope.args,
-                run_script(instr) if isinstance(instr, Run) else "", before))
+            comment=COMMENT, created_by=self._created_by(instr, state.config, env,
+                                                         state.scope, before))
         newest: int | None = None
         if layer:
             if cached is not None and cached.diff_id is not None:

@@ -15,7 +15,7 @@ the target has; an inline cache goes into the image config (see the engine).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -71,12 +71,11 @@ class Imported:
     def __init__(self, sources: Sequence[Source] = ()) -> None:
         self.sources = list(sources)
 
-    def find(self, key: str) -> tuple[CacheRecord, Source] | None:
-        """The first record of `key`, and its cache."""
+    def candidates(self, key: str) -> Iterator[tuple[CacheRecord, Source]]:
+        """The records of `key`, each with its cache, in the order of the caches."""
         for source in self.sources:
             if (record := source.by_key.get(key)) is not None:
-                return record, source
-        return None
+                yield record, source
 
     def drop_layer(self, source: Source, diff_id: Digest) -> None:
         """Forget the records of `source` that stand on a layer found bad."""
