@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Store,
         StoreError,
         build,
+        enter_rootless,
         import_rootfs,
         inspect,
         load,
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BuildRequest", "BuildfileError", "Events", "FormatError", "Image", "ImageNotFound",
            "LayerbuildError", "Output", "Reference", "StepFailed", "Store", "StoreError",
-           "build", "import_rootfs", "inspect", "load", "login", "logout", "open_store", "pull",
-           "push", "save"]
+           "build", "enter_rootless", "import_rootfs", "inspect", "load", "login", "logout",
+           "open_store", "pull", "push", "save"]
 
 
 def __getattr__(name: str) -> Any:

@@ -30,7 +30,8 @@ from layerbuild.errors import (
 )
 from layerbuild.image import Image
 from layerbuild.reference import InvalidReference, Reference
-from layerbuild.store import DEFAULT_ROOT, Store
+from layerbuild.store import Store
+from layerbuild.store import default_root as store_default_root
 
 if TYPE_CHECKING:
     from layerbuild.archive.load import Loadable
@@ -47,9 +48,9 @@ BUILDFILE_NAMES = ("Buildfile", "Buildfile.j2", "Dockerfile")
 __all__ = ["BUILDFILE_NAMES", "BuildRequest", "BuildfileError", "DigestMismatch", "Events",
            "FormatError", "Image", "ImageNotFound", "InvalidReference", "LayerbuildError", "Output",
            "Reference", "StepFailed", "Store", "StoreError", "UnsafePath", "build",
-           "default_root", "find_buildfile", "import_rootfs", "inspect", "inspect_image", "load",
-           "login", "logout", "open_store", "pull", "push", "registry_session",
-           "resolve_epoch", "run_build", "save"]
+           "default_root", "enter_rootless", "find_buildfile", "import_rootfs", "inspect",
+           "inspect_image", "load", "login", "logout", "open_store", "pull", "push",
+           "registry_session", "resolve_epoch", "run_build", "save"]
 
 
 # Loaded on first use: Output's module loads the archive code, and `layerbuild --help` needs
@@ -71,13 +72,27 @@ def __getattr__(name: str) -> Any:
 
 
 def default_root() -> Path:
-    """The store directory used when none is given: $LAYERBUILD_ROOT, else /var/lib/layerbuild."""
-    return Path(os.environ.get("LAYERBUILD_ROOT", str(DEFAULT_ROOT)))
+    """The store directory used when none is given: $LAYERBUILD_ROOT, else root's
+    /var/lib/layerbuild, or a user's own `$XDG_DATA_HOME/layerbuild`."""
+    return store_default_root()
+
+
+def enter_rootless() -> None:
+    """For a user who is not root: enter the user namespace in which layerbuild works
+    rootless (the user is its root; their /etc/subuid and /etc/subgid ranges are the other
+    ids). Done by `open_store` when needed; a program with threads calls it before starting
+    them. Nothing for root, or when already done."""
+    from layerbuild.privilege import prepare
+
+    prepare("api")
 
 
 def open_store(root: str | os.PathLike[str] | None = None) -> Store:
-    """The store at `root` (default: `default_root()`), with what crashed writers left removed."""
-    store = Store(default_root() if root is None else Path(root))
+    """The store at `root` (default: `default_root()`), with what crashed writers left removed;
+    a user who is not root works in their user namespace from then on (`enter_rootless`)."""
+    chosen = default_root() if root is None else Path(root)
+    enter_rootless()
+    store = Store(chosen)
     store.clean_debris()
     return store
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from layerbuild import __version__, api
 from layerbuild.errors import LayerbuildError, StoreError, os_error_text
 from layerbuild.reference import Reference
-from layerbuild.store import DEFAULT_ROOT, Layer, Store
+from layerbuild.store import Layer, Store, default_root
 
 Command = Callable[[Store, argparse.Namespace], int]
 
@@ -345,7 +345,7 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     p = argparse.ArgumentParser(prog="layerbuild", description="Daemonless image builder.")
     p.add_argument("--version", action="version", version=f"layerbuild {__version__}")
-    p.add_argument("--root", default=os.environ.get("LAYERBUILD_ROOT", str(DEFAULT_ROOT)),
+    p.add_argument("--root", default=str(default_root()),
                    help="store directory (default: $LAYERBUILD_ROOT or %(default)s)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -488,9 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "no_store", False):
             return int(args.func(None, args))
-        from layerbuild.privilege import check_root
+        from layerbuild.privilege import prepare
 
-        check_root(args.command, getattr(args, "dry_run", False))
+        prepare(args.command)
         store = _open_store(Path(args.root))
         return int(args.func(store, args))
     except LayerbuildError as exc:

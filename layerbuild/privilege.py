@@ -1,9 +1,11 @@
-"""What needs root, said in one line, until layerbuild runs rootless.
+"""What a user who is not root gets: a user namespace of their own, and clear words when a
+store is not theirs.
 
 Layers keep their files' owners and device nodes (overlay whiteouts are 0/0 devices), and RUN
-and COPY steps run in overlay mounts in new namespaces: unpacking or building a layer needs
-root. Reading a store needs only access to it, so `images`, `inspect`, `save` and the like
-work for anyone on a store of their own; the default store is root's.
+and COPY steps run in overlay mounts in new namespaces. As root, layerbuild does that on the
+host's ids. As anyone else, it first enters a user namespace in which the user is root and
+their subordinate ids are the image's other ids (`userns`); the store is then the user's own
+(`$XDG_DATA_HOME/layerbuild`), marked rootless (`store.USERXATTR`).
 """
 
 from __future__ import annotations
@@ -12,48 +14,33 @@ import errno
 import os
 from pathlib import Path
 
-from layerbuild.errors import LayerbuildError
+import layerbuild.userns as userns
 
-ROOTLESS = "rootless use is not supported yet"
-
-_UNPACKS = "layers are unpacked with their files' owners and device nodes"
-NEEDS_ROOT = {
-    "build": "RUN and COPY steps run in overlay mounts and namespaces, and layers keep their "
-             "files' owners",
-    "import": "the root filesystem is unpacked with its files' owners and device nodes",
-    "load": _UNPACKS,
-    "pull": _UNPACKS,
-}
-"""The commands that need root, and why."""
+NO_NAMESPACE = frozenset({"login", "logout", "info"})
+"""Commands that touch no store, so need no user namespace."""
 
 
-class NeedsRoot(LayerbuildError):
-    """A command that needs root, run without it."""
-
-
-def check_root(command: str, dry_run: bool = False) -> None:
-    """Refuse, in one line, a command that needs root when this process is not root (a dry
-    run of a build needs none: it runs nothing and stores nothing)."""
-    why = NEEDS_ROOT.get(command)
-    if why is None or os.geteuid() == 0 or (command == "build" and dry_run):
-        return
-    raise NeedsRoot(f"`layerbuild {command}` needs root: {why} ({ROOTLESS}; run it as root)")
+def prepare(command: str) -> None:
+    """Make this process fit to run `command`: a user who is not root enters their user
+    namespace (UserNamespaceError, which says what to fix, when that cannot be done)."""
+    if command not in NO_NAMESPACE:
+        userns.enter()
 
 
 def store_hint(root: Path) -> str:
     """What to add to "store ROOT is not usable: permission denied" for a user who is not
     root: whose the store is, and what to do; "" for root."""
-    if os.geteuid() == 0:
+    if not userns.is_rootless():
         return ""
     owner = _owner(root)
-    whose = f"it is {owner}'s" if owner else "this user cannot reach it"
-    return (f" ({whose}: run layerbuild as root, or give --root DIR for a store of your own; "
-            f"{ROOTLESS})")
+    whose = f"it is {owner}'s" if owner else "it is another user's"
+    return (f" ({whose}: leave out --root for a store of your own, give --root DIR for "
+            "another, or run layerbuild as root)")
 
 
 def is_denied(exc: OSError, root: Path) -> bool:
     """Whether an error is this non-root user being denied something in the store `root`."""
-    if os.geteuid() == 0 or exc.errno not in (errno.EACCES, errno.EPERM):
+    if not userns.is_rootless() or exc.errno not in (errno.EACCES, errno.EPERM):
         return False
     name = exc.filename
     if name is None:
@@ -66,16 +53,21 @@ def is_denied(exc: OSError, root: Path) -> bool:
 
 
 def _owner(path: Path) -> str | None:
-    """The name of who owns `path`, or its nearest existing parent."""
+    """The name of who owns `path`, or its nearest existing parent, as the host names them
+    (None: an id this user namespace does not map, someone else's)."""
     import pwd
 
+    inside = userns.in_user_namespace()
     for candidate in (path, *path.absolute().parents):
         try:
             uid = os.stat(candidate).st_uid
         except OSError:
             continue
+        host = userns.host_id(uid) if inside else uid
+        if host is None:
+            return None
         try:
-            return pwd.getpwuid(uid).pw_name
+            return pwd.getpwuid(host).pw_name
         except KeyError:
-            return str(uid)
+            return str(host)
     return None

@@ -23,6 +23,7 @@ from layerbuild.errors import FormatError, UnsafePath
 from layerbuild.fsutil import remove_tree
 from layerbuild.layer import tree, whiteout
 from layerbuild.layer.paths import Resolver, clean
+from layerbuild.userns import in_user_namespace, unmapped
 
 _SUPPORTED = (*tarfile.REGULAR_TYPES, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
               tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
@@ -85,7 +86,8 @@ def extract_layer(stream: BinaryIO, dest: Path, *, whiteouts: bool = True,
                   implicit_mtime: int | None = None) -> ExtractInfo:
     """Extract an uncompressed layer tar from `stream` (may be a pipe) into `dest`.
 
-    OCI whiteouts become overlay ones (0/0 char devices, `trusted.overlay.opaque=y`); with
+    OCI whiteouts become overlay ones (0/0 char devices, `trusted.overlay.opaque=y`, in a
+    rootless store `user.overlay.opaque=y`); with
     `whiteouts=False` (a plain rootfs) any `.wh.*` name is an error. Owners, modes (setuid
     included), devices, xattrs, hard links and mtimes are kept, so this needs root for most
     real layers. The stream is read to its end, past the end-of-archive blocks. Directories
@@ -262,7 +264,12 @@ class _Writer:
 
     def _metadata(self, pfd: int, leaf: str, m: tarfile.TarInfo) -> None:
         """Owner, then mode (chown clears setuid), then xattrs (chown clears capabilities)."""
-        os.chown(leaf, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        try:
+            os.chown(leaf, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        except OSError as e:
+            if e.errno == errno.EINVAL and in_user_namespace():  # an id it does not map
+                raise unmapped(repr(m.name), m.uid, m.gid) from None
+            raise
         if not m.issym():
             os.chmod(leaf, m.mode & 0o7777, dir_fd=pfd)  # the leaf was made here: not a link
         for key, value in sorted(m.pax_headers.items()):
@@ -326,5 +333,5 @@ def _lstat(dfd: int, leaf: str) -> os.stat_result | None:
 
 
 def _set_opaque(dfd: int, leaf: str) -> None:
-    os.setxattr(f"/proc/self/fd/{dfd}/{leaf}", whiteout.OPAQUE_XATTR, b"y",
+    os.setxattr(f"/proc/self/fd/{dfd}/{leaf}", whiteout.opaque_xattr(), b"y",
                 follow_symlinks=False)

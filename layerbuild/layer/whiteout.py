@@ -10,6 +10,8 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 
+from layerbuild.userns import in_user_namespace
+
 PREFIX = ".wh."
 """`dir/.wh.NAME` in a layer tar deletes NAME from the layers below."""
 META_PREFIX = ".wh..wh."
@@ -17,10 +19,15 @@ META_PREFIX = ".wh..wh."
 OPAQUE = ".wh..wh..opq"
 """`dir/.wh..wh..opq` hides everything the layers below have under `dir/`."""
 
-OPAQUE_XATTR = "trusted.overlay.opaque"
-"""Set to `y` on an opaque dir of an overlay upper or lower dir."""
 _OVERLAY_NAMESPACES = ("trusted.overlay.", "user.overlay.")
 _NOT_A_DIFF = ("redirect", "metacopy")
+
+
+def opaque_xattr() -> str:
+    """The xattr set to `y` on an opaque dir of an overlay upper or lower dir: overlayfs's
+    `trusted.overlay.opaque`, or in a user namespace (mounts with `userxattr`, a rootless
+    store) `user.overlay.opaque`."""
+    return ("user" if in_user_namespace() else "trusted") + ".overlay.opaque"
 
 
 def is_overlay_xattr(name: str) -> bool:

@@ -242,7 +242,7 @@ def _set_meta(src: int, out: int, owner: tuple[int, int, int]) -> None:
     uid, gid, perms = owner
     os.fchown(out, uid, gid)  # before xattrs: chown drops security.capability
     for key in _xattr_names(src):
-        if not key.startswith("trusted.overlay."):
+        if not key.startswith(("trusted.overlay.", "user.overlay.")):
             os.setxattr(out, key, os.getxattr(src, key))
     os.fchmod(out, perms)  # after chown, which clears setuid bits
 

@@ -14,6 +14,7 @@ import stat
 from layerbuild.errors import StepFailed
 from layerbuild.sandbox import libc
 from layerbuild.sandbox.inroot import Resolved, resolve
+from layerbuild.userns import in_user_namespace
 
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _PAGE = 4096
@@ -51,7 +52,10 @@ def mount_overlay(target: str, lowers: list[int], upper: int | None = None,
     if upper is not None:
         opts += [f"upperdir={upper}", f"workdir={work}"]
     # No redirects, no metacopy, no index: the upper dir must stay a faithful diff.
-    opts += ["redirect_dir=off", "index=off", "metacopy=off"]
+    if in_user_namespace():  # rootless: user.overlay.* xattrs; no redirect is made either
+        opts += ["userxattr", "redirect_dir=nofollow", "index=off", "metacopy=off"]
+    else:
+        opts += ["redirect_dir=off", "index=off", "metacopy=off"]
     data = ",".join(opts)
     if len(lowers) > OVERLAY_MAX_LOWERS:
         raise StepFailed(f"the image has too many layers: this step stacks {len(lowers)} "
@@ -136,7 +140,7 @@ def _copy_attrs(image_fd: int, scaffold_fd: int, rel: str) -> tuple[str, int, in
                  dir_fd=scaffold_fd)
     try:
         for key in _xattr_names(source):
-            if not key.startswith("trusted.overlay."):
+            if not key.startswith(("trusted.overlay.", "user.overlay.")):
                 # One tmpfs cannot hold would only change the step's view, not the layer.
                 with contextlib.suppress(OSError):
                     os.setxattr(fd, key, os.getxattr(source, key))

@@ -7,6 +7,12 @@
     blobs/sha256/<hex>                                    compressed layer blobs
     buildcache/                                           build cache entries
     tmp/                                                  staging, one locked dir per writer
+    userxattr                                             in a rootless store only
+
+A rootless store (made in a user namespace, `userns`) marks overlay whiteouts and opaque dirs
+with `user.overlay.*` xattrs and is mounted with `userxattr`; a root one uses
+`trusted.overlay.*`. Neither kind of process can use the other's store, so a store says which
+it is (the `userxattr` file) and the wrong kind of process is refused on opening it.
 
 Every change is staged under tmp/ and made visible by one rename under the store lock, so a
 crash leaves the old state or the new one. What a crashed writer leaves (staging dirs of dead
@@ -27,7 +33,7 @@ from pathlib import Path
 from layerbuild.cache.roots import roots as cache_roots
 from layerbuild.digest import Digest, chain_ids
 from layerbuild.errors import StoreError
-from layerbuild.fsutil import rmtree, temp_writer
+from layerbuild.fsutil import rmtree, temp_writer, write_atomic
 from layerbuild.image import Descriptor, Image
 from layerbuild.reference import Reference
 from layerbuild.store import gc, private
@@ -36,10 +42,28 @@ from layerbuild.store.distribution import Distribution
 from layerbuild.store.images import ImageDB, ImageEntry
 from layerbuild.store.layers import Layer, LayerDB
 from layerbuild.store.staging import StagingArea, half_written, is_alive
+from layerbuild.userns import in_user_namespace, is_rootless
 
-__all__ = ["DEFAULT_ROOT", "ImageEntry", "Layer", "Store"]
+__all__ = ["DEFAULT_ROOT", "ImageEntry", "Layer", "Store", "default_root"]
 
 DEFAULT_ROOT = Path("/var/lib/layerbuild")
+"""Root's store."""
+USERXATTR = "userxattr"
+"""The file that marks a rootless store."""
+
+
+def default_root() -> Path:
+    """The store used when none is named: $LAYERBUILD_ROOT; else root's `DEFAULT_ROOT`, or
+    for anyone else (rootless) `$XDG_DATA_HOME/layerbuild` (`~/.local/share/layerbuild`)."""
+    named = os.environ.get("LAYERBUILD_ROOT")
+    if named:
+        return Path(named)
+    if not is_rootless():
+        return DEFAULT_ROOT
+    data = os.environ.get("XDG_DATA_HOME")
+    if not data or not os.path.isabs(data):
+        data = os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data) / "layerbuild"
 
 
 class Store:
@@ -68,10 +92,31 @@ class Store:
         self.distribution = Distribution(
             self.root / "image/overlay2/distribution/v2metadata-by-diffid/sha256")
         with self._usable():
+            new = not self.layerdb.is_dir()
             for d in (self.layerdb, self.imagedb, self.overlay, self.blobs, self.buildcache,
                       self.tmp):
                 private.make_dirs(d)
             self._make_private()
+            self.rootless = self._kind(new)
+
+    def _kind(self, new: bool) -> bool:
+        """Whether the store is a rootless one (marking a new store made in a user namespace
+        so); StoreError when this process is of the other kind."""
+        marker = self.root / USERXATTR
+        inside = in_user_namespace()
+        if new and inside and not marker.exists():
+            write_atomic(marker, b"rootless store: overlay xattrs are user.overlay.*\n")
+        rootless = marker.exists()
+        if rootless and not inside:
+            raise StoreError(f"store {self.root} is a rootless one (made in a user namespace, "
+                             "its overlay dirs use user.overlay.* xattrs): use it as the user "
+                             "who made it, with the layerbuild command")
+        if inside and not rootless:
+            raise StoreError(f"store {self.root} was made by root (its overlay dirs use "
+                             "trusted.overlay.* xattrs, which a rootless layerbuild cannot "
+                             "use): leave out --root for a store of your own, or give a new "
+                             "dir")
+        return rootless
 
     def _make_private(self) -> None:
         """Tighten the dirs of a store made when they were not private, with one notice.

@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "layerbuild"
 
 TABLE: dict[str, tuple[str, str, str]] = {
     "api": ("effect", "archive builder.engine builder.outputs buildfile.limits cache.options "
-                      "cache.records errors events image reference registry request store",
-                      "archive.load"),
+                      "cache.records errors events image privilege reference registry request "
+                      "store", "archive.load"),
     "archive": ("effect", "archive.load archive.rootfs archive.save", ""),
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
@@ -110,15 +110,15 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                 ""),
     "layer.export": ("effect", "digest errors layer layer.compression layer.tarheader layer.tree "
                                "layer.whiteout", ""),
-    "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tree layer.whiteout",
-                               ""),
+    "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tree layer.whiteout "
+                                "userns", ""),
     "layer.paths": ("effect", "errors", ""),
     "layer.probe": ("effect", "errors layer.compression", ""),
     "layer.tarheader": ("pure", "", ""),
     "layer.tree": ("effect", "errors", ""),
-    "layer.whiteout": ("effect", "", ""),
+    "layer.whiteout": ("effect", "userns", ""),
     "layerbuild": ("pure", "", "api"),
-    "privilege": ("effect", "errors", ""),
+    "privilege": ("effect", "userns", ""),
     "progress": ("effect", "events", ""),
     "reference": ("pure", "digest errors", ""),
     "registry": ("effect", "events image reference registry.client registry.credentials "
@@ -144,7 +144,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.copy": ("effect", "errors sandbox.inroot", ""),
     "sandbox.inroot": ("effect", "errors", ""),
     "sandbox.launch": ("effect", "errors sandbox sandbox.network", ""),
-    "sandbox.layers": ("effect", "errors sandbox sandbox.inroot sandbox.libc", ""),
+    "sandbox.layers": ("effect", "errors sandbox sandbox.inroot sandbox.libc userns", ""),
     "sandbox.libc": ("effect", "", ""),
     "sandbox.mounts": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc", ""),
     "sandbox.network": ("effect", "errors sandbox sandbox.reaper", ""),
@@ -157,7 +157,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.step": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc "
                                "sandbox.mounts sandbox.network sandbox.process", ""),
     "store": ("effect", "cache.roots digest errors fsutil image reference store store.blobs "
-                        "store.distribution store.images store.layers store.staging", ""),
+                        "store.distribution store.images store.layers store.staging userns",
+                        ""),
     "store.blobs": ("effect", "digest", ""),
     "store.distribution": ("effect", "digest errors fsutil store", ""),
     "store.gc": ("effect", "cache cache.roots digest store.images store.layers store.staging", ""),
@@ -166,6 +167,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
                               ""),
     "store.private": ("effect", "", ""),
     "store.staging": ("effect", "digest errors fsutil store.private", ""),
+    "subids": ("pure", "", ""),
+    "userns": ("effect", "errors subids", ""),
     "validate": ("effect", "archive.sources digest errors image layer", ""),
 }
 

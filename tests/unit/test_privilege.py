@@ -1,4 +1,5 @@
-"""What needs root, said in one line to a user who is not root."""
+"""A user who is not root: subordinate ids and the namespace map made of them, where their
+store is, which commands enter the user namespace, and what a store out of reach says."""
 
 from __future__ import annotations
 
@@ -7,55 +8,112 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild import privilege
-from layerbuild.privilege import NeedsRoot, check_root, is_denied, store_hint
+from layerbuild import privilege, store, userns
+from layerbuild.errors import StoreError
+from layerbuild.privilege import is_denied, prepare, store_hint
+from layerbuild.subids import Extent, IdRange, id_map, mapped, ranges
+
+SUBUID = """\
+# comment lines and junk are skipped
+alice:100000:65536
+bob:165536:65536
+1001:300000:10
+alice:500000:1000
+alice:x:1
+alice:-5:10
+carol:4294967290:100
+"""
 
 
 @pytest.fixture
 def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(privilege.os, "geteuid", lambda: 65534)
+    monkeypatch.setattr(userns.os, "geteuid", lambda: 65534)
 
 
 @pytest.fixture
 def root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(privilege.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(userns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(userns, "in_user_namespace", lambda: False)
 
 
-@pytest.mark.parametrize("command", ["build", "import", "load", "pull"])
-def test_commands_that_make_layers_say_they_need_root(not_root: None, command: str) -> None:
-    with pytest.raises(NeedsRoot) as caught:
-        check_root(command)
-    message = str(caught.value)
-    assert message.startswith(f"`layerbuild {command}` needs root: ")
-    assert "rootless use is not supported yet" in message and "\n" not in message
+def test_a_users_ranges_are_found_by_name_or_uid() -> None:
+    assert ranges(SUBUID, "alice", 1000) == [IdRange(100000, 65536), IdRange(500000, 1000)]
+    assert ranges(SUBUID, "dave", 1001) == [IdRange(300000, 10)]
+    assert ranges(SUBUID, "carol", 1002) == []  # runs past the largest id
+    assert ranges("", "alice", 1000) == []
 
 
-@pytest.mark.parametrize("command", ["images", "inspect", "history", "save", "tag", "rmi",
-                                     "prune", "du", "push", "diff"])
-def test_commands_that_only_read_or_rename_need_no_root(not_root: None, command: str) -> None:
-    check_root(command)
+def test_the_map_puts_the_user_at_0_and_the_ranges_after_it() -> None:
+    extents = id_map(1000, [IdRange(100000, 65536), IdRange(500000, 1000)])
+    assert extents == [Extent(0, 1000, 1), Extent(1, 100000, 65536), Extent(65537, 500000, 1000)]
+    assert mapped(extents) == 1 + 65536 + 1000
+    assert [w for e in extents for w in e.args()][:6] == ["0", "1000", "1", "1", "100000",
+                                                          "65536"]
+    assert id_map(1000, []) == [Extent(0, 1000, 1)]
 
 
-def test_a_dry_run_needs_no_root(not_root: None) -> None:
-    check_root("build", dry_run=True)
+def test_a_range_holding_the_users_own_id_skips_it() -> None:
+    extents = id_map(1005, [IdRange(1000, 10)])
+    assert extents == [Extent(0, 1005, 1), Extent(1, 1000, 5), Extent(6, 1006, 4)]
+    assert mapped(extents) == 10
 
 
-def test_root_may_do_anything(root: None) -> None:
-    for command in privilege.NEEDS_ROOT:
-        check_root(command)
+def test_commands_that_touch_no_store_enter_no_namespace(monkeypatch: pytest.MonkeyPatch,
+                                                          ) -> None:
+    entered: list[bool] = []
+    monkeypatch.setattr(userns, "enter", lambda: entered.append(True))
+    for command in sorted(privilege.NO_NAMESPACE):
+        prepare(command)
+    assert entered == []
+    prepare("build")
+    prepare("images")
+    assert entered == [True, True]
+
+
+def test_roots_store_and_a_users_own(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("LAYERBUILD_ROOT", raising=False)
+    monkeypatch.setattr(store, "is_rootless", lambda: False)
+    assert store.default_root() == Path("/var/lib/layerbuild")
+    monkeypatch.setattr(store, "is_rootless", lambda: True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert store.default_root() == tmp_path / ".local/share/layerbuild"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert store.default_root() == tmp_path / "data/layerbuild"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative")  # not absolute: ignored, as the spec says
+    assert store.default_root() == tmp_path / ".local/share/layerbuild"
+    monkeypatch.setenv("LAYERBUILD_ROOT", str(tmp_path / "named"))
+    assert store.default_root() == tmp_path / "named"
+
+
+def test_a_store_is_of_one_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(store, "in_user_namespace", lambda: True)
+    made = store.Store(tmp_path / "rootless")
+    assert made.rootless and (tmp_path / "rootless" / store.USERXATTR).is_file()
+    assert store.Store(tmp_path / "rootless").rootless
+    monkeypatch.setattr(store, "in_user_namespace", lambda: False)
+    with pytest.raises(StoreError, match=r"is a rootless one .* use it as the user who made it"):
+        store.Store(tmp_path / "rootless")
+    assert not store.Store(tmp_path / "roots").rootless
+    monkeypatch.setattr(store, "in_user_namespace", lambda: True)
+    with pytest.raises(StoreError, match=r"was made by root .* leave out --root"):
+        store.Store(tmp_path / "roots")
+
+
+def test_root_gets_no_hint(root: None) -> None:
     assert store_hint(Path("/var/lib/layerbuild")) == ""
 
 
 def test_a_store_out_of_reach_says_whose_it_is(not_root: None, tmp_path: Path) -> None:
     hint = store_hint(tmp_path / "missing" / "store")
-    assert "s: run layerbuild as root, or give --root DIR" in hint
     assert hint.startswith(" (it is ")
+    assert "s: leave out --root for a store of your own, give --root DIR" in hint
 
 
 def test_denied_means_inside_the_store(not_root: None, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    inside = PermissionError(errno.EACCES, "Permission denied", str(store / "tmp" / "x"))
+    root_dir = tmp_path / "store"
+    inside = PermissionError(errno.EACCES, "Permission denied", str(root_dir / "tmp" / "x"))
     outside = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "other"))
-    assert is_denied(inside, store)
-    assert not is_denied(outside, store)
-    assert not is_denied(FileNotFoundError(errno.ENOENT, "gone", str(store)), store)
+    assert is_denied(inside, root_dir)
+    assert not is_denied(outside, root_dir)
+    assert not is_denied(FileNotFoundError(errno.ENOENT, "gone", str(root_dir)), root_dir)
