@@ -233,6 +233,14 @@ def cmd_prune(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_info(store: Store | None, args: argparse.Namespace) -> int:
+    from layerbuild.hostcheck import gather, render
+
+    for line in render(gather(Path(args.root))):
+        _out(line)
+    return 0
+
+
 def cmd_du(store: Store, args: argparse.Namespace) -> int:
     counts = store.image_references()
     cached = store.cache_references()
@@ -377,9 +385,11 @@ def parser() -> argparse.ArgumentParser:
                     "(name=REF[,push=true])")
     sp.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                     help="a secret for RUN --mount=type=secret (never stored in the image)")
-    sp.add_argument("--network", choices=["default", "none", "host"], default="default",
-                    help="RUN's network: default (a private namespace with outbound access "
-                    "through slirp4netns), none, or host (needs --allow network.host)")
+    sp.add_argument("--network", choices=["default", "private", "none", "host"],
+                    default="default",
+                    help="RUN's network: private (a namespace of its own with outbound access "
+                    "through slirp4netns), none, host (needs --allow network.host), or "
+                    "default: private as root, host rootless")
     sp.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
                     help="grant network.host: RUN may use the host's network")
     sp.add_argument("--security-opt", action="append", default=[], metavar="seccomp=unconfined",
@@ -461,6 +471,9 @@ def parser() -> argparse.ArgumentParser:
     sp = add("prune", cmd_prune, "Remove layers no image or cache entry uses, and debris")
     sp.add_argument("-a", "--all", action="store_true", help="also drop every cache entry")
     add("du", cmd_du, "Show each layer's size and how many images share it")
+    sp = add("info", cmd_info, "Show how layerbuild runs here (root or rootless, overlay, "
+             "user namespaces, subordinate ids), with the fix for each missing part")
+    sp.set_defaults(no_store=True)
     return p
 
 

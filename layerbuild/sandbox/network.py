@@ -55,6 +55,8 @@ DNS = "10.0.2.3"
 _OPTIONS = ("--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
             "--enable-seccomp")
 _NETNS_WAIT = 10.0
+TUN = "/dev/net/tun"
+"""The device slirp4netns opens in the step's namespace."""
 _NOT_READY = "the step's network (slirp4netns) did not come up"
 
 
@@ -109,6 +111,11 @@ def start(tool: str, pid: int, ready_w: int, unshare: str) -> Stack:
     import subprocess
     import tempfile
 
+    if not os.access(TUN, os.R_OK | os.W_OK):
+        os.close(ready_w)
+        raise StepFailed(f"a private network needs {TUN}, which this user cannot open (most "
+                         "hosts make it mode 0666, as udev does): use --network host or none, "
+                         "or ask the host's admin to `chmod 0666 /dev/net/tun`")
     try:
         netns = _new_netns(pid)
     except BaseException:

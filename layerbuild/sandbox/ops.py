@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from layerbuild.sandbox import seccomp
@@ -16,6 +17,7 @@ from layerbuild.sandbox.spec import (
     encode_root,
     encode_run,
 )
+from layerbuild.userns import in_user_namespace
 
 _RUN_NAMESPACES = ("--uts", "--ipc", "--pid")
 
@@ -24,8 +26,10 @@ def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) 
     """Mount the overlay in a private namespace, run argv there, stream output, return the code.
 
     The process is PID 1 of new PID, mount, UTS, IPC and network namespaces (the network
-    namespace has `lo` and, for `network="default"`, a `tap0` served by slirp4netns; with
-    `network="host"` the step shares the host's network namespace instead), pivoted into the
+    namespace has `lo` and, for `network="private"` (root's "default"), a `tap0` served by
+    slirp4netns; with
+    `network="host"`, and for "default" when rootless, the step shares the host's network
+    namespace instead), pivoted into the
     merged overlay, with a fresh /proc, a minimal /dev, a read-only /sys and the host's
     resolv.conf (its nameserver the stack's, with slirp4netns) and hosts; none of their mount
     points reaches the upper dir. Raises StepFailed when the sandbox cannot be set up or the
@@ -33,10 +37,14 @@ def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) 
     its non-zero exit code (128+N when killed by signal N). Unless `spec.seccomp` is False,
     the step's system calls are filtered by Docker's default seccomp profile.
     """
+    if spec.network == "default":
+        # Rootless, the default is the host's network, as Buildah's: a private one needs
+        # /dev/net/tun open to the user, which many hosts do not give.
+        spec = replace(spec, network="host" if in_user_namespace() else "private")
     namespaces = _RUN_NAMESPACES + (("--net",) if spec.network != "host" else ())
     request = {"op": "run", "root": encode_root(root), "run": encode_run(spec),
                "seccomp": base64.b64encode(seccomp.program()).decode() if spec.seccomp else None}
-    reply = call(request, namespaces, on_output, spec.timeout, spec.network == "default")
+    reply = call(request, namespaces, on_output, spec.timeout, spec.network == "private")
     return int(reply["exit"])
 
 

@@ -10,7 +10,9 @@ from layerbuild.errors import StepFailed
 
 MOUNT_KINDS = ("bind", "cache", "tmpfs", "secret")
 # default: a private network namespace served by slirp4netns; host: the host's; none: only lo
-NETWORKS = ("default", "host", "none")
+NETWORKS = ("default", "private", "host", "none")
+"""RUN's networks: "private" is a namespace of its own with slirp4netns, "default" is that for
+root and the host's rootless."""
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
     devices = {name: os.open(f"/dev/{name}", os.O_PATH | os.O_CLOEXEC)
                for name in mounts.DEVICES}
     resolv = mounts.host_file("/etc/resolv.conf")
-    if spec["network"] == "default":
+    if spec["network"] == "private":
         resolv = network.resolv_conf(resolv)
     hosts = mounts.hosts_file(spec["hostname"])
     last_cap = int(mounts.host_file("/proc/sys/kernel/cap_last_cap").strip() or b"40")

@@ -1,0 +1,160 @@
+"""What this host gives layerbuild, for `layerbuild info`: root or rootless, user namespaces,
+subordinate ids, the id helpers, overlayfs, the private network's parts; each part missing
+with its fix (the facts are read here, the text is made by `hostcheck.render`, pure).
+
+Overlay is tried for real: a forked child (single-threaded, as entering a user namespace
+needs) enters the namespace a build would run in and mounts a tiny overlay in a temp dir of
+its own mount namespace, so what is said is what a build would meet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import layerbuild.userns as userns
+from layerbuild.subids import IdRange
+
+_CLONE_NEWNS = 0x20000
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What was found (see `render`)."""
+
+    rootless: bool
+    user: str
+    store: str
+    kernel: str
+    userns_max: int | None
+    userns_clone: bool | None
+    apparmor_restricts: bool | None
+    subuid: list[IdRange] = field(default_factory=list)
+    subgid: list[IdRange] = field(default_factory=list)
+    helpers: tuple[str | None, str | None] = (None, None)
+    overlay: str = ""
+    """"" when a test overlay mounted, else why not."""
+    slirp4netns: str | None = None
+    tun_usable: bool = False
+
+
+def gather(store: Path) -> Facts:
+    """Read the host's facts (tries one overlay mount in a child)."""
+    plan = userns.plan()
+    rootless = userns.is_rootless()
+    return Facts(
+        rootless=rootless, user=plan.user, store=str(store), kernel=platform.release(),
+        userns_max=_int("/proc/sys/user/max_user_namespaces"),
+        userns_clone=_flag("/proc/sys/kernel/unprivileged_userns_clone"),
+        apparmor_restricts=_flag("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
+        subuid=plan.subuid, subgid=plan.subgid, helpers=plan.helpers,
+        overlay=_try_overlay(rootless), slirp4netns=shutil.which("slirp4netns"),
+        tun_usable=os.access("/dev/net/tun", os.R_OK | os.W_OK))
+
+
+def render(facts: Facts) -> list[str]:
+    """The report's lines: `Name: value`, and `  fix: …` under a part that is missing."""
+    lines: list[str] = []
+
+    def say(name: str, value: str, fix: str = "") -> None:
+        lines.append(f"{name + ':':<18}{value}")
+        if fix:
+            lines.append(f"{'':<18}fix: {fix}")
+
+    say("Mode", f"rootless (user {facts.user})" if facts.rootless else "root")
+    say("Store", facts.store + (" (rootless: user.overlay.* xattrs)" if facts.rootless
+                                else " (root: trusted.overlay.* xattrs)"))
+    say("Kernel", facts.kernel)
+    if facts.rootless:
+        off = facts.userns_max == 0 or facts.userns_clone is False
+        say("User namespaces", "off" if off else "enabled" + (
+            " (AppArmor restricts them to profiled programs)" if facts.apparmor_restricts
+            else ""),
+            "`sysctl user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1`"
+            if off else "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`"
+            if facts.apparmor_restricts else "")
+        say("Subordinate uids", _ranges(facts.subuid),
+            "" if facts.subuid else userns.missing_range_fix(facts.user))
+        say("Subordinate gids", _ranges(facts.subgid),
+            "" if facts.subgid else userns.missing_range_fix(facts.user))
+        missing = [n for n, p in zip(("newuidmap", "newgidmap"), facts.helpers, strict=True)
+                   if p is None]
+        say("Id helpers", ", ".join(p for p in facts.helpers if p) or "none",
+            f"install {' and '.join(missing)} (Debian's package uidmap)" if missing else "")
+    say("Overlay", ("kernel overlayfs" + (" with userxattr" if facts.rootless else ""))
+        if not facts.overlay else f"cannot mount: {facts.overlay}",
+        "" if not facts.overlay else "rootless overlay needs Linux 5.11 or later"
+        if facts.rootless else "load the overlay module (`modprobe overlay`)")
+    network = "host (the default rootless)" if facts.rootless else "private (slirp4netns)"
+    fix = ""
+    if facts.slirp4netns is None:
+        fix = "install slirp4netns for --network private"
+    elif not facts.tun_usable:
+        fix = "`chmod 0666 /dev/net/tun` (udev's usual mode) for --network private"
+    say("RUN network", network, fix)
+    return lines
+
+
+def _ranges(found: list[IdRange]) -> str:
+    return ", ".join(f"{r.start}-{r.start + r.count - 1} ({r.count})" for r in found) or "none"
+
+
+def _try_overlay(rootless: bool) -> str:
+    """"" when a test overlay mounts where a build would mount one, else the error."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        said = b""
+        try:
+            os.close(r)
+            said = _mount_test(rootless).encode()
+        except BaseException as exc:
+            said = str(exc).encode() or b"failed"
+        finally:
+            with contextlib.suppress(OSError):
+                os.write(w, said or b"ok")
+            os._exit(0)
+    os.close(w)
+    answer = b""
+    while chunk := os.read(r, 4096):
+        answer += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return "" if answer == b"ok" else answer.decode(errors="replace")
+
+
+def _mount_test(rootless: bool) -> str:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if rootless:
+        userns.enter()
+    elif libc.unshare(_CLONE_NEWNS) != 0:
+        return f"cannot make a mount namespace: {os.strerror(ctypes.get_errno())}"
+    with tempfile.TemporaryDirectory(prefix="layerbuild-info-") as tmp:
+        for name in ("lower", "upper", "work", "merged"):
+            os.mkdir(os.path.join(tmp, name))
+        opts = f"lowerdir={tmp}/lower,upperdir={tmp}/upper,workdir={tmp}/work"
+        if rootless:
+            opts += ",userxattr"
+        if libc.mount(b"overlay", f"{tmp}/merged".encode(), b"overlay", 0,
+                      opts.encode()) != 0:
+            return os.strerror(ctypes.get_errno())
+        libc.umount2(f"{tmp}/merged".encode(), 2)
+    return ""
+
+
+def _int(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _flag(path: str) -> bool | None:
+    value = _int(path)
+    return None if value is None else value != 0
