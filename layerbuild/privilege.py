@@ -63,6 +63,8 @@ def _owner(path: Path) -> str | None:
             uid = os.stat(candidate).st_uid
         except OSError:
             continue
+        if inside and uid == userns.overflow_uid():
+            return None  # not mapped: shown as the overflow id, root's or another user's
         host = userns.host_id(uid) if inside else uid
         if host is None:
             return None

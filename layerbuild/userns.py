@@ -81,6 +81,14 @@ def unmapped(what: str, uid: int, gid: int) -> UserNamespaceError:
                               f"{fix}")
 
 
+def overflow_uid() -> int:
+    """The uid a user namespace shows for ids it does not map."""
+    try:
+        return int(Path("/proc/sys/kernel/overflowuid").read_text())
+    except (OSError, ValueError):
+        return 65534
+
+
 def is_rootless() -> bool:
     """Whether layerbuild runs (or is to run) rootless: not root, or root of a user namespace."""
     return os.geteuid() != 0 or in_user_namespace()

@@ -9,6 +9,7 @@ reached through `/proc/self/fd/N`, so no image symlink can ever aim a mount at t
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 
@@ -80,8 +81,14 @@ def stage_dev(devices: dict[str, int]) -> None:
     for name, target in DEV_LINKS.items():
         os.symlink(target, f"dev/{name}")
     os.mkdir("dev/pts", 0o755)
-    libc.mount("devpts", "dev/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
-               "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    options = "newinstance,ptmxmode=0666,mode=0620"
+    try:
+        libc.mount("devpts", "dev/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
+                   options + ",gid=5")
+    except OSError as exc:  # a user namespace that maps no gid 5 (tty): ptys get the user's
+        if exc.errno != errno.EINVAL:
+            raise
+        libc.mount("devpts", "dev/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC, options)
     os.mkdir("dev/shm", 0o1777)
     libc.mount("shm", "dev/shm", "tmpfs", _SAFE, "mode=1777,size=65536k")
     os.mkdir("dev/mqueue", 0o755)

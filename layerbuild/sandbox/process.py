@@ -103,7 +103,13 @@ def _child(launch: Launch, err_w: int, alive_r: int) -> NoReturn:
         if launch.seccomp is not None:  # while CAP_SYS_ADMIN is held: no no_new_privs needed
             seccomp.install(launch.seccomp)
         libc.drop_capabilities(launch.last_cap)
-        os.setgroups(launch.groups)
+        try:
+            os.setgroups(launch.groups)
+        except PermissionError:
+            # A rootless namespace that maps only the user's own ids denies setgroups: the
+            # step keeps the groups it has (none that the namespace maps).
+            if _read("/proc/self/setgroups").strip() != b"deny":
+                raise
         os.setgid(launch.gid)
         os.setuid(launch.uid)
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of user disarms it
@@ -148,3 +154,11 @@ def _lookup(name: str, path: str) -> str:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     raise StepFailed(f"cannot run {name!r}: executable file not found in $PATH")
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
