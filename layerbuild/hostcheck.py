@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import layerbuild.userns as userns
-from layerbuild.subids import IdRange
+from layerbuild.subids import IdRange, missing_range_fix
 
 _CLONE_NEWNS = 0x20000
 
@@ -80,9 +80,9 @@ def render(facts: Facts) -> list[str]:
             if off else "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`"
             if facts.apparmor_restricts else "")
         say("Subordinate uids", _ranges(facts.subuid),
-            "" if facts.subuid else userns.missing_range_fix(facts.user))
+            "" if facts.subuid else missing_range_fix(facts.user))
         say("Subordinate gids", _ranges(facts.subgid),
-            "" if facts.subgid else userns.missing_range_fix(facts.user))
+            "" if facts.subgid else missing_range_fix(facts.user))
         missing = [n for n, p in zip(("newuidmap", "newgidmap"), facts.helpers, strict=True)
                    if p is None]
         say("Id helpers", ", ".join(p for p in facts.helpers if p) or "none",

@@ -24,9 +24,17 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from layerbuild.errors import LayerbuildError
-from layerbuild.subids import Extent, IdRange, id_map, mapped, ranges
+from layerbuild.subids import (
+    Extent,
+    IdRange,
+    id_map,
+    mapped,
+    ranges,
+    unmapped_text,
+)
 
 CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNS = 0x20000
@@ -62,8 +70,9 @@ def host_id(uid: int) -> int | None:
     return None
 
 
-def unmapped(what: str, uid: int, gid: int) -> UserNamespaceError:
-    """The error for `what` owned by ids this user namespace does not map."""
+def facts() -> dict[str, Any]:
+    """Who this namespace's root is on the host, and how many ids it maps (for `unmapped`
+    where /proc cannot be read: a sandbox child chrooted into a step)."""
     try:
         lines = Path("/proc/self/uid_map").read_text().splitlines()
         count = sum(int(line.split()[2]) for line in lines)
@@ -73,12 +82,14 @@ def unmapped(what: str, uid: int, gid: int) -> UserNamespaceError:
         user = pwd.getpwuid(host_id(0) or 0).pw_name
     except KeyError:
         user = "this user"
-    fix = (missing_range_fix(user) if count <= 1 else
-           f"give {user} a larger range in /etc/subuid and /etc/subgid")
-    return UserNamespaceError(f"{what} is owned by {uid}:{gid}, which this rootless "
-                              f"layerbuild cannot give a file: its user namespace maps "
-                              f"{'only the id 0' if count <= 1 else f'the ids 0-{count - 1}'}; "
-                              f"{fix}")
+    return {"user": user, "ids": count}
+
+
+def unmapped(what: str, uid: int, gid: int, known: dict[str, Any] | None = None,
+             ) -> UserNamespaceError:
+    """The error for `what` needing the owner uid:gid, which this user namespace does not map
+    (`known`: its `facts()`, read now when not given)."""
+    return UserNamespaceError(unmapped_text(what, uid, gid, **(known or facts())))
 
 
 def overflow_uid() -> int:
@@ -127,13 +138,6 @@ def plan() -> Plan:
     subgid = ranges(_read(SUBGID), user, uid)
     return Plan(user, id_map(uid, subuid), id_map(gid, subgid), subuid, subgid,
                 (shutil.which("newuidmap"), shutil.which("newgidmap")))
-
-
-def missing_range_fix(user: str) -> str:
-    """What to run so that `user` gets subordinate ids."""
-    return (f"add a range for {user} to /etc/subuid and /etc/subgid, e.g. `sudo usermod "
-            f"--add-subuids 100000-165535 --add-subgids 100000-165535 {user}` (and install "
-            "newuidmap/newgidmap: Debian's package uidmap)")
 
 
 def enter() -> Plan | None:

@@ -135,7 +135,7 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
         source_fd = open_dir("source", "staging")
     os.chroot("root")
     os.chdir("/")
-    Copier(source_fd, req["follow_symlinks"]).copy_all(req["items"])
+    Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(req["items"])
     return {}
 
 

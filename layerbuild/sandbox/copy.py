@@ -23,6 +23,7 @@ import stat
 
 from layerbuild.errors import StepFailed
 from layerbuild.sandbox.inroot import MAX_LINKS, resolve
+from layerbuild.subids import unmapped_text
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
@@ -35,9 +36,12 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 class Copier:
     """Copies items from a source root fd into the current (chrooted) root."""
 
-    def __init__(self, source_fd: int, follow_symlinks: bool) -> None:
+    def __init__(self, source_fd: int, follow_symlinks: bool,
+                 rootless: dict[str, Any] | None = None) -> None:
         self.source_fd = source_fd
         self.follow = follow_symlinks
+        self.rootless = rootless
+        """The rootless namespace's `userns.facts()` (read before the chroot), or None."""
         self.dir_times: dict[str, tuple[int, int]] = {}
         """(atime, mtime) in ns that each directory written into or made ends up with."""
         self.links: dict[tuple[int, int, int], str] = {}
@@ -100,6 +104,11 @@ class Copier:
                                name if shown in ("", ".", "..", "/") else shown)
             except OSError as exc:
                 where = exc.filename or dest
+                if exc.errno == errno.EINVAL:  # an owner the (rootless) namespace lacks
+                    raise StepFailed(unmapped_text(
+                        f"copying {source} to {dest}: {where}", item["uid"] or 0,
+                        item["gid"] or 0, **(self.rootless or {"user": "this user",
+                                                               "ids": 0}))) from None
                 raise StepFailed(f"copying {source} to {dest}: {where}: {exc.strerror}") from None
 
     def _copy_top(self, parent: int, name: str | None, st: os.stat_result, dest: str,

@@ -28,6 +28,7 @@ from typing import Any
 
 from layerbuild.errors import StepFailed, UnsafePath
 from layerbuild.sandbox import network
+from layerbuild.userns import facts, in_user_namespace
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -84,6 +85,8 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
     try:
         # The child sets its step up while the stack starts; it waits for the stack only
         # just before the step runs.
+        if in_user_namespace():
+            request = {**request, "rootless": facts()}
         session.send({**request, "control_fd": ctl_w,
                       **({"network_fd": ready_r} if tool else {})})
         if tool:

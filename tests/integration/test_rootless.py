@@ -218,7 +218,7 @@ def test_a_user_without_a_range_builds_root_owned_images_and_is_told_what_to_add
     refused = nobody("import", str(tar), "base", check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.splitlines() == [refused.stderr.strip()], refused.stderr
-    assert "is owned by 1000:1000" in refused.stderr, refused.stderr
+    assert "'./home/user' needs the owner 1000:1000" in refused.stderr, refused.stderr
     assert "add a range for nobody to /etc/subuid and /etc/subgid" in refused.stderr
     # A root-only rootfs imports and builds (RUN, COPY) with the one id there is.
     only_root = _rootfs_of(busybox_tar, tmp_path)
@@ -235,6 +235,12 @@ def test_a_user_without_a_range_builds_root_owned_images_and_is_told_what_to_add
     nobody.give(context)
     built = nobody("build", "-t", "app", "--progress", "plain", str(context))
     assert "Successfully tagged app:latest" in built.stdout, built.stdout + built.stderr
+    # A copy given another owner says so in one line too.
+    (context / "Buildfile").write_text("FROM base\nCOPY --chown=1000 f /f\n")
+    chown = nobody("build", "--progress", "plain", str(context), check=False)
+    last = chown.stderr.strip().splitlines()[-1]
+    assert chown.returncode == 1 and last.startswith("layerbuild: error: "), chown.stderr
+    assert "needs the owner 1000:1000" in last and "add a range for nobody" in last, last
 
 
 def _rootfs_of(tar: Path, tmp_path: Path) -> Path:
@@ -285,4 +291,10 @@ def test_an_interrupted_rootless_build_leaves_nothing(rootless: User, busybox_ta
         time.sleep(0.1)
     assert not _processes_of(rootless.name)
     assert not _mounts_under(rootless.home)
+    assert not any((rootless.store / "tmp").iterdir())
+    # A failing step leaves nothing either.
+    (context / "Buildfile").write_text("FROM base\nRUN echo failing && false\n")
+    failed = rootless("build", "--progress", "plain", str(context), check=False)
+    assert failed.returncode == 1 and "exit code 1" in failed.stderr, failed.stderr
+    assert not _processes_of(rootless.name) and not _mounts_under(rootless.home)
     assert not any((rootless.store / "tmp").iterdir())

@@ -142,9 +142,9 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox": ("effect", "", "sandbox.launch sandbox.ops sandbox.spec"),
     "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.inroot sandbox.layers "
                                 "sandbox.libc sandbox.step", ""),
-    "sandbox.copy": ("effect", "errors sandbox.inroot", ""),
+    "sandbox.copy": ("effect", "errors sandbox.inroot subids", ""),
     "sandbox.inroot": ("effect", "errors", ""),
-    "sandbox.launch": ("effect", "errors sandbox sandbox.network", ""),
+    "sandbox.launch": ("effect", "errors sandbox sandbox.network userns", ""),
     "sandbox.layers": ("effect", "errors sandbox sandbox.inroot sandbox.libc userns", ""),
     "sandbox.libc": ("effect", "", ""),
     "sandbox.mounts": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc", ""),
