@@ -169,6 +169,14 @@ def _processes_of(name: str) -> str:
     return subprocess.run(["pgrep", "-a", "-u", name], capture_output=True, text=True).stdout
 
 
+def _written_outside(user: User) -> list[str]:
+    """Files the user owns in the shared temp dirs, other than under its home."""
+    found = subprocess.run(["find", "/tmp", "/var/tmp", "/dev/shm", "-xdev", "-user", user.name,
+                            "-not", "-path", f"{user.home}*", "-not", "-path",
+                            f"{user.package}*"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
 def test_a_rootless_build_is_roots_build(rootless: User, busybox_tar: Path, tmp_path: Path,
                                          docker: Docker) -> None:
     # The same base in both stores: root imports it and saves it; the user loads that.
@@ -188,6 +196,7 @@ def test_a_rootless_build_is_roots_build(rootless: User, busybox_tar: Path, tmp_
     assert (rootless.store / "userxattr").is_file()
     assert not _mounts_under(rootless.home) and not _processes_of(rootless.name)
     assert not any((rootless.store / "tmp").iterdir())
+    assert _written_outside(rootless) == []
     # Docker loads what the user saved, and the files are as built.
     saved = rootless("save", "-o", str(rootless.home / "app.tar"), "app")
     assert saved.returncode == 0
