@@ -38,6 +38,8 @@ class Facts:
     subuid: list[IdRange] = field(default_factory=list)
     subgid: list[IdRange] = field(default_factory=list)
     helpers: tuple[str | None, str | None] = (None, None)
+    ids: int = 1
+    """How many ids a build's user namespace maps."""
     overlay: str = ""
     """"" when a test overlay mounted, else why not."""
     slirp4netns: str | None = None
@@ -53,7 +55,7 @@ def gather(store: Path) -> Facts:
         userns_max=_int("/proc/sys/user/max_user_namespaces"),
         userns_clone=_flag("/proc/sys/kernel/unprivileged_userns_clone"),
         apparmor_restricts=_flag("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
-        subuid=plan.subuid, subgid=plan.subgid, helpers=plan.helpers,
+        subuid=plan.subuid, subgid=plan.subgid, helpers=plan.helpers, ids=plan.ids,
         overlay=_try_overlay(rootless), slirp4netns=shutil.which("slirp4netns"),
         tun_usable=os.access("/dev/net/tun", os.R_OK | os.W_OK))
 
@@ -67,7 +69,8 @@ def render(facts: Facts) -> list[str]:
         if fix:
             lines.append(f"{'':<18}fix: {fix}")
 
-    say("Mode", f"rootless (user {facts.user})" if facts.rootless else "root")
+    say("Mode", f"rootless (user {facts.user}, ids 0-{facts.ids - 1} mapped)"
+        if facts.rootless else "root")
     say("Store", facts.store + (" (rootless: user.overlay.* xattrs)" if facts.rootless
                                 else " (root: trusted.overlay.* xattrs)"))
     say("Kernel", facts.kernel)

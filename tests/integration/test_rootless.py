@@ -211,7 +211,7 @@ def test_a_rootless_build_is_roots_build(rootless: User, busybox_tar: Path, tmp_
 
 def test_info_says_rootless_and_what_works(rootless: User, nobody: User) -> None:
     said = rootless("info").stdout
-    assert "Mode:             rootless (user lbrootless)" in said, said
+    assert "Mode:             rootless (user lbrootless, ids 0-65536 mapped)" in said, said
     assert "Overlay:          kernel overlayfs with userxattr" in said, said
     assert f"Store:            {rootless.store}" in said, said
     assert "fix:" not in said.split("RUN network")[0], said

@@ -117,3 +117,23 @@ def test_denied_means_inside_the_store(not_root: None, tmp_path: Path) -> None:
     assert is_denied(inside, root_dir)
     assert not is_denied(outside, root_dir)
     assert not is_denied(FileNotFoundError(errno.ENOENT, "gone", str(root_dir)), root_dir)
+
+
+def test_info_names_the_fix_for_each_missing_part() -> None:
+    from layerbuild.hostcheck import Facts, render
+
+    lacking = render(Facts(rootless=True, user="ann", store="/home/ann/.local/share/layerbuild",
+                           kernel="5.4.0", userns_max=0, userns_clone=None,
+                           apparmor_restricts=None, overlay="Operation not permitted",
+                           slirp4netns=None))
+    text = "\n".join(lacking)
+    assert "User namespaces:  off\n" in text and "user.max_user_namespaces" in text
+    assert text.count("fix: add a range for ann to /etc/subuid and /etc/subgid") == 2
+    assert "install newuidmap and newgidmap (Debian's package uidmap)" in text
+    assert "Overlay:          cannot mount: Operation not permitted" in text
+    assert "needs Linux 5.11 or later" in text and "install slirp4netns" in text
+    whole = render(Facts(rootless=False, user="root", store="/var/lib/layerbuild",
+                         kernel="6.1", userns_max=100, userns_clone=True,
+                         apparmor_restricts=False, slirp4netns="/usr/bin/slirp4netns",
+                         tun_usable=True))
+    assert whole[0] == "Mode:             root" and not any("fix:" in line for line in whole)
