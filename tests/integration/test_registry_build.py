@@ -181,12 +181,12 @@ def test_readme_try_it_runs_as_written(
     need_tool("git")
     config, _digest = fill_hub_mirror(registries, busybox_tar, tmp_path / "mirror")
     block = first_sh_block((REPO / "README.md").read_text(), "## Try it")
-    assert "/opt/layerbuild" in block and "layerbuild build -t hello examples/hello" in block
+    assert "~/.local/layerbuild" in block and "layerbuild build -t hello examples/hello" in block
     apt = re.search(r"^apt-get update && apt-get install -y ([\w. -]+)\n", block, re.M)
     assert apt, "the block installs its Debian packages, apt-get update first"
     venv = tmp_path / "venv"
     script = block.replace(apt.group(0), f"dpkg -s {apt.group(1)} >/dev/null\n")
-    script = script.replace("/opt/layerbuild", str(venv))
+    script = script.replace("~/.local/layerbuild", str(venv))
     checkout = copy_checkout(tmp_path / "checkout")
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "LAYERBUILD_ROOT", "VIRTUAL_ENV")}
