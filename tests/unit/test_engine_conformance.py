@@ -102,6 +102,17 @@ def test_expose_host_parts_warn_and_keep_the_container_port(bench: Bench) -> Non
     assert len(bench.of(BuildWarning)) == 4
 
 
+def test_expose_of_an_upper_case_protocol_warns_and_exposes_it_lower_case(
+        bench: Bench) -> None:
+    image = bench.build("FROM base\nEXPOSE 80/TCP 53/udp\n")
+    assert image is not None
+    assert sorted(image.config.config["ExposedPorts"]) == ["53/udp", "80/tcp"]
+    assert bench.of(BuildWarning) == [BuildWarning(
+        f"warning: {bench.context / 'Buildfile'}:2: Defined protocol '80/TCP' in EXPOSE "
+        "instruction should be lowercase")]
+    assert history(image)[-1] == "EXPOSE map[53/udp:{} 80/tcp:{}]"
+
+
 def test_a_bad_expose_port_names_its_line(bench: Bench) -> None:
     with pytest.raises(BuildfileError, match="invalid proto: icmp") as caught:
         bench.build("FROM base\nEXPOSE 80/icmp\n")
