@@ -39,6 +39,7 @@ from layerbuild.buildfile import (
     expand_words,
     host_part_warning,
     parse_port_spec,
+    proto_casing_warning,
 )
 from layerbuild.errors import BuildfileError
 from layerbuild.image import ImageConfig
@@ -117,9 +118,16 @@ def exposed(instr: Expose, env: Mapping[str, str], escape: str = "\\",
 
 def expose_warnings(instr: Expose, env: Mapping[str, str], escape: str = "\\",
                     path: str = "Buildfile") -> list[str]:
-    """BuildKit's warning for each EXPOSE spec with an IP address or a host port."""
-    return [f"warning: {path}:{instr.line}: {host_part_warning(spec)}"
-            for spec in exposed(instr, env, escape, path) if spec.host_part]
+    """BuildKit's warnings for the EXPOSE specs, in its order: a protocol not in lower case
+    (``80/TCP``), then an IP address or a host port."""
+    return [f"warning: {path}:{instr.line}: {message}"
+            for spec in exposed(instr, env, escape, path)
+            for message in _spec_warnings(spec)]
+
+
+def _spec_warnings(spec: PortSpec) -> list[str]:
+    return ([proto_casing_warning(spec)] if spec.proto_casing else []) + \
+        ([host_part_warning(spec)] if spec.host_part else [])
 
 
 def _healthcheck(instr: Healthcheck) -> dict[str, Any]:

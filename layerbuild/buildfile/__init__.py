@@ -69,7 +69,12 @@ from layerbuild.buildfile.parser import (
     parse,
     parse_heredoc_marker,
 )
-from layerbuild.buildfile.ports import PortSpec, host_part_warning, parse_port_spec
+from layerbuild.buildfile.ports import (
+    PortSpec,
+    host_part_warning,
+    parse_port_spec,
+    proto_casing_warning,
+)
 from layerbuild.buildfile.stages import Buildfile, Stage, parse_buildfile, stage_ref
 from layerbuild.buildfile.template import is_template, parse_var_file, render_template
 
@@ -128,6 +133,7 @@ __all__ = [
     "parse_port_spec",
     "parse_var_file",
     "platform_args",
+    "proto_casing_warning",
     "proxy_environment",
     "render_template",
     "stage_ref",

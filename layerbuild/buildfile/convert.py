@@ -130,9 +130,8 @@ def _sources_and_dest(req: _Request) -> tuple[tuple[str, ...], str, tuple[Heredo
     if len(args) < 2:
         raise ValueError(f"{req.node.instruction} requires at least two arguments: "
                          "source(s) and a destination")
-    heredocs = req.node.heredocs
-    sources = heredoc_sources(args[:-1], heredocs) if heredocs else args[:-1]
-    return tuple(sources), args[-1], heredocs
+    sources, heredocs = heredoc_sources(args[:-1], req.node.heredocs)
+    return tuple(sources), args[-1], tuple(heredocs)
 
 
 def _copy(req: _Request) -> Copy:

@@ -13,7 +13,9 @@ and follows BuildKit's parser rules:
 - ``RUN``, ``COPY`` and ``ADD`` (also under ``ONBUILD``) in shell form may carry heredocs:
   ``<<EOF`` (expanded), ``<<"EOF"``/``<<'EOF'`` (literal), ``<<-EOF`` (leading tabs
   stripped), several per line. Their bodies follow the instruction line, in order. Blanks
-  may follow ``<<`` (``<<  EOF``, BuildKit since 2025); ``<< -EOF`` names ``-EOF``.
+  may follow ``<<`` (``<<  EOF``, BuildKit since 2025); ``<< -EOF`` names ``-EOF``. (COPY
+  and ADD still read such a body, but take their sources from blank-split words, as BuildKit
+  does: ``COPY <<  EOF /d/`` copies the context paths ``<<`` and ``EOF``.)
 - A heredoc as the destination of ``COPY``/``ADD`` is an error, found before any body is read.
 """
 

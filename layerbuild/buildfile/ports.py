@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-__all__ = ["PortSpec", "host_part_warning", "parse_port_spec"]
+__all__ = ["PortSpec", "host_part_warning", "parse_port_spec", "proto_casing_warning"]
 
 _PROTOCOLS = ("tcp", "udp", "sctp")
 _MAX_PORT = 65535
@@ -23,12 +23,14 @@ _MAX_PORT = 65535
 
 @dataclass(frozen=True)
 class PortSpec:
-    """One EXPOSE word: what was written, the container ports it exposes (``80/tcp``), and
-    whether it names an IP address or a host port."""
+    """One EXPOSE word: what was written, the container ports it exposes (``80/tcp``),
+    whether it names an IP address or a host port, and whether its protocol has an upper-case
+    letter (``80/TCP``)."""
 
     text: str
     ports: tuple[str, ...]
     host_part: bool
+    proto_casing: bool = False
 
 
 def host_part_warning(spec: PortSpec) -> str:
@@ -37,15 +39,20 @@ def host_part_warning(spec: PortSpec) -> str:
             f"'{spec.text}'")
 
 
+def proto_casing_warning(spec: PortSpec) -> str:
+    """BuildKit's warning for a spec whose protocol is not written in lower case."""
+    return f"Defined protocol '{spec.text}' in EXPOSE instruction should be lowercase"
+
+
 def parse_port_spec(text: str) -> PortSpec:
     """Read one spec. Raises ValueError, worded as BuildKit words it, for a bad one."""
     ip, host_port, container = _split_parts(text)
-    port, _, proto = container.partition("/")
+    port, _, written = container.partition("/")
     if not port:
         raise ValueError(f"invalid port {text!r}: no port specified")
-    proto = proto.lower() or "tcp"
+    proto = written.lower() or "tcp"
     if proto not in _PROTOCOLS:
-        raise ValueError(f"invalid port {text!r}: invalid proto: {proto}")
+        raise ValueError(f"invalid port {text!r}: invalid proto: {written}")
     if ip:
         _check_ip(ip)
     low, high = _port_range(port, "containerPort")
@@ -56,7 +63,7 @@ def parse_port_spec(text: str) -> PortSpec:
             raise ValueError(f"invalid ranges specified for container and host Ports: {port} "
                              f"and {host_port}")
     ports = tuple(f"{number}/{proto}" for number in range(low, high + 1))
-    return PortSpec(text, ports, bool(ip or host_port))
+    return PortSpec(text, ports, bool(ip or host_port), written != written.lower())
 
 
 def _split_parts(text: str) -> tuple[str, str, str]:

@@ -99,15 +99,26 @@ def name_value_pairs(text: str, instruction: str,
     return tuple(pairs)
 
 
-def heredoc_sources(words: Sequence[str], heredocs: Iterable[Heredoc]) -> list[str]:
-    """COPY/ADD sources without the words that name one of the instruction's heredocs."""
-    names = {heredoc.name for heredoc in heredocs}
-    kept = []
+def heredoc_sources(words: Sequence[str], heredocs: Iterable[Heredoc],
+                    ) -> tuple[list[str], list[Heredoc]]:
+    """COPY/ADD sources split as BuildKit's ``parseSourcesAndDest`` splits them: the words
+    that are not heredoc markers (context paths), and the heredocs the marker words name, in
+    their order.
+
+    A heredoc the line declares but no source word names is not copied: ``COPY <<  EOF /d``
+    declares ``EOF`` (the lexer keeps ``<<  EOF`` as one word, so its body is read), yet its
+    source words, split on blanks, are ``<<`` and ``EOF``, two context paths.
+    """
+    declared = {heredoc.name: heredoc for heredoc in heredocs}  # a repeated name: the last
+    paths: list[str] = []
+    named: list[Heredoc] = []
     for word in words:
         try:
             marker = parse_heredoc_marker(word)
         except ExpansionError:
             marker = None
-        if marker is None or marker[0] not in names:
-            kept.append(word)
-    return kept
+        if marker is not None and marker[0] in declared:
+            named.append(declared[marker[0]])
+        else:
+            paths.append(word)
+    return paths, named

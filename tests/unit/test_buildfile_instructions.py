@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from layerbuild.buildfile import (
+    Add,
     Copy,
     Healthcheck,
     Mount,
@@ -131,6 +132,27 @@ def test_copy_heredoc_sources_are_separated() -> None:
     assert copy.sources == ("src",)
     assert [h.name for h in copy.heredocs] == ["EOF", "X"]
     assert copy.dest == "/dst/"
+
+
+@pytest.mark.parametrize("line", ["COPY <<  EOF /dest", "COPY <<  EOF  /dest",
+                                  "ADD <<\tEOF /dest", "ONBUILD COPY << EOF /dest"])
+def test_a_spaced_heredoc_is_read_but_its_source_words_are_context_paths(line: str) -> None:
+    # As in BuildKit: its parser reads the body (the lexer keeps `<<  EOF` as one word), but
+    # parseSourcesAndDest takes the blank-split words `<<` and `EOF`, neither a marker, as
+    # context paths, and copies no heredoc.
+    stage = parse_buildfile(f"FROM a\n{line}\nbody\nEOF\nUSER u\n").stages[0]
+    instr, user = stage.instructions
+    copy = instr.trigger if isinstance(instr, Onbuild) else instr
+    assert isinstance(copy, Copy | Add)
+    assert (copy.sources, copy.dest, copy.heredocs) == (("<<", "EOF"), "/dest", ())
+    assert (instr.line, instr.end_line, user.line) == (2, 4, 5)
+
+
+def test_only_the_heredocs_a_source_word_names_are_copied() -> None:
+    copy = first("COPY <<ONE <<  TWO /dest/\n1\nONE\n2\nTWO\n")
+    assert isinstance(copy, Copy)
+    assert copy.sources == ("<<", "TWO")
+    assert [(h.name, h.content) for h in copy.heredocs] == [("ONE", "1\n")]
 
 
 def test_copy_flags() -> None:

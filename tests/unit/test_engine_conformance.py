@@ -66,6 +66,32 @@ def test_a_heredoc_with_blanks_after_the_operator_runs_its_body(bench: Bench) ->
     assert [bench.read(image, p) for p in ("/one", "/two", "/three")] == ["1", "2", "3"]
 
 
+@pytest.mark.parametrize("line", ["COPY <<  EOF /dest/", "COPY <<  EOF  /dest/"])
+def test_a_spaced_heredoc_source_copies_context_files_named_by_its_words(
+        bench: Bench, line: str) -> None:
+    # BuildKit reads the body as a heredoc's, but copies the context paths `<<` and `EOF`.
+    bench.write("<<", "the file named <<\n")
+    bench.write("EOF", "the file named EOF\n")
+    image = bench.build(f"FROM base\n{line}\nbody\nEOF\n")
+    assert image is not None
+    assert (bench.read(image, "/dest/<<"), bench.read(image, "/dest/EOF")) == (
+        "the file named <<\n", "the file named EOF\n")
+    assert history(image)[-1] == "COPY << EOF /dest/ # buildkit"
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("COPY <<  EOF /dest/", "<<: not found in the build context"),
+    ("COPY <<  EOF  /dest/", "<<: not found in the build context"),
+    ("COPY <<  EOF  /dest", "when using more than one source"),  # two paths, one file dest
+])
+def test_a_spaced_heredoc_source_without_such_files_fails_at_its_line(
+        bench: Bench, line: str, reason: str) -> None:
+    with pytest.raises(BuildfileError) as caught:
+        bench.build(f"FROM base\nENV A=1\n{line}\nbody\nEOF\n")
+    assert reason in str(caught.value)
+    assert str(caught.value).startswith(f"{bench.context / 'Buildfile'}:3: COPY:")
+
+
 @pytest.mark.parametrize("line", ["COPY /foo <<EOF\nEOF", "ADD f.txt <<EOF\nx\nEOF",
                                   "COPY /foo <<EOF"])
 def test_a_heredoc_destination_fails_at_its_line(bench: Bench, line: str) -> None:
@@ -100,6 +126,17 @@ def test_expose_host_parts_warn_and_keep_the_container_port(bench: Bench) -> Non
     again = bench.build(EXPOSING)  # cached, and still said
     assert again is not None and again.id == image.id
     assert len(bench.of(BuildWarning)) == 4
+
+
+def test_expose_of_an_upper_case_protocol_warns_and_exposes_it_lower_case(
+        bench: Bench) -> None:
+    image = bench.build("FROM base\nEXPOSE 80/TCP 53/udp\n")
+    assert image is not None
+    assert sorted(image.config.config["ExposedPorts"]) == ["53/udp", "80/tcp"]
+    assert bench.of(BuildWarning) == [BuildWarning(
+        f"warning: {bench.context / 'Buildfile'}:2: Defined protocol '80/TCP' in EXPOSE "
+        "instruction should be lowercase")]
+    assert history(image)[-1] == "EXPOSE map[53/udp:{} 80/tcp:{}]"
 
 
 def test_a_bad_expose_port_names_its_line(bench: Bench) -> None:

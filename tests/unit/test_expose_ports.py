@@ -74,6 +74,32 @@ def test_host_parts_are_accepted_with_a_warning_keeping_the_container_port() -> 
         "EXPOSE map[1234/tcp:{} 1234/udp:{} 443/tcp:{} 7000/tcp:{} 7001/tcp:{} 80/tcp:{}]")
 
 
+def test_an_upper_case_protocol_is_lowered_with_buildkits_warning() -> None:
+    instr = expose("EXPOSE 80/TCP 53/udp 0.0.0.0:443:443/Udp $P")
+    env = {"P": "9000-9001/SCTP"}
+    config = apply_metadata(empty_config(), instr, env)
+    assert sorted(config.config["ExposedPorts"]) == [
+        "443/udp", "53/udp", "80/tcp", "9000/sctp", "9001/sctp"]
+    casing = "EXPOSE instruction should be lowercase"
+    # Per spec as BuildKit checks it: the casing first, then the host part; the spec as
+    # expanded, whole.
+    assert expose_warnings(instr, env) == [
+        f"warning: Buildfile:2: Defined protocol '80/TCP' in {casing}",
+        f"warning: Buildfile:2: Defined protocol '0.0.0.0:443:443/Udp' in {casing}",
+        "warning: Buildfile:2: EXPOSE instruction should not define an IP address or "
+        "host-port mapping, found '0.0.0.0:443:443/Udp'",
+        f"warning: Buildfile:2: Defined protocol '9000-9001/SCTP' in {casing}"]
+    assert created_by(instr, empty_config(), env) == (
+        "EXPOSE map[443/udp:{} 53/udp:{} 80/tcp:{} 9000/sctp:{} 9001/sctp:{}]")
+    assert (parse_port_spec("80/tcp").proto_casing, parse_port_spec("80").proto_casing) == (
+        False, False)
+
+
+def test_a_bad_protocol_is_named_as_written() -> None:
+    with pytest.raises(ValueError, match=r"invalid proto: ICMP$"):
+        parse_port_spec("80/ICMP")
+
+
 def test_a_variable_may_hold_several_ports() -> None:
     instr = expose("EXPOSE $PORTS 8080")
     env = {"PORTS": "80 443/udp"}

@@ -1,7 +1,7 @@
 """`requires-python` says 3.11, and Debian 12's python3 is 3.11.2: nothing in the package or
 its tests may use what later 3.11 releases added, such as tarfile's extraction filters
-(3.11.4). The unit tests run on that python3 (scripts/unit-unprivileged); this catches the
-integration tests' uses too."""
+(3.11.4). scripts/test runs the whole suite on that python3; this names each use at once,
+also on a newer Python."""
 
 from __future__ import annotations
 
