@@ -82,9 +82,9 @@ def enter_rootless() -> None:
     rootless (the user is its root; their /etc/subuid and /etc/subgid ranges are the other
     ids). Done by `open_store` when needed; a program with threads calls it before starting
     them. Nothing for root, or when already done."""
-    from layerbuild.privilege import prepare
+    from layerbuild.userns import enter
 
-    prepare("api")
+    enter()
 
 
 def open_store(root: str | os.PathLike[str] | None = None) -> Store:

@@ -501,9 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "no_store", False):
             return int(args.func(None, args))
-        from layerbuild.privilege import prepare
+        from layerbuild.userns import enter
 
-        prepare(args.command)
+        enter()  # a user who is not root works in a user namespace of their own
         store = _open_store(Path(args.root))
         return int(args.func(store, args))
     except LayerbuildError as exc:

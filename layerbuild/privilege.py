@@ -5,7 +5,8 @@ Layers keep their files' owners and device nodes (overlay whiteouts are 0/0 devi
 and COPY steps run in overlay mounts in new namespaces. As root, layerbuild does that on the
 host's ids. As anyone else, it first enters a user namespace in which the user is root and
 their subordinate ids are the image's other ids (`userns`); the store is then the user's own
-(`$XDG_DATA_HOME/layerbuild`), marked rootless (`store.USERXATTR`).
+(`$XDG_DATA_HOME/layerbuild`), marked rootless (`store.USERXATTR`). Every command that opens a
+store enters it first (`userns.enter`); the others (`login`, `logout`, `info`) need none.
 """
 
 from __future__ import annotations
@@ -15,16 +16,6 @@ import os
 from pathlib import Path
 
 import layerbuild.userns as userns
-
-NO_NAMESPACE = frozenset({"login", "logout", "info"})
-"""Commands that touch no store, so need no user namespace."""
-
-
-def prepare(command: str) -> None:
-    """Make this process fit to run `command`: a user who is not root enters their user
-    namespace (UserNamespaceError, which says what to fix, when that cannot be done)."""
-    if command not in NO_NAMESPACE:
-        userns.enter()
 
 
 def store_hint(root: Path) -> str:

@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "layerbuild"
 
 TABLE: dict[str, tuple[str, str, str]] = {
     "api": ("effect", "archive builder.engine builder.outputs buildfile.limits cache.options "
-                      "cache.records errors events image privilege reference registry request "
-                      "store", "archive.load"),
+                      "cache.records errors events image reference registry request store "
+                      "userns", "archive.load"),
     "archive": ("effect", "archive.load archive.rootfs archive.save", ""),
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
@@ -94,7 +94,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "cache.roots": ("effect", "digest errors", ""),
     "cache.stat": ("effect", "fsutil", "buildfile context"),
     "cli": ("effect", "api builder.outputs buildfile errors hostcheck imagediff layerbuild "
-                      "privilege progress reference store", ""),
+                      "privilege progress reference store userns", ""),
     "context": ("effect", "buildfile.ignore errors", ""),
     "digest": ("pure", "errors", ""),
     "errors": ("pure", "", ""),

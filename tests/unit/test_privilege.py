@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild import privilege, store, userns
+from layerbuild import store, userns
 from layerbuild.errors import StoreError
-from layerbuild.privilege import is_denied, prepare, store_hint
+from layerbuild.privilege import is_denied, store_hint
 from layerbuild.subids import Extent, IdRange, id_map, mapped, ranges
 
 SUBUID = """\
@@ -56,18 +56,6 @@ def test_a_range_holding_the_users_own_id_skips_it() -> None:
     extents = id_map(1005, [IdRange(1000, 10)])
     assert extents == [Extent(0, 1005, 1), Extent(1, 1000, 5), Extent(6, 1006, 4)]
     assert mapped(extents) == 10
-
-
-def test_commands_that_touch_no_store_enter_no_namespace(monkeypatch: pytest.MonkeyPatch,
-                                                          ) -> None:
-    entered: list[bool] = []
-    monkeypatch.setattr(userns, "enter", lambda: entered.append(True))
-    for command in sorted(privilege.NO_NAMESPACE):
-        prepare(command)
-    assert entered == []
-    prepare("build")
-    prepare("images")
-    assert entered == [True, True]
 
 
 def test_roots_store_and_a_users_own(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
