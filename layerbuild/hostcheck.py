@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import layerbuild.userns as userns
-from layerbuild.subids import IdRange, missing_range_fix
+from layerbuild.nsmap import missing_range_fix
+from layerbuild.subids import IdRange
 
 _CLONE_NEWNS = 0x20000
 

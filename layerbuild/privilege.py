@@ -15,6 +15,7 @@ import errno
 import os
 from pathlib import Path
 
+import layerbuild.nsmap as nsmap
 import layerbuild.userns as userns
 
 
@@ -48,7 +49,7 @@ def _owner(path: Path) -> str | None:
     (None: an id this user namespace does not map, someone else's)."""
     import pwd
 
-    inside = userns.in_user_namespace()
+    inside = nsmap.in_user_namespace()
     for candidate in (path, *path.absolute().parents):
         try:
             uid = os.stat(candidate).st_uid
@@ -56,7 +57,7 @@ def _owner(path: Path) -> str | None:
             continue
         if inside and uid == userns.overflow_uid():
             return None  # not mapped: shown as the overflow id, root's or another user's
-        host = userns.host_id(uid) if inside else uid
+        host = nsmap.host_id(uid) if inside else uid
         if host is None:
             return None
         try:

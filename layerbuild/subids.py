@@ -82,22 +82,3 @@ def _without(item: IdRange, own: int) -> list[tuple[int, int]]:
     return [(s, c) for s, c in ((item.start, own - item.start), (own + 1, end - own - 1))
             if c > 0]
 
-
-def missing_range_fix(user: str) -> str:
-    """What to run so that `user` gets subordinate ids."""
-    return (f"add a range for {user} to /etc/subuid and /etc/subgid, e.g. `sudo usermod "
-            f"--add-subuids 100000-165535 --add-subgids 100000-165535 {user}` (and install "
-            "newuidmap/newgidmap: Debian's package uidmap)")
-
-
-def unmapped_text(what: str, uid: int, gid: int, user: str, ids: int) -> str:
-    """Why `what` cannot have the owner uid:gid in a namespace of `user` mapping `ids` ids.
-
-    >>> unmapped_text("'./x'", 1000, 1000, "ann", 65537).split(";")[0].split(": ")[1]
-    'its user namespace maps the ids 0-65536'
-    """
-    fix = (missing_range_fix(user) if ids <= 1 else
-           f"give {user} a larger range in /etc/subuid and /etc/subgid")
-    span = "only the id 0" if ids <= 1 else f"the ids 0-{ids - 1}"
-    return (f"{what} needs the owner {uid}:{gid}, which a rootless layerbuild cannot give "
-            f"here: its user namespace maps {span}; {fix}")

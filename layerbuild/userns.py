@@ -27,14 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import LayerbuildError
-from layerbuild.subids import (
-    Extent,
-    IdRange,
-    id_map,
-    mapped,
-    ranges,
-    unmapped_text,
-)
+from layerbuild.nsmap import facts, in_user_namespace, unmapped_text
+from layerbuild.subids import Extent, IdRange, id_map, mapped, ranges
 
 CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNS = 0x20000
@@ -42,47 +36,10 @@ _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
-_INITIAL = ["0", "0", "4294967295"]
 
 
 class UserNamespaceError(LayerbuildError):
     """A user namespace could not be made or mapped (the message says what to fix)."""
-
-
-def in_user_namespace() -> bool:
-    """Whether this process runs in a user namespace other than the host's."""
-    try:
-        return Path("/proc/self/uid_map").read_text().split() != _INITIAL
-    except OSError:
-        return False
-
-
-def host_id(uid: int) -> int | None:
-    """The host's uid for `uid` of this process's user namespace (None: not mapped)."""
-    try:
-        lines = Path("/proc/self/uid_map").read_text().splitlines()
-    except OSError:
-        return uid
-    for line in lines:
-        inside, outside, count = (int(word) for word in line.split())
-        if inside <= uid < inside + count:
-            return outside + uid - inside
-    return None
-
-
-def facts() -> dict[str, Any]:
-    """Who this namespace's root is on the host, and how many ids it maps (for `unmapped`
-    where /proc cannot be read: a sandbox child chrooted into a step)."""
-    try:
-        lines = Path("/proc/self/uid_map").read_text().splitlines()
-        count = sum(int(line.split()[2]) for line in lines)
-    except (OSError, IndexError, ValueError):
-        count = 0
-    try:
-        user = pwd.getpwuid(host_id(0) or 0).pw_name
-    except KeyError:
-        user = "this user"
-    return {"user": user, "ids": count}
 
 
 def unmapped(what: str, uid: int, gid: int, known: dict[str, Any] | None = None,

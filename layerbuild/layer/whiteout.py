@@ -10,7 +10,7 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 
-from layerbuild.userns import in_user_namespace
+from layerbuild.nsmap import in_user_namespace
 
 PREFIX = ".wh."
 """`dir/.wh.NAME` in a layer tar deletes NAME from the layers below."""

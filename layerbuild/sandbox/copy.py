@@ -22,8 +22,8 @@ import posixpath
 import stat
 
 from layerbuild.errors import StepFailed
+from layerbuild.nsmap import unmapped_text
 from layerbuild.sandbox.inroot import MAX_LINKS, resolve
-from layerbuild.subids import unmapped_text
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import StepFailed, UnsafePath
+from layerbuild.nsmap import facts, in_user_namespace
 from layerbuild.sandbox import network
-from layerbuild.userns import facts, in_user_namespace
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "

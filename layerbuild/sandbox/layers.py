@@ -12,9 +12,9 @@ import os
 import stat
 
 from layerbuild.errors import StepFailed
+from layerbuild.nsmap import in_user_namespace
 from layerbuild.sandbox import libc
 from layerbuild.sandbox.inroot import Resolved, resolve
-from layerbuild.userns import in_user_namespace
 
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _PAGE = 4096

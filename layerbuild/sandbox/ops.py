@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from layerbuild.nsmap import in_user_namespace
 from layerbuild.sandbox import seccomp
 from layerbuild.sandbox.launch import call
 from layerbuild.sandbox.spec import (
@@ -17,7 +18,6 @@ from layerbuild.sandbox.spec import (
     encode_root,
     encode_run,
 )
-from layerbuild.userns import in_user_namespace
 
 _RUN_NAMESPACES = ("--uts", "--ipc", "--pid")
 

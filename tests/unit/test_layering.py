@@ -101,7 +101,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "events": ("pure", "digest", ""),
     "fetching": ("effect", "digest errors events image ingest store", ""),
     "fsutil": ("effect", "", ""),
-    "hostcheck": ("effect", "subids userns", ""),
+    "hostcheck": ("effect", "nsmap subids userns", ""),
     "image": ("pure", "digest errors", ""),
     "imagediff": ("effect", "digest image layer.contents store", ""),
     "ingest": ("effect", "digest errors image layer layer.tree store", ""),
@@ -117,9 +117,10 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.probe": ("effect", "errors layer.compression", ""),
     "layer.tarheader": ("pure", "", ""),
     "layer.tree": ("effect", "errors", ""),
-    "layer.whiteout": ("effect", "userns", ""),
+    "layer.whiteout": ("effect", "nsmap", ""),
     "layerbuild": ("pure", "", "api"),
-    "privilege": ("effect", "userns", ""),
+    "nsmap": ("effect", "", ""),
+    "privilege": ("effect", "nsmap userns", ""),
     "progress": ("effect", "events", ""),
     "reference": ("pure", "digest errors", ""),
     "registry": ("effect", "events image reference registry.client registry.credentials "
@@ -142,14 +143,14 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox": ("effect", "", "sandbox.launch sandbox.ops sandbox.spec"),
     "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.inroot sandbox.layers "
                                 "sandbox.libc sandbox.step", ""),
-    "sandbox.copy": ("effect", "errors sandbox.inroot subids", ""),
+    "sandbox.copy": ("effect", "errors nsmap sandbox.inroot", ""),
     "sandbox.inroot": ("effect", "errors", ""),
-    "sandbox.launch": ("effect", "errors sandbox sandbox.network userns", ""),
-    "sandbox.layers": ("effect", "errors sandbox sandbox.inroot sandbox.libc userns", ""),
+    "sandbox.launch": ("effect", "errors nsmap sandbox sandbox.network", ""),
+    "sandbox.layers": ("effect", "errors nsmap sandbox sandbox.inroot sandbox.libc", ""),
     "sandbox.libc": ("effect", "", ""),
     "sandbox.mounts": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc", ""),
     "sandbox.network": ("effect", "errors sandbox sandbox.reaper", ""),
-    "sandbox.ops": ("effect", "sandbox sandbox.launch sandbox.seccomp sandbox.spec userns", ""),
+    "sandbox.ops": ("effect", "nsmap sandbox sandbox.launch sandbox.seccomp sandbox.spec", ""),
     "sandbox.process": ("effect", "errors sandbox sandbox.libc sandbox.mounts sandbox.seccomp", ""),
     "sandbox.reaper": ("effect", "", ""),
     "sandbox.seccomp": ("effect", "errors sandbox sandbox.libc sandbox.seccomp_profile", ""),
@@ -157,8 +158,9 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.spec": ("pure", "errors", ""),
     "sandbox.step": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc "
                                "sandbox.mounts sandbox.network sandbox.process", ""),
-    "store": ("effect", "cache.roots digest errors fsutil image reference store store.blobs "
-                        "store.distribution store.images store.layers store.staging userns",
+    "store": ("effect", "cache.roots digest errors fsutil image nsmap reference store "
+                        "store.blobs store.distribution store.images store.layers "
+                        "store.staging userns",
                         ""),
     "store.blobs": ("effect", "digest", ""),
     "store.distribution": ("effect", "digest errors fsutil store", ""),
@@ -169,7 +171,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "store.private": ("effect", "", ""),
     "store.staging": ("effect", "digest errors fsutil store.private", ""),
     "subids": ("pure", "", ""),
-    "userns": ("effect", "errors subids", ""),
+    "userns": ("effect", "errors nsmap subids", ""),
     "validate": ("effect", "archive.sources digest errors image layer", ""),
 }
 
