@@ -1,5 +1,5 @@
-"""The user namespace a rootless layerbuild runs in: entering it, and telling whether we are in
-one.
+"""The user namespace a rootless layerbuild runs in: what it maps, and entering it (whether a
+process is in one, and which host id an id is: `nsmap`).
 
 A user who is not root enters a new user namespace (with a mount namespace) in which they are
 root: their own uid and gid map to 0, and their `/etc/subuid` and `/etc/subgid` ranges to
