@@ -10,7 +10,6 @@ its own mount namespace, so what is said is what a build would meet.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import platform
 import shutil
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import layerbuild.userns as userns
 from layerbuild.nsmap import missing_range_fix
+from layerbuild.sandbox import libc
 from layerbuild.subids import IdRange
-
-_CLONE_NEWNS = 0x20000
 
 
 @dataclass(frozen=True)
@@ -134,21 +132,24 @@ def _try_overlay(rootless: bool) -> str:
 
 
 def _mount_test(rootless: bool) -> str:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    if rootless:
-        userns.enter()
-    elif libc.unshare(_CLONE_NEWNS) != 0:
-        return f"cannot make a mount namespace: {os.strerror(ctypes.get_errno())}"
+    try:
+        if rootless:
+            userns.enter()
+        else:
+            libc.unshare(libc.CLONE_NEWNS)
+    except OSError as exc:
+        return f"cannot make a mount namespace: {os.strerror(exc.errno or 0)}"
     with tempfile.TemporaryDirectory(prefix="layerbuild-info-") as tmp:
         for name in ("lower", "upper", "work", "merged"):
             os.mkdir(os.path.join(tmp, name))
         opts = f"lowerdir={tmp}/lower,upperdir={tmp}/upper,workdir={tmp}/work"
         if rootless:
             opts += ",userxattr"
-        if libc.mount(b"overlay", f"{tmp}/merged".encode(), b"overlay", 0,
-                      opts.encode()) != 0:
-            return os.strerror(ctypes.get_errno())
-        libc.umount2(f"{tmp}/merged".encode(), 2)
+        try:
+            libc.mount("overlay", f"{tmp}/merged", "overlay", 0, opts)
+        except OSError as exc:
+            return os.strerror(exc.errno or 0)
+        libc.umount(f"{tmp}/merged", libc.MNT_DETACH)
     return ""
 
 

@@ -16,7 +16,6 @@ writes the maps while the parent waits. Every process started afterwards (the sa
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import shutil
@@ -28,12 +27,9 @@ from typing import Any
 
 from layerbuild.errors import LayerbuildError
 from layerbuild.nsmap import facts, in_user_namespace, unmapped_text
+from layerbuild.sandbox import libc
 from layerbuild.subids import Extent, IdRange, id_map, mapped, ranges
 
-CLONE_NEWUSER = 0x10000000
-_CLONE_NEWNS = 0x20000
-_MS_REC = 0x4000
-_MS_PRIVATE = 0x40000
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
 
@@ -115,7 +111,7 @@ def enter() -> Plan | None:
         _write_own_maps(uid, gid)
     with contextlib.suppress(OSError):
         os.setgroups([])  # the user's other groups are no ids of the namespace
-    _libc_call("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     return chosen
 
 
@@ -181,21 +177,14 @@ def _write_own_maps(uid: int, gid: int) -> None:
 
 def _unshare() -> None:
     try:
-        _libc_call("unshare", CLONE_NEWUSER | _CLONE_NEWNS)
+        libc.unshare(libc.CLONE_NEWUSER | libc.CLONE_NEWNS)
     except OSError as exc:
         raise UserNamespaceError(
-            f"cannot make a user namespace ({exc.strerror}): unprivileged user namespaces "
-            "are off here; enable them (`sysctl kernel.unprivileged_userns_clone=1`, "
+            f"cannot make a user namespace ({os.strerror(exc.errno or 0)}): unprivileged user "
+            "namespaces are off here; enable them (`sysctl kernel.unprivileged_userns_clone=1`, "
             "`sysctl user.max_user_namespaces=15000`; on Ubuntu 24.04 and later also "
             "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`), or run as root"
         ) from None
-
-
-def _libc_call(name: str, *args: object) -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    if getattr(libc, name)(*args) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def _read(path: Path) -> str:

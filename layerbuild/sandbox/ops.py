@@ -27,11 +27,10 @@ def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) 
 
     The process is PID 1 of new PID, mount, UTS, IPC and network namespaces (the network
     namespace has `lo` and, for `network="private"` (root's "default"), a `tap0` served by
-    slirp4netns; with
-    `network="host"`, and for "default" when rootless, the step shares the host's network
-    namespace instead), pivoted into the
-    merged overlay, with a fresh /proc, a minimal /dev, a read-only /sys and the host's
-    resolv.conf (its nameserver the stack's, with slirp4netns) and hosts; none of their mount
+    slirp4netns; with `network="host"`, and for "default" when rootless, the step shares the
+    host's network namespace instead), pivoted into the merged overlay, with a fresh /proc, a
+    minimal /dev, a read-only /sys and the host's resolv.conf (its nameserver the stack's,
+    with slirp4netns) and hosts; none of their mount
     points reaches the upper dir. Raises StepFailed when the sandbox cannot be set up or the
     timeout passes (every process of the step is killed); the command's own failure is just
     its non-zero exit code (128+N when killed by signal N). Unless `spec.seccomp` is False,

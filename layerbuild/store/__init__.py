@@ -93,21 +93,22 @@ class Store:
         self.distribution = Distribution(
             self.root / "image/overlay2/distribution/v2metadata-by-diffid/sha256")
         with self._usable():
-            new = not self.layerdb.is_dir()
+            inside = in_user_namespace()
+            marker = self.root / USERXATTR
+            if inside and not self.layerdb.is_dir() and not marker.exists():
+                # A new store made rootless is marked before anything is in it: a crash
+                # between the two can leave no unmarked rootless store.
+                private.make_dirs(self.root)
+                write_atomic(marker, b"rootless store: overlay xattrs are user.overlay.*\n")
             for d in (self.layerdb, self.imagedb, self.overlay, self.blobs, self.buildcache,
                       self.tmp):
                 private.make_dirs(d)
             self._make_private()
-            self.rootless = self._kind(new)
+            self.rootless = self._kind(inside, marker.exists())
 
-    def _kind(self, new: bool) -> bool:
-        """Whether the store is a rootless one (marking a new store made in a user namespace
-        so); StoreError when this process is of the other kind."""
-        marker = self.root / USERXATTR
-        inside = in_user_namespace()
-        if new and inside and not marker.exists():
-            write_atomic(marker, b"rootless store: overlay xattrs are user.overlay.*\n")
-        rootless = marker.exists()
+    def _kind(self, inside: bool, rootless: bool) -> bool:
+        """`rootless` (whether the store is marked so), or StoreError when this process
+        (`inside` a user namespace or not) is of the other kind."""
         if rootless and not inside:
             raise StoreError(f"store {self.root} is a rootless one (made in a user namespace, "
                              "its overlay dirs use user.overlay.* xattrs): use it as the user "

@@ -101,7 +101,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "events": ("pure", "digest", ""),
     "fetching": ("effect", "digest errors events image ingest store", ""),
     "fsutil": ("effect", "", ""),
-    "hostcheck": ("effect", "nsmap subids userns", ""),
+    "hostcheck": ("effect", "nsmap sandbox sandbox.libc subids userns", ""),
     "image": ("pure", "digest errors", ""),
     "imagediff": ("effect", "digest image layer.contents store", ""),
     "ingest": ("effect", "digest errors image layer layer.tree store", ""),
@@ -171,7 +171,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "store.private": ("effect", "", ""),
     "store.staging": ("effect", "digest errors fsutil store.private", ""),
     "subids": ("pure", "", ""),
-    "userns": ("effect", "errors nsmap subids", ""),
+    "userns": ("effect", "errors nsmap sandbox sandbox.libc subids", ""),
     "validate": ("effect", "archive.sources digest errors image layer", ""),
 }
 
