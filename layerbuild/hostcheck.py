@@ -19,7 +19,7 @@ from pathlib import Path
 
 import layerbuild.userns as userns
 from layerbuild.nsmap import missing_range_fix
-from layerbuild.sandbox import libc
+from layerbuild.sandbox import fuse, libc
 from layerbuild.subids import IdRange
 
 
@@ -41,6 +41,12 @@ class Facts:
     """How many ids a build's user namespace maps."""
     overlay: str = ""
     """"" when a test overlay mounted, else why not."""
+    fuse: str | None = None
+    """The fuse-overlayfs program, when found."""
+    fuse_usable: bool = False
+    """Whether /dev/fuse opens for this user."""
+    overlay_setting: str = ""
+    """LAYERBUILD_OVERLAY, as set."""
     slirp4netns: str | None = None
     tun_usable: bool = False
 
@@ -55,7 +61,9 @@ def gather(store: Path) -> Facts:
         userns_clone=_flag("/proc/sys/kernel/unprivileged_userns_clone"),
         apparmor_restricts=_flag("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
         subuid=plan.subuid, subgid=plan.subgid, helpers=plan.helpers, ids=plan.ids,
-        overlay=_try_overlay(rootless), slirp4netns=shutil.which("slirp4netns"),
+        overlay=_try_overlay(rootless), fuse=shutil.which("fuse-overlayfs"),
+        fuse_usable=os.access("/dev/fuse", os.R_OK | os.W_OK),
+        overlay_setting=os.environ.get(fuse.ENV, ""), slirp4netns=shutil.which("slirp4netns"),
         tun_usable=os.access("/dev/net/tun", os.R_OK | os.W_OK))
 
 
@@ -89,10 +97,7 @@ def render(facts: Facts) -> list[str]:
                    if p is None]
         say("Id helpers", ", ".join(p for p in facts.helpers if p) or "none",
             f"install {' and '.join(missing)} (Debian's package uidmap)" if missing else "")
-    say("Overlay", ("kernel overlayfs" + (" with userxattr" if facts.rootless else ""))
-        if not facts.overlay else f"cannot mount: {facts.overlay}",
-        "" if not facts.overlay else "rootless overlay needs Linux 5.11 or later"
-        if facts.rootless else "load the overlay module (`modprobe overlay`)")
+    say("Overlay", *_overlay(facts))
     network = "host (the default rootless)" if facts.rootless else "private (slirp4netns)"
     fix = ""
     if facts.slirp4netns is None:
@@ -101,6 +106,25 @@ def render(facts: Facts) -> list[str]:
         fix = "`chmod 0666 /dev/net/tun` (udev's usual mode) for --network private"
     say("RUN network", network, fix)
     return lines
+
+
+def _overlay(facts: Facts) -> tuple[str, str]:
+    """What the Overlay line says, and its fix."""
+    forced = facts.rootless and facts.overlay_setting == "fuse"
+    if not forced and (not facts.overlay or facts.overlay_setting == "kernel"):
+        if facts.overlay:
+            return f"kernel overlayfs cannot mount: {facts.overlay}", "unset " + fuse.ENV
+        return "kernel overlayfs" + (" with userxattr" if facts.rootless else ""), ""
+    if not facts.rootless:
+        return f"cannot mount: {facts.overlay}", "load the overlay module (`modprobe overlay`)"
+    why = f"{fuse.ENV}=fuse" if forced else f"the kernel's cannot mount here: {facts.overlay}"
+    if facts.fuse is None:
+        return (f"cannot mount: {why}", "install fuse-overlayfs (Debian's package "
+                "fuse-overlayfs), or use Linux 5.11 or later")
+    if not facts.fuse_usable:
+        return (f"fuse-overlayfs cannot open /dev/fuse ({why})",
+                "`chmod 0666 /dev/fuse` (udev's usual mode)")
+    return f"fuse-overlayfs {facts.fuse} ({why})", ""
 
 
 def _ranges(found: list[IdRange]) -> str:

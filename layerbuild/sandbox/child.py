@@ -18,7 +18,14 @@ from layerbuild.errors import LayerbuildError, StepFailed, UnsafePath
 from layerbuild.sandbox import libc, step
 from layerbuild.sandbox.copy import Copier
 from layerbuild.sandbox.inroot import resolve
-from layerbuild.sandbox.layers import enter_staging, mount_overlay, open_dir
+from layerbuild.sandbox.layers import (
+    enter_staging,
+    mount_overlay,
+    open_dir,
+    stop_fuse,
+    sync,
+    use_fuse,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
@@ -136,6 +143,7 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
     os.chroot("root")
     os.chdir("/")
     Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(req["items"])
+    sync("/")
     return {}
 
 
@@ -176,6 +184,8 @@ def main() -> None:
     if "network_fd" in req:
         os.set_inheritable(req["network_fd"], False)
     control = Control(req["control_fd"])
+    if req.get("fuse"):
+        use_fuse(req["fuse"])
     try:
         result = OPS[req["op"]](req, control)
         control.send({"status": "ok", **result})
@@ -192,3 +202,5 @@ def main() -> None:
         traceback.print_exc(file=sys.stderr)
         control.send({"status": "error", "kind": "failed",
                       "message": f"sandbox error: {type(exc).__name__}: {exc}"})
+    finally:
+        stop_fuse()

@@ -28,7 +28,7 @@ from typing import Any
 
 from layerbuild.errors import StepFailed, UnsafePath
 from layerbuild.nsmap import facts, in_user_namespace
-from layerbuild.sandbox import network
+from layerbuild.sandbox import fuse, network
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -62,6 +62,11 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
     if os.geteuid() != 0:
         raise StepFailed("the sandbox needs root (overlay mounts, namespaces)")
     tool = network.find_tool() if network_stack else None
+    overlay = fuse.driver()
+    if overlay.kind == "fuse" and "--pid" in namespaces:
+        # The init becomes PID 1 of the new namespace, so its fuse daemons live and die
+        # there; killing `unshare` kills the init (`--kill-child`), and so all of them.
+        namespaces = [*namespaces, "--fork", "--kill-child"]
     cmd = [_unshare(), "--mount", "--propagation", "private", *namespaces, "--",
            sys.executable, "-I", "-S", "-c", _BOOT, _PACKAGE_DIR]
     out_r, out_w = os.pipe()
@@ -87,6 +92,8 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
         # just before the step runs.
         if in_user_namespace():
             request = {**request, "rootless": facts()}
+        if overlay.program is not None:
+            request = {**request, "fuse": overlay.program}
         session.send({**request, "control_fd": ctl_w,
                       **({"network_fd": ready_r} if tool else {})})
         if tool:

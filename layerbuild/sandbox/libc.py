@@ -21,6 +21,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 CLONE_NEWNS = 0x20000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
 AF_INET = 2
 SOCK_DGRAM = 2
@@ -76,6 +77,11 @@ def umount(target: str | bytes, flags: int = 0) -> None:
 def unshare(flags: int) -> None:
     """unshare(2)."""
     _check(_libc.unshare(flags), "unshare")
+
+
+def syncfs(fd: int) -> None:
+    """syncfs(2): write out the dirty data of the filesystem holding `fd`, and wait."""
+    _check(_libc.syncfs(fd), "syncfs")
 
 
 def socket(family: int, kind: int) -> int:

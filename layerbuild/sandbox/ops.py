@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from layerbuild.nsmap import in_user_namespace
-from layerbuild.sandbox import seccomp
+from layerbuild.sandbox import fuse, seccomp
 from layerbuild.sandbox.launch import call
 from layerbuild.sandbox.spec import (
     CopyItem,
@@ -44,7 +44,13 @@ def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) 
     request = {"op": "run", "root": encode_root(root), "run": encode_run(spec),
                "seccomp": base64.b64encode(seccomp.program()).decode() if spec.seccomp else None}
     reply = call(request, namespaces, on_output, spec.timeout, spec.network == "private")
+    _settle(root)
     return int(reply["exit"])
+
+
+def _settle(root: StepRoot) -> None:
+    if fuse.driver().kind == "fuse":
+        fuse.settle(Path(root.upper), root.lowers)
 
 
 def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequence[CopyItem],
@@ -64,6 +70,7 @@ def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequenc
     request = {"op": "copy", "root": encode_root(root), "source": source,
                "items": encode_items(list(items)), "follow_symlinks": follow_source_symlinks}
     call(request, ())
+    _settle(root)
 
 
 def export_merged(lowers: Sequence[Path], dest: Path) -> None:

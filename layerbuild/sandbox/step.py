@@ -18,7 +18,14 @@ from collections.abc import Callable
 from layerbuild.errors import StepFailed
 from layerbuild.sandbox import libc, mounts, network, process
 from layerbuild.sandbox.inroot import ensure
-from layerbuild.sandbox.layers import build_scaffold, enter_staging, mount_overlay, open_dir
+from layerbuild.sandbox.layers import (
+    build_scaffold,
+    enter_staging,
+    fuse_used,
+    mount_overlay,
+    open_dir,
+    sync,
+)
 from layerbuild.sandbox.mounts import SYSTEM, Staged
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
@@ -82,11 +89,18 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
         _loopback_up()
     if "network_fd" in req:
         network.wait_ready(req["network_fd"])  # as late as can be: the stack starts meanwhile
+    if fuse_used():
+        # The init is PID 1 of the namespace `unshare --fork` made, its fuse daemons beside
+        # it; the step gets a namespace of its own below, where it is PID 1 and sees none of
+        # them. Its pid here means nothing to the builder, which kills the init instead.
+        libc.unshare(libc.CLONE_NEWPID)
     pid, err_r, _alive = process.start(launch)
-    report({"pid": pid})
+    if not fuse_used():
+        report({"pid": pid})
     code, error = process.supervise(pid, err_r, lifeline)
     if error:
         raise StepFailed(error)
+    sync("root")
     return {"exit": code}
 
 

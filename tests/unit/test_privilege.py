@@ -118,10 +118,36 @@ def test_info_names_the_fix_for_each_missing_part() -> None:
     assert "User namespaces:  off\n" in text and "user.max_user_namespaces" in text
     assert text.count("fix: add a range for ann to /etc/subuid and /etc/subgid") == 2
     assert "install newuidmap and newgidmap (Debian's package uidmap)" in text
-    assert "Overlay:          cannot mount: Operation not permitted" in text
-    assert "needs Linux 5.11 or later" in text and "install slirp4netns" in text
+    assert ("Overlay:          cannot mount: the kernel's cannot mount here: Operation not "
+            "permitted") in text
+    assert "install fuse-overlayfs (Debian's package fuse-overlayfs), or use Linux 5.11" in text
+    assert "install slirp4netns" in text
     whole = render(Facts(rootless=False, user="root", store="/var/lib/layerbuild",
                          kernel="6.1", userns_max=100, userns_clone=True,
                          apparmor_restricts=False, slirp4netns="/usr/bin/slirp4netns",
                          tun_usable=True))
     assert whole[0] == "Mode:             root" and not any("fix:" in line for line in whole)
+
+
+def test_info_says_which_overlay_a_rootless_build_mounts() -> None:
+    from dataclasses import replace
+
+    from layerbuild.hostcheck import Facts, render
+
+    facts = Facts(rootless=True, user="ann", store="/s", kernel="5.10.0", userns_max=100,
+                  userns_clone=True, apparmor_restricts=False, overlay="Invalid argument",
+                  fuse="/usr/bin/fuse-overlayfs", fuse_usable=True)
+
+    def overlay(f: Facts) -> list[str]:
+        lines = render(f)
+        at = next(i for i, line in enumerate(lines) if line.startswith("Overlay:"))
+        return lines[at:at + 2] if lines[at + 1].strip().startswith("fix:") else lines[at:at + 1]
+
+    assert overlay(facts) == ["Overlay:          fuse-overlayfs /usr/bin/fuse-overlayfs (the "
+                              "kernel's cannot mount here: Invalid argument)"]
+    assert overlay(replace(facts, fuse_usable=False))[1].endswith(
+        "fix: `chmod 0666 /dev/fuse` (udev's usual mode)")
+    kernel = replace(facts, overlay="")
+    assert overlay(kernel) == ["Overlay:          kernel overlayfs with userxattr"]
+    assert overlay(replace(kernel, overlay_setting="fuse")) == [
+        "Overlay:          fuse-overlayfs /usr/bin/fuse-overlayfs (LAYERBUILD_OVERLAY=fuse)"]
