@@ -111,11 +111,12 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                 ""),
     "layer.export": ("effect", "digest errors layer layer.compression layer.tarheader layer.tree "
                                "layer.whiteout", ""),
-    "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tree layer.whiteout "
-                                "userns", ""),
+    "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tarread layer.tree "
+                                "layer.whiteout userns", ""),
     "layer.paths": ("effect", "errors", ""),
     "layer.probe": ("effect", "errors layer.compression", ""),
     "layer.tarheader": ("pure", "", ""),
+    "layer.tarread": ("pure", "errors", ""),
     "layer.tree": ("effect", "errors", ""),
     "layer.whiteout": ("effect", "nsmap", ""),
     "layerbuild": ("pure", "", "api"),
