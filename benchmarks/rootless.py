@@ -7,9 +7,10 @@ For each, per run: every step's time (from `--progress plain`), the whole cold b
 `save` of the image (export MB/s). The two image IDs must be equal: the benchmark stops if
 they are not. Prints medians side by side. Needs root, /bin/busybox, setpriv, newuidmap, and a
 python3 the user can run with layerbuild's dependencies (/opt/layerbuild-unit-venv, made by
-scripts/unit-unprivileged, if this one is out of its reach).
+scripts/unit-unprivileged, if this one is out of its reach). With `--fuse`, a third column:
+rootless through fuse-overlayfs, the fallback for kernels before 5.11.
 
-Usage: python benchmarks/rootless.py [--runs 3] [--files 2000] [--mb 200]
+Usage: python benchmarks/rootless.py [--runs 3] [--files 2000] [--mb 200] [--fuse]
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--mb", type=int, default=200)
+    parser.add_argument("--fuse", action="store_true",
+                        help="also rootless through fuse-overlayfs (LAYERBUILD_OVERLAY=fuse)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run it as root: it builds both as root and as the user " + USER)
@@ -110,20 +113,27 @@ def main() -> None:
         def as_root(store: Path, *cli: str) -> list[str]:
             return [sys.executable, "-m", "layerbuild.cli", "--root", str(store), *cli]
 
-        def as_user(store: Path, *cli: str) -> list[str]:
+        def as_user(store: Path, *cli: str, overlay: str = "kernel") -> list[str]:
             return ["setpriv", f"--reuid={USER}", f"--regid={entry.pw_gid}", "--init-groups",
-                    "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), python, "-m",
-                    "layerbuild.cli", "--root", str(store), *cli]
+                    "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                    f"LAYERBUILD_OVERLAY={overlay}", python, "-m", "layerbuild.cli",
+                    "--root", str(store), *cli]
+
+        def as_fuse(store: Path, *cli: str) -> list[str]:
+            return as_user(store, *cli, overlay="fuse")
 
         seed = work / "seed"
         subprocess.run(as_root(seed, "import", str(work / "base.tar"), "base"), check=True,
                        capture_output=True)
         subprocess.run(as_root(seed, "save", "-o", str(work / "base-image.tar"), "base"),
                        check=True, capture_output=True)
-        results: dict[str, dict[str, list[float]]] = {"root": {}, "rootless": {}}
+        modes = {"root": as_root, "rootless": as_user}
+        if args.fuse:
+            modes["fuse"] = as_fuse
+        results: dict[str, dict[str, list[float]]] = {mode: {} for mode in modes}
         for n in range(args.runs):
             ids = {}
-            for mode, argv in (("root", as_root), ("rootless", as_user)):
+            for mode, argv in modes.items():
                 store = (work if mode == "root" else home) / f"store-{mode}-{n}"
                 _timed(argv(store, "load", "-i", str(work / "base-image.tar")), home)
                 took, out = _timed(argv(store, "build", "-t", "bench", "--network", "none",
@@ -140,16 +150,16 @@ def main() -> None:
                 row.setdefault("save MB/s", []).append(mb / saved)
                 archive.unlink()
                 subprocess.run(["rm", "-rf", str(store)], check=True)
-            if ids["root"] != ids["rootless"]:
-                sys.exit(f"the image IDs differ: root {ids['root']}, rootless {ids['rootless']}")
+            if len(set(ids.values())) != 1:
+                sys.exit(f"the image IDs differ: {ids}")
         print(f"rootless against root, {args.files} files, {args.mb} MB, median of "
-              f"{args.runs} (the same image ID both ways):")
-        print(f"  {'':44} {'root':>9} {'rootless':>9}")
-        for name, values in results["root"].items():
-            other = results["rootless"].get(name, [float("nan")])
+              f"{args.runs} (the same image ID every way):")
+        print(f"  {'':44}" + "".join(f" {mode:>9}" for mode in modes))
+        for name in results["root"]:
             unit = "" if name.endswith("MB/s") else " s"
-            print(f"  {name:44} {statistics.median(values):7.2f}{unit:2} "
-                  f"{statistics.median(other):7.2f}{unit:2}")
+            print(f"  {name:44}" + "".join(
+                f" {statistics.median(results[mode].get(name, [float('nan')])):7.2f}{unit:2}"
+                for mode in modes))
 
 
 if __name__ == "__main__":
