@@ -72,3 +72,33 @@ def test_a_copy_up_kept_only_for_hard_links_is_dropped(tmp_path: Path) -> None:
     fuse.settle(upper, [lower])
     assert sorted(os.listdir(upper / "etc")) == ["changed"]
     assert _xattrs(upper / "etc/changed") == []
+
+
+def test_fuse_overlayfs_is_chosen_only_where_the_kernel_refuses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerbuild.errors import StepFailed
+
+    monkeypatch.setattr(fuse, "in_user_namespace", lambda: True)
+    monkeypatch.setattr(fuse.shutil, "which", lambda name, path=None: f"/usr/bin/{name}")
+    monkeypatch.setattr(fuse.os, "access", lambda path, mode: True)
+    monkeypatch.delenv(fuse.ENV, raising=False)
+    monkeypatch.setattr(fuse, "kernel_refusal", lambda: "")
+    assert fuse._choose() == fuse.Driver("kernel")
+    monkeypatch.setattr(fuse, "kernel_refusal", lambda: "Invalid argument")
+    chosen = fuse._choose()
+    assert chosen.kind == "fuse" and chosen.program == "/usr/bin/fuse-overlayfs"
+    assert chosen.why == "the kernel's overlayfs cannot mount here: Invalid argument"
+    monkeypatch.setenv(fuse.ENV, "kernel")
+    assert fuse._choose() == fuse.Driver("kernel")
+    monkeypatch.setenv(fuse.ENV, "fuse")
+    monkeypatch.setattr(fuse, "kernel_refusal", lambda: "")
+    assert fuse._choose().why == "LAYERBUILD_OVERLAY=fuse"
+    monkeypatch.setattr(fuse.shutil, "which", lambda name, path=None: None)
+    with pytest.raises(StepFailed, match="install fuse-overlayfs"):
+        fuse._choose()
+    monkeypatch.setenv(fuse.ENV, "maybe")
+    with pytest.raises(StepFailed, match="use kernel, fuse or auto"):
+        fuse._choose()
+    monkeypatch.setattr(fuse, "in_user_namespace", lambda: False)  # root: always the kernel's
+    monkeypatch.setenv(fuse.ENV, "fuse")
+    assert fuse._choose() == fuse.Driver("kernel")
