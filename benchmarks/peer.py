@@ -92,6 +92,7 @@ def make_base(work: Path) -> Path:
 
 
 def make_context(path: Path, workload: Workload) -> None:
+    path.mkdir(parents=True, exist_ok=True)
     for i in range(workload.files):
         d = path / f"dir{i % 100}"
         d.mkdir(parents=True, exist_ok=True)
