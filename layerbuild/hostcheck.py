@@ -13,7 +13,6 @@ import contextlib
 import os
 import platform
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,18 +162,7 @@ def _mount_test(rootless: bool) -> str:
             libc.unshare(libc.CLONE_NEWNS)
     except OSError as exc:
         return f"cannot make a mount namespace: {os.strerror(exc.errno or 0)}"
-    with tempfile.TemporaryDirectory(prefix="layerbuild-info-") as tmp:
-        for name in ("lower", "upper", "work", "merged"):
-            os.mkdir(os.path.join(tmp, name))
-        opts = f"lowerdir={tmp}/lower,upperdir={tmp}/upper,workdir={tmp}/work"
-        if rootless:
-            opts += ",userxattr"
-        try:
-            libc.mount("overlay", f"{tmp}/merged", "overlay", 0, opts)
-        except OSError as exc:
-            return os.strerror(exc.errno or 0)
-        libc.umount(f"{tmp}/merged", libc.MNT_DETACH)
-    return ""
+    return fuse.kernel_refusal()
 
 
 def _int(path: str) -> int | None:
