@@ -113,11 +113,12 @@ def settle(upper: Path, lowers: Sequence[Path]) -> None:
     """
     for top, _dirs, files, top_fd in os.fwalk(upper):
         rel = os.path.relpath(top, upper)
-        marked = OPAQUE in files or _FUSE_OPAQUE in _own_xattrs(top)
+        own = _own_xattrs(top)
+        marked = OPAQUE in files or _FUSE_OPAQUE in own
         for name in (OPAQUE, _FUSE_OPAQUE_DEV):
             if name in files:
                 _remove_marker(top_fd, name, top)
-        for key in _own_xattrs(top):
+        for key in own:
             os.removexattr(top_fd, key)
         if marked and rel != "." and _below(rel, lowers) is not None:
             os.setxattr(top_fd, opaque_xattr(), b"y")

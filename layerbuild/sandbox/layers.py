@@ -83,6 +83,9 @@ OVERLAY_MAX_LOWERS = 500
 def mount_overlay(target: str, lowers: list[int], upper: int | None = None,
                   work: int | None = None, flags: int = 0) -> None:
     """Mount an overlay of fds `lowers` (top first) on the staging dir `target`."""
+    if _fuse:  # fuse-overlayfs takes its own options (see `_mount_fuse`)
+        _mount_fuse(target, lowers, upper, work, flags)
+        return
     opts = ["lowerdir=" + ":".join(str(fd) for fd in lowers)]
     if upper is not None:
         opts += [f"upperdir={upper}", f"workdir={work}"]
@@ -92,9 +95,6 @@ def mount_overlay(target: str, lowers: list[int], upper: int | None = None,
     else:
         opts += ["redirect_dir=off", "index=off", "metacopy=off"]
     data = ",".join(opts)
-    if _fuse:
-        _mount_fuse(target, lowers, upper, work, flags)
-        return
     if len(lowers) > OVERLAY_MAX_LOWERS:
         raise StepFailed(f"the image has too many layers: this step stacks {len(lowers)} "
                          f"(the image's and its own); overlayfs stacks at most "
