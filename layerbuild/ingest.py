@@ -43,12 +43,18 @@ class TeeReader:
         return data
 
 
+_SNIFF = 6
+"""Bytes that tell every compression `sniff` knows (xz's magic is the longest)."""
+
+
 class _Peek:
     """A reader that can look at its first bytes without losing them (for pipes)."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
-        self.head = raw.read(4)
+        self.head = b""
+        while len(self.head) < _SNIFF and (data := raw.read(_SNIFF - len(self.head))):
+            self.head += data  # a pipe may give less than asked
 
     def read(self, n: int = -1) -> bytes:
         head, self.head = self.head, b""
@@ -146,20 +152,22 @@ def stage_blob(stage: Path, blob: BinaryIO, diff_id: Digest, expected: Digest | 
 
 def _unpack(stage: Path, peek: _Peek, raw: HashingReader, kind: str | None,
             what: str) -> tuple[HashingReader, Descriptor, ExtractInfo]:
-    """Keep the blob (as it came, or gzipped) and extract its tar into `stage`/diff."""
+    """Keep the blob (gzip, zstd or a plain tar as it came; xz or bzip2 as the tar inside)
+    and extract its tar into `stage`/diff. Nothing is compressed here: a layer is compressed
+    when it first leaves in a compressed form (`layer_blob`)."""
     with open(stage / "blob", "wb") as blob_file:
-        if kind in ("gzip", "zstd"):  # kept as it came; anything else is stored as gzip
+        if kind in ("gzip", "zstd", None):
             source: BinaryIO = TeeReader(peek, blob_file)  # type: ignore[arg-type, assignment]
             tar = HashingReader(open_decompressed(source))
             info = _extract(tar, stage / "diff", what)
             _drain(raw)
-            stored = Descriptor(layer_media_type(kind), raw.digest, raw.size)
-        else:
-            hashed = HashingWriter(blob_file)
-            with compress_writer(Compression.GZIP, hashed) as gz:  # type: ignore[arg-type]
-                tar = HashingReader(open_decompressed(TeeReader(peek, gz)))  # type: ignore
-                info = _extract(tar, stage / "diff", what)
-            stored = Descriptor(layer_media_type("gzip"), hashed.digest, hashed.size)
+            stored = Descriptor(layer_media_type(kind or "none"), raw.digest, raw.size)
+        else:  # kept as the tar inside, which every client reads
+            tar = HashingReader(TeeReader(open_decompressed(peek),  # type: ignore[arg-type]
+                                          blob_file))
+            info = _extract(tar, stage / "diff", what)
+            _drain(raw)
+            stored = Descriptor(layer_media_type("none"), tar.digest, tar.size)
     # Not fsynced here: committing the layer syncs the whole filesystem once before anything
     # becomes visible, which covers the blob (an fsync of its own would wait for the disk
     # while the other layers of a pull could still be unpacking).
@@ -210,21 +218,26 @@ def _drain(reader: HashingReader) -> None:
 
 def ingest_dir(store: Store, parent: Digest | None, diff: Path, stage: Path,
                source_date_epoch: int | None = None, lease: Path | None = None) -> Ingested:
-    """Store a staged directory (inside `stage`) as a layer on `parent`; the dir is moved."""
+    """Store a staged directory (inside `stage`) as a layer on `parent`; the dir is moved.
+
+    The layer's blob is its plain tar, written and hashed in the one walk that also counts
+    its size; it is compressed only when it first leaves compressed (`layer_blob`), as
+    Docker's store compresses at push.
+    """
     if source_date_epoch is not None:
         clamp_mtimes(diff, source_date_epoch)
     blob_path = stage / f"blob-{os.getpid()}"
     try:
         with open(blob_path, "wb") as out:
-            info = _write_layer(diff, out, Compression.GZIP, source_date_epoch)
+            info = _write_layer(diff, out, Compression.NONE, source_date_epoch)
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
         _name(exc, "storing a layer", blob_path)
         raise
     existed = store.layer(chain_id(parent, info.diff_id)) is not None
-    stored = Descriptor(layer_media_type("gzip"), info.digest, info.size)
-    record = store.commit_layer(parent, info.diff_id, diff, content_size(diff),
+    stored = Descriptor(layer_media_type("none"), info.digest, info.size)
+    record = store.commit_layer(parent, info.diff_id, diff, info.content_size,
                                 info.uncompressed_size, stored, blob_path, lease=lease)
     return Ingested(record, existed, info.newest)
 
@@ -238,16 +251,17 @@ class LayerBlob:
 
 
 def layer_blob(store: Store, layer: Layer, compression: str) -> LayerBlob:
-    """The layer's blob in the asked compression ("none", "gzip", "zstd"), made if needed."""
+    """The layer's blob in the asked compression ("none", "gzip", "zstd"), made (and kept)
+    from its tar the first time it is asked for."""
     _check_blob(layer.blob_path, layer.digest, layer)
-    if compression == "none":
-        desc = Descriptor(layer_media_type("none"), layer.diff_id, layer.tar_size)
-        return LayerBlob(desc, lambda: _open_tar(layer))
     media = layer_media_type(compression)
     found = next((b for b in layer.blobs if b.media_type == media), None)
     if found is not None:
         _check_blob(store.blob_path(found.digest), found.digest, layer)
         return _stored_blob(store, found)
+    if compression == "none":
+        desc = Descriptor(media, layer.diff_id, layer.tar_size)
+        return LayerBlob(desc, lambda: _open_tar(layer))
     with store.staging() as stage:
         out_path = stage / "blob"
         with open(out_path, "wb") as out:

@@ -38,6 +38,9 @@ class LayerInfo:
     """Bytes of the uncompressed tar."""
     newest: int = 0
     """The newest mtime written (seconds; after clamping), 0 for an empty layer."""
+    content_size: int = 0
+    """Bytes of regular-file content, each name of a hard-linked file counted (Docker's layer
+    `size`)."""
 
 
 @dataclass(frozen=True)
@@ -69,25 +72,26 @@ def write_layer(root: Path, sink: BinaryIO, compression: Compression = Compressi
     """
     if Compression(compression) is Compression.NONE:
         tar = blob = HashingWriter(sink)  # the blob is the tar: hash it once
-        newest = _export(os.fsencode(root), tar, source_date_epoch)
+        exporter = _export(os.fsencode(root), tar, source_date_epoch)
         blob.flush()
     else:
         blob = HashingWriter(sink)
         with compress_writer(compression, cast(BinaryIO, blob)) as packed:
             tar = HashingWriter(cast(BinaryIO, packed))
-            newest = _export(os.fsencode(root), tar, source_date_epoch)
+            exporter = _export(os.fsencode(root), tar, source_date_epoch)
     return LayerInfo(diff_id=tar.digest, digest=blob.digest, size=blob.size,
-                     uncompressed_size=tar.size, newest=newest)
+                     uncompressed_size=tar.size, newest=exporter.newest,
+                     content_size=exporter.content_size)
 
 
-def _export(top: bytes, tar: HashingWriter, source_date_epoch: int | None) -> int:
-    """Write the tree's tar; returns the newest mtime written."""
+def _export(top: bytes, tar: HashingWriter, source_date_epoch: int | None) -> _Exporter:
+    """Write the tree's tar; returns the exporter, which counted what it wrote."""
     blocks = _Blocks(tar)
     exporter = _Exporter(blocks, source_date_epoch)
     exporter.run(top)
     blocks.write(th.END_OF_ARCHIVE)
     blocks.flush()
-    return exporter.newest
+    return exporter
 
 
 class _Blocks:
@@ -171,6 +175,7 @@ class _Exporter:
         self._epoch = source_date_epoch
         self._links: dict[tuple[int, int], bytes] = {}
         self.newest = 0
+        self.content_size = 0
 
     def run(self, top: bytes) -> None:
         root_st = os.stat(top)
@@ -218,6 +223,8 @@ class _Exporter:
             if whiteout.is_opaque(e.xattrs):
                 self._out.write(th.encode(self._opaque_marker(e.rel, st)))
             return
+        if stat.S_ISREG(mode):
+            self.content_size += st.st_size
         if st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             if key in self._links:
