@@ -154,7 +154,10 @@ class Peer:
     def phases(self, builder: str, run: int) -> dict[str, Sample]:
         ours = builder == "layerbuild"
         if ours:
-            shutil.rmtree(self.store, ignore_errors=True)
+            # A new store per run, the old ones removed only at the end: ext4 skips inodes
+            # freed in the last seconds when it allocates, so a mass delete just before a
+            # cold build would slow its file creation (BuildKit's --no-cache deletes nothing).
+            self.store = self.work / f"store-{run}"
             subprocess.run(self.lb("import", str(self.base_tar), BASE), check=True,
                            env=self.env, stdout=subprocess.DEVNULL)
             build = self.lb("build", "--network", "none", "-t", self.tag, str(self.ctx))
@@ -188,7 +191,8 @@ def bench(work: Path, base_tar: Path, workload: Workload,
         for builder in order:
             for phase, sample in peer.phases(builder, run).items():
                 samples[builder][phase].append(sample)
-    shutil.rmtree(peer.store, ignore_errors=True)
+    for run in range(runs):
+        shutil.rmtree(work / f"store-{run}", ignore_errors=True)
     shutil.rmtree(ctx)
     subprocess.run([DOCKER, "rmi", "-f", peer.tag], capture_output=True)
     return samples
