@@ -197,9 +197,12 @@ def main() -> None:
         what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
         control.send({"status": "error", "kind": "failed", "message": what})
     except Exception as exc:
-        import traceback  # only on this path: it is slow to import
-
-        traceback.print_exc(file=sys.stderr)
+        try:
+            import traceback  # only on this path: it is slow to import
+        except ImportError:  # after a chroot no module can be loaded
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            traceback.print_exc(file=sys.stderr)
         control.send({"status": "error", "kind": "failed",
                       "message": f"sandbox error: {type(exc).__name__}: {exc}"})
     finally:
