@@ -230,8 +230,7 @@ def ingest_dir(store: Store, parent: Digest | None, diff: Path, stage: Path,
     try:
         with open(blob_path, "wb") as out:
             info = _write_layer(diff, out, Compression.NONE, source_date_epoch)
-            out.flush()
-            os.fsync(out.fileno())
+            # Not fsynced: the commit syncs the filesystem once, the blob with the layer dir.
     except OSError as exc:
         _name(exc, "storing a layer", blob_path)
         raise
