@@ -90,7 +90,10 @@ class HostSandbox:
         stop_all()
 
     def settle(self) -> None:
-        """Wait until the network stacks of finished steps, killed, are reaped."""
+        """End the spare children, and wait until the network stacks of finished steps,
+        killed, are reaped."""
+        from layerbuild.sandbox.launch import discard_spares
         from layerbuild.sandbox.reaper import settle
 
+        discard_spares()
         settle()

@@ -51,8 +51,8 @@ def _request() -> dict[str, Any]:
     raw = bytearray()
     while not raw.endswith(b"\n"):
         chunk = os.read(0, 1 << 16)
-        if not chunk:
-            raise SystemExit("no request on stdin")
+        if not chunk:  # nothing at all: a spare child that was not needed
+            raise SystemExit("no request on stdin" if raw else 0)
         raw += chunk
     result: dict[str, Any] = json.loads(raw)
     return result

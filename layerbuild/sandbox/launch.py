@@ -8,10 +8,17 @@ its mount namespace, hence every mount); the call returns only once the output p
 that is, once no process of the step is left holding it. With `network_stack`, the child's
 new network namespace is served by a slirp4netns (`network`) for as long: it is killed then,
 and reaped in the background (`reaper`), its slow exit kept off the step's time.
+
+Starting a child costs the interpreter and its imports (tens of ms), so once a kind of child
+(one command line) has been asked for twice, a spare of that kind is started beside each
+one handed out: it starts while the step before runs, then waits on stdin for its request.
+Spares know nothing of any step until then; `discard_spares` (at the end of a build, on
+Ctrl-C, at exit) ends them, and a spare whose builder dies reads end-of-file and exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -45,6 +52,91 @@ def stop_all() -> None:
     with _RUNNING_LOCK:  # held while signalling, so no session closes its fds meanwhile
         for session in _RUNNING:
             session.signal()
+    discard_spares()
+
+
+class _Child:
+    """A started child that has not been sent its request: its process and the builder's ends
+    of its pipes, and the numbers of the fds it holds (named in the request)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out_r: int, ctl_r: int, ctl_w: int,
+                 ready: tuple[int, int]) -> None:
+        self.proc, self.out_r, self.ctl_r, self.ctl_w = proc, out_r, ctl_r, ctl_w
+        self.ready_r, self.ready_w = ready
+
+    def discard(self) -> None:
+        """End an unused child: end-of-file on its stdin, then SIGKILL if it lingers."""
+        for stream in (self.proc.stdin, self.proc.stderr):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        for fd in (self.out_r, self.ctl_r, self.ready_w):
+            if fd >= 0:
+                os.close(fd)
+        try:
+            self.proc.wait(timeout=_DRAIN_AFTER_KILL)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_SPARES: dict[tuple[str, ...], _Child] = {}
+_ASKED: dict[tuple[str, ...], int] = {}
+_SPARES_LOCK = threading.Lock()
+
+
+def discard_spares() -> None:
+    """End every spare child (a build ended or is stopping) and forget which kinds were used."""
+    with _SPARES_LOCK:
+        spares = list(_SPARES.values())
+        _SPARES.clear()
+        _ASKED.clear()
+    for child in spares:
+        child.discard()
+
+
+atexit.register(discard_spares)
+
+
+def _child(cmd: list[str], stack: bool) -> _Child:
+    """A child for `cmd`: the spare of that kind if one is ready, else a new one; a spare is
+    started for the next time once this kind has been asked for twice."""
+    key = (*cmd, "stack" if stack else "")
+    with _SPARES_LOCK:
+        found = _SPARES.pop(key, None)
+        _ASKED[key] = asked = _ASKED.get(key, 0) + 1
+    if found is not None and found.proc.poll() is not None:  # died meanwhile: start afresh
+        found.discard()
+        found = None
+    child = found or _start(cmd, stack)
+    if asked >= 2:
+        try:
+            spare = _start(cmd, stack)
+        except StepFailed:
+            return child  # the step itself has its child; no spare this time
+        with _SPARES_LOCK:
+            kept = _SPARES.setdefault(key, spare)
+        if kept is not spare:
+            spare.discard()  # another thread's spare of this kind came first
+    return child
+
+
+def _start(cmd: list[str], stack: bool) -> _Child:
+    out_r, out_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    ready_r, ready_w = os.pipe() if stack else (-1, -1)
+    child_fds = (ctl_w, ready_r) if stack else (ctl_w,)
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out_w,
+                                stderr=subprocess.PIPE, pass_fds=child_fds,
+                                start_new_session=True, env={"PATH": _HOST_PATH})
+    except OSError as exc:
+        for fd in (out_r, out_w, ctl_r, *child_fds, *((ready_w,) if stack else ())):
+            os.close(fd)
+        raise StepFailed(f"cannot start the sandbox: {exc.strerror}") from None
+    for fd in (out_w, *child_fds):
+        os.close(fd)
+    return _Child(proc, out_r, ctl_r, ctl_w, (ready_r, ready_w))
 
 
 def _unshare() -> str:
@@ -69,21 +161,9 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
         namespaces = [*namespaces, "--fork", "--kill-child"]
     cmd = [_unshare(), "--mount", "--propagation", "private", *namespaces, "--",
            sys.executable, "-I", "-S", "-c", _BOOT, _PACKAGE_DIR]
-    out_r, out_w = os.pipe()
-    ctl_r, ctl_w = os.pipe()
-    ready_r, ready_w = os.pipe() if tool else (-1, -1)
-    child_fds = (ctl_w, ready_r) if tool else (ctl_w,)
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out_w,
-                                stderr=subprocess.PIPE, pass_fds=child_fds,
-                                start_new_session=True, env={"PATH": _HOST_PATH})
-    except OSError as exc:
-        for fd in (out_r, out_w, ctl_r, *child_fds, *((ready_w,) if tool else ())):
-            os.close(fd)
-        raise StepFailed(f"cannot start the sandbox: {exc.strerror}") from None
-    for fd in (out_w, *child_fds):
-        os.close(fd)
-    session = _Session(proc, out_r, ctl_r, on_output)
+    child = _child(cmd, tool is not None)
+    proc, ctl_w, ready_r, ready_w = child.proc, child.ctl_w, child.ready_r, child.ready_w
+    session = _Session(proc, child.out_r, child.ctl_r, on_output)
     with _RUNNING_LOCK:
         _RUNNING.add(session)
     stack, said = None, ""
