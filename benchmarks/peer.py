@@ -1,7 +1,7 @@
 """Peer runner: the same workloads built by layerbuild and by Docker's BuildKit, phase by phase.
 
-Workloads, all on a base made from /bin/busybox (no Debian rootfs can be made offline, so the
-RUN workload uses busybox too):
+Workloads, on a base made from /bin/busybox, or with ``--debian-rootfs DIR`` on a Debian
+root filesystem made beforehand (``debootstrap --variant=minbase bookworm DIR MIRROR``):
 
 1. ``copy-run``: a COPY of N small files (default 2,000) and 3 RUN steps;
 2. ``copy-large``: a COPY of 25 x N small files (default 50,000);
@@ -25,6 +25,7 @@ Needs root, /bin/busybox (busybox-static), /usr/bin/time (package ``time``) and 
 engine at the default socket.
 
 Usage: python benchmarks/peer.py [--runs 3] [--workloads copy-run run10] [--files 2000]
+                                [--debian-rootfs DIR]
 """
 
 from __future__ import annotations
@@ -80,13 +81,17 @@ class Sample:
     rss_kib: int
 
 
-def make_base(work: Path) -> Path:
+def make_base(work: Path, debian: Path | None = None) -> Path:
+    """The base image's tar: busybox's applets, or a Debian root filesystem made before."""
+    tar = work / "rootfs.tar"
+    if debian is not None:
+        subprocess.run(["tar", "-C", str(debian), "-cf", str(tar), "."], check=True)
+        return tar
     root = work / "rootfs"
     (root / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", root / "bin/busybox")
     for applet in APPLETS:
         (root / "bin" / applet).symlink_to("busybox")
-    tar = work / "rootfs.tar"
     subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
     return tar
 
@@ -218,13 +223,14 @@ def rows(name: str, samples: dict[str, dict[str, list[Sample]]]) -> list[str]:
     return out
 
 
-def header(runs: int) -> list[str]:
+def header(runs: int, base: str) -> list[str]:
     engine = subprocess.run([DOCKER, "version", "-f", "{{.Server.Version}}"],
                             capture_output=True, text=True).stdout.strip()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), Linux {platform.release()}; "
-        f"Docker engine {engine}; {date}; median of {runs} run(s), builders interleaved.",
+        f"Docker engine {engine}; {date}; base: {base}; median of {runs} run(s), "
+        "builders interleaved.",
         "",
         "| workload | phase | layerbuild s | BuildKit s | ratio | layerbuild CPU s "
         "| BuildKit CPU s | ratio | layerbuild RSS MiB | BuildKit RSS MiB¹ | ratio |",
@@ -239,6 +245,9 @@ def main() -> None:
                         help="files of copy-run; copy-large copies 25 times as many")
     parser.add_argument("--workloads", nargs="+", choices=list(workloads(0)),
                         default=list(workloads(0)))
+    parser.add_argument("--debian-rootfs", type=Path,
+                        help="a Debian root filesystem (debootstrap) as the base of every "
+                             "workload, instead of busybox")
     args = parser.parse_args()
     if subprocess.run([DOCKER, "info"], capture_output=True).returncode != 0:
         sys.exit("peer: no Docker engine answers at the default socket")
@@ -247,10 +256,11 @@ def main() -> None:
     chosen = workloads(args.files)
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         work = Path(tmp)
-        base_tar = make_base(work)
+        base_tar = make_base(work, args.debian_rootfs)
         subprocess.run([DOCKER, "import", str(base_tar), BASE], check=True,
                        stdout=subprocess.DEVNULL)
-        lines = header(args.runs)
+        lines = header(args.runs, "Debian (debootstrap minbase)" if args.debian_rootfs
+                       else "busybox")
         try:
             for name in args.workloads:
                 lines += rows(f"{name} ({chosen[name].files} files)" if chosen[name].files

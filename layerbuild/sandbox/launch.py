@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -73,11 +74,30 @@ class _Child:
         for fd in (self.out_r, self.ctl_r, self.ready_w):
             if fd >= 0:
                 os.close(fd)
-        try:
-            self.proc.wait(timeout=_DRAIN_AFTER_KILL)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _reap(self.proc)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a child to exit (SIGKILL it after _DRAIN_AFTER_KILL s) and reap it: woken by its
+    pidfd the moment it exits, where `Popen.wait(timeout)` would poll with sleeps."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # reaped already, or no pidfds: wait as Popen does
+        pidfd = -1
+    try:
+        if pidfd >= 0:
+            ready, _, _ = select.select([pidfd], [], [], _DRAIN_AFTER_KILL)
+            if not ready:
+                proc.kill()
+        else:
+            try:
+                proc.wait(timeout=_DRAIN_AFTER_KILL)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait()
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 _SPARES: dict[tuple[str, ...], _Child] = {}
@@ -288,11 +308,7 @@ class _Session:
         self.sel.close()
         for fd in self.fds:
             os.close(fd)
-        try:
-            self.proc.wait(timeout=_DRAIN_AFTER_KILL)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _reap(self.proc)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         if self.step_pidfd is not None:

@@ -49,7 +49,7 @@ def test_runs_use_spares_and_none_is_left(tmp_path: Path, base: str, store_root:
     # 5 RUN children handed out: the first two started on demand, a spare started beside
     # each from the second on (three of them handed out, the last one discarded).
     assert len(runs) == 6
-    assert _children() == before  # the unused spare ended with the build
+    assert set(_children()) <= set(before)  # the unused spare ended with the build
     assert launch._SPARES == {}
 
 
