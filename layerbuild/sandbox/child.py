@@ -8,11 +8,12 @@ Its mounts live only in its private mount namespace and vanish with it, even on 
 
 from __future__ import annotations
 
-import base64
-import json
+import binascii
+import marshal
 import os
 import stat
 import sys
+from _json import encode_basestring_ascii
 
 from layerbuild.errors import LayerbuildError, StepFailed, UnsafePath
 from layerbuild.sandbox import libc, step
@@ -42,20 +43,50 @@ class Control:
 
     def send(self, message: dict[str, Any]) -> None:
         """Write one JSON line, all of it."""
-        data = memoryview(json.dumps(message).encode() + b"\n")
+        data = memoryview(_json(message).encode() + b"\n")
         while data:
             data = data[os.write(self.fd, data):]
 
 
+def _json(value: object) -> str:
+    """JSON text of a reply (dicts, lists, strings, numbers, None), without the json package:
+    it imports re, and every step's child would pay for that."""
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_json(str(k))}: {_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_json(v) for v in value) + "]"
+    raise TypeError(f"a reply cannot hold {type(value).__name__}")
+
+
 def _request() -> dict[str, Any]:
-    raw = bytearray()
-    while not raw.endswith(b"\n"):
-        chunk = os.read(0, 1 << 16)
-        if not chunk:  # nothing at all: a spare child that was not needed
-            raise SystemExit("no request on stdin" if raw else 0)
-        raw += chunk
-    result: dict[str, Any] = json.loads(raw)
+    """The request: its length (8 bytes, big-endian), then its `marshal` form (the builder is
+    this child's parent, running the same interpreter)."""
+    head = _read_exactly(8)
+    if not head:  # nothing at all: a spare child that was not needed
+        raise SystemExit(0)
+    size = int.from_bytes(head, "big")
+    body = _read_exactly(size) if len(head) == 8 else b""
+    if len(body) < size or len(head) < 8:
+        raise SystemExit("the request on stdin was cut short")
+    result: dict[str, Any] = marshal.loads(body)
     return result
+
+
+def _read_exactly(size: int) -> bytes:
+    """Up to `size` bytes of stdin: fewer only at its end."""
+    raw = bytearray()
+    while len(raw) < size:
+        chunk = os.read(0, size - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
 
 
 def _image_view(req: dict[str, Any]) -> None:
@@ -96,7 +127,7 @@ def _read(path: str, limit: int) -> str | None:
         os.close(fd)
     if len(data) > limit:
         raise StepFailed(f"{path} in the image is larger than {limit} bytes")
-    return base64.b64encode(data).decode()
+    return binascii.b2a_base64(data, newline=False).decode()
 
 
 def op_resolve(req: dict[str, Any], control: Control) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import marshal
 import os
 import select
 import selectors
@@ -217,6 +218,15 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
         raise network.explained(exc, said) from None
 
 
+def _plain(value: Any) -> Any:
+    """A request as JSON would carry it (tuples as lists), for `marshal`, which keeps types."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 class _Session:
     """One running child and the pipes it is read through."""
 
@@ -239,7 +249,8 @@ class _Session:
         """Write the request line; stdin stays open as the child's lifeline."""
         assert self.proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # its stderr will say why
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            data = marshal.dumps(_plain(request))
+            self.proc.stdin.write(len(data).to_bytes(8, "big") + data)
             self.proc.stdin.flush()
 
     def pump(self, deadline: float | None, quiet: bool = False) -> None:

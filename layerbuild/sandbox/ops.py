@@ -42,7 +42,7 @@ def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) 
         spec = replace(spec, network="host" if in_user_namespace() else "private")
     namespaces = _RUN_NAMESPACES + (("--net",) if spec.network != "host" else ())
     request = {"op": "run", "root": encode_root(root), "run": encode_run(spec),
-               "seccomp": base64.b64encode(seccomp.program()).decode() if spec.seccomp else None}
+               "seccomp": seccomp.program() if spec.seccomp else None}
     reply = call(request, namespaces, on_output, spec.timeout, spec.network == "private")
     _settle(root)
     return int(reply["exit"])

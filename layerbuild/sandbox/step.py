@@ -8,7 +8,6 @@ is mounted with the scaffold on top of the image's layers and the fresh upper di
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import os
 import stat
@@ -83,7 +82,7 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
         argv=spec["argv"], env=spec["env"], cwd=spec["cwd"], uid=spec["uid"],
         gid=spec["gid"], groups=spec["groups"], last_cap=last_cap,
         staged=[s for s in (staged[i] for i in order) if s is not None],
-        seccomp=base64.b64decode(req["seccomp"]) if req.get("seccomp") else None)
+        seccomp=req.get("seccomp") or None)
     libc.sethostname(spec["hostname"])
     if spec["network"] != "host":
         _loopback_up()
