@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 
 from layerbuild.errors import StepFailed
-from layerbuild.sandbox import libc, mounts, network, process
+from layerbuild.sandbox import identity, libc, mounts, network, process
 from layerbuild.sandbox.inroot import ensure
 from layerbuild.sandbox.layers import (
     build_scaffold,
@@ -65,6 +65,7 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
     probe = open_dir("probe", "staging")
     try:
         canonical = build_scaffold(probe, scaffold, targets)
+        uid, gid, groups, env = _identity(spec, probe)
     finally:
         os.close(probe)
         libc.umount("probe")
@@ -79,8 +80,8 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
     staged = _stage_all(spec, sources, devices, resolv, hosts)
     order = sorted(range(len(targets)), key=lambda i: canonical[i].count("/"))
     launch = process.Launch(
-        argv=spec["argv"], env=spec["env"], cwd=spec["cwd"], uid=spec["uid"],
-        gid=spec["gid"], groups=spec["groups"], last_cap=last_cap,
+        argv=spec["argv"], env=env, cwd=spec["cwd"], uid=uid, gid=gid, groups=groups,
+        last_cap=last_cap,
         staged=[s for s in (staged[i] for i in order) if s is not None],
         seccomp=req.get("seccomp") or None)
     libc.sethostname(spec["hostname"])
@@ -101,6 +102,20 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
         raise StepFailed(error)
     sync("root")
     return {"exit": code}
+
+
+def _identity(spec: dict[str, Any], probe: int
+              ) -> tuple[int, int, list[int], list[str]]:
+    """uid, gid, groups and environment of the step: its USER and HOME looked up in the
+    image when the request asks (`image_user`, `home_at`), else as given."""
+    ids = (spec["uid"], spec["gid"], tuple(spec["groups"]))
+    env = spec["env"]
+    if spec.get("image_user") is None and spec.get("home_at") is None:
+        return ids[0], ids[1], list(ids[2]), env
+    ids, home = identity.lookup(probe, spec.get("image_user"), ids)
+    if spec.get("home_at") is not None:
+        env = [*env[:spec["home_at"]], f"HOME={home}", *env[spec["home_at"]:]]
+    return ids[0], ids[1], list(ids[2]), env
 
 
 def _open_source(m: dict[str, Any]) -> int | None:

@@ -31,8 +31,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder": ("pure", "", ""),
     "builder.bases": ("effect", "errors events image reference registry store", ""),
     "builder.config": ("pure", "buildfile errors image", ""),
-    "builder.copying": ("effect", "builder.stepcontext builder.users buildfile context errors "
-                                  "image layer sandbox.spec", ""),
+    "builder.copying": ("effect", "builder.stepcontext buildfile context errors image layer "
+                                  "sandbox.spec users", ""),
     "builder.engine": ("effect", "builder builder.bases builder.config builder.plan builder.report "
                                  "builder.sandbox builder.schedule builder.shared builder.state "
                                  "builder.stepcontext builder.steps builder.steptext buildfile "
@@ -54,10 +54,9 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                       "image sandbox.spec store",
                                      "builder.sandbox builder.state events request"),
     "builder.steps": ("effect", "builder builder.config builder.copying builder.plan "
-                                "builder.sandbox builder.stepcontext builder.users buildfile "
-                                "digest errors events image ingest sandbox.spec store", ""),
+                                "builder.sandbox builder.stepcontext buildfile digest errors "
+                                "events image ingest sandbox.spec store", ""),
     "builder.steptext": ("pure", "builder.config buildfile", ""),
-    "builder.users": ("pure", "errors", ""),
     "buildfile": ("pure", "buildfile.args buildfile.convert buildfile.dump buildfile.expand "
                           "buildfile.ignore buildfile.instructions buildfile.limits "
                           "buildfile.mounts buildfile.parser buildfile.ports buildfile.stages "
@@ -142,12 +141,13 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                      "registry.errors registry.hosts", ""),
     "request": ("pure", "errors reference", "cache.options"),
     "sandbox": ("effect", "", "sandbox.launch sandbox.ops sandbox.spec"),
-    "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.inroot sandbox.layers "
-                                "sandbox.libc sandbox.step", ""),
+    "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.identity sandbox.inroot "
+                                "sandbox.layers sandbox.libc sandbox.step users", ""),
     "sandbox.copy": ("effect", "errors nsmap sandbox.inroot", ""),
     "sandbox.fuse": ("effect", "errors layer.whiteout nsmap sandbox sandbox.libc", ""),
-    "sandbox.inroot": ("effect", "errors", ""),
-    "sandbox.launch": ("effect", "errors nsmap sandbox sandbox.fuse sandbox.network", ""),
+    "sandbox.identity": ("effect", "sandbox.inroot users", ""),
+    "sandbox.inroot": ("effect", "errors sandbox sandbox.libc", ""),
+    "sandbox.launch": ("effect", "errors nsmap sandbox sandbox.fuse sandbox.network users", ""),
     "sandbox.layers": ("effect", "errors nsmap sandbox sandbox.inroot sandbox.libc", ""),
     "sandbox.libc": ("effect", "", ""),
     "sandbox.mounts": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc", ""),
@@ -159,8 +159,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.seccomp": ("effect", "errors sandbox sandbox.libc sandbox.seccomp_profile", ""),
     "sandbox.seccomp_profile": ("pure", "", ""),
     "sandbox.spec": ("pure", "errors", ""),
-    "sandbox.step": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc "
-                               "sandbox.mounts sandbox.network sandbox.process", ""),
+    "sandbox.step": ("effect", "errors sandbox sandbox.identity sandbox.inroot sandbox.layers "
+                               "sandbox.libc sandbox.mounts sandbox.network sandbox.process", ""),
     "store": ("effect", "cache.roots digest errors fsutil image nsmap reference store "
                         "store.blobs store.distribution store.images store.layers "
                         "store.staging userns",
@@ -174,6 +174,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "store.private": ("effect", "", ""),
     "store.staging": ("effect", "digest errors fsutil store.private", ""),
     "subids": ("pure", "", ""),
+    "users": ("pure", "errors", ""),
     "userns": ("effect", "errors nsmap sandbox sandbox.libc subids", ""),
     "validate": ("effect", "archive.sources digest errors image layer", ""),
 }
