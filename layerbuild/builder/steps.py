@@ -13,16 +13,23 @@ from layerbuild.builder import config as cfg
 from layerbuild.builder.copying import copy_step
 from layerbuild.builder.plan import is_linked, run_script
 from layerbuild.builder.sandbox import Sandbox
-from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, source_top
+from layerbuild.builder.stepcontext import (
+    StepContext,
+    layer_dirs,
+    made_time,
+    read_texts,
+    source_top,
+)
 from layerbuild.buildfile import Instruction, Run, Workdir, proxy_environment
 from layerbuild.buildfile import Mount as RunMount
 from layerbuild.digest import Digest
-from layerbuild.errors import StepFailed
+from layerbuild.errors import LayerbuildError, StepFailed
 from layerbuild.events import StepOutput
 from layerbuild.image import ImageConfig, host_platform
 from layerbuild.ingest import ingest_blob, ingest_dir
 from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
 from layerbuild.store import Layer, Store
+from layerbuild.users import UnknownUser, step_ids
 
 TAIL_LINES = 15
 MAX_SECRET_BYTES = 500 * 1024  # BuildKit's limit on a secret's size
@@ -74,6 +81,13 @@ def relink(store: Store, layer: Layer, top: Digest | None, lease: Path) -> None:
                     expected_size=layer.blobs[0].size, lease=lease)
 
 
+def _user_first(sandbox: Sandbox, root: StepRoot, user: str) -> None:
+    """Raise for an unknown USER (or unreadable passwd/group), which a step reports before
+    any other error of its setup; the sandbox looks USER up only once the step starts."""
+    passwd, group = read_texts(sandbox, root, ["/etc/passwd", "/etc/group"])
+    step_ids(user, passwd, group)
+
+
 def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
          env: Mapping[str, str]) -> None:
     _check_runnable(ctx, instr, config)
@@ -109,14 +123,21 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
         tail.extend(lines)
         partial[:] = rest
 
+    user = str(config.config.get("User") or "")
     network = instr.network or ctx.request.network
-    ctx.request.check_network(network, f"{ctx.buildfile.path}:{instr.line}: RUN --network=host")
-    spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in values.items()),
-                   cwd=str(config.config.get("WorkingDir") or "/"), network=network,
-                   mounts=tuple(mounts), seccomp=ctx.request.seccomp,
-                   image_user=str(config.config.get("User") or ""),
-                   home_at=home_at if home_wanted else None)
-    code = ctx.sandbox.run(root, spec, on_output)
+    try:
+        ctx.request.check_network(network,
+                                  f"{ctx.buildfile.path}:{instr.line}: RUN --network=host")
+        spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in values.items()),
+                       cwd=str(config.config.get("WorkingDir") or "/"), network=network,
+                       mounts=tuple(mounts), seccomp=ctx.request.seccomp, image_user=user,
+                       home_at=home_at if home_wanted else None)
+        code = ctx.sandbox.run(root, spec, on_output)
+    except UnknownUser:
+        raise
+    except LayerbuildError:
+        _user_first(ctx.sandbox, root, user)
+        raise
     if partial:
         tail.append(bytes(partial))
     if code != 0:

@@ -1,9 +1,10 @@
 """A RUN step set up by the sandbox's init: host fds, scaffold, overlay, staged mounts, process.
 
 Order matters: every host path is opened first; then the staging tmpfs covers the workdir's
-parent (in this mount namespace only); the image is probed through a read-only overlay to
-learn which mount points it lacks; those go into the scaffold layer; then the step's overlay
-is mounted with the scaffold on top of the image's layers and the fresh upper dir below none.
+parent (in this mount namespace only); the image is probed through a read-only overlay for
+the step's USER and HOME (its /etc/passwd and /etc/group) and for the mount points it lacks;
+those go into the scaffold layer; then the step's overlay is mounted with the scaffold on top
+of the image's layers and the fresh upper dir below none.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
     mount_overlay("probe", [upper, *lowers, empty], flags=_PROBE_FLAGS)
     probe = open_dir("probe", "staging")
     try:
+        uid, gid, groups, env = _identity(spec, probe)  # an unknown USER is reported first
         canonical = build_scaffold(probe, scaffold, targets)
-        uid, gid, groups, env = _identity(spec, probe)
     finally:
         os.close(probe)
         libc.umount("probe")

@@ -55,7 +55,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                      "builder.sandbox builder.state events request"),
     "builder.steps": ("effect", "builder builder.config builder.copying builder.plan "
                                 "builder.sandbox builder.stepcontext buildfile digest errors "
-                                "events image ingest sandbox.spec store", ""),
+                                "events image ingest sandbox.spec store users", ""),
     "builder.steptext": ("pure", "builder.config buildfile", ""),
     "buildfile": ("pure", "buildfile.args buildfile.convert buildfile.dump buildfile.expand "
                           "buildfile.ignore buildfile.instructions buildfile.limits "

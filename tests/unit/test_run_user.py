@@ -15,7 +15,7 @@ from enginetools import BASE_FILES, Bench, new_bench
 
 from layerbuild.builder.stepcontext import layer_dirs
 from layerbuild.digest import chain_ids
-from layerbuild.errors import BuildfileError, StepFailed
+from layerbuild.errors import BuildfileError, LayerbuildError, StepFailed
 from layerbuild.sandbox.spec import RunSpec
 from layerbuild.users import UnknownUser
 
@@ -124,3 +124,12 @@ def test_a_chown_reads_passwd_and_group_at_once(bench: Bench) -> None:
     assert bench.sandbox.calls_of("read_files") == [["/etc/passwd", "/etc/group"]]
     [(_source, items)] = bench.sandbox.calls_of("copy_into")  # type: ignore[misc]
     assert (items[0].uid, items[0].gid) == (1000, 50)
+
+
+def test_an_unknown_user_is_reported_before_a_refused_network(bench: Bench) -> None:
+    bench.sandbox.scripts["make"] = lambda upper, spec: 0
+    with pytest.raises(BuildfileError, match=":3: RUN: unable to find user nobody-here: "):
+        bench.build("FROM base\nUSER nobody-here\nRUN --network=host make\n")
+    assert bench.sandbox.calls_of("run") == []
+    with pytest.raises(LayerbuildError, match=r"needs --allow network\.host"):
+        bench.build("FROM base\nUSER app\nRUN --network=host make\n")
