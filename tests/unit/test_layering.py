@@ -93,7 +93,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "cache.roots": ("effect", "digest errors", ""),
     "cache.stat": ("effect", "fsutil", "buildfile context"),
     "cli": ("effect", "api builder.outputs buildfile errors hostcheck imagediff layerbuild "
-                      "privilege progress reference store userns", ""),
+                      "privilege progress reference sizes store userns", ""),
     "context": ("effect", "buildfile.ignore errors", ""),
     "digest": ("pure", "errors", ""),
     "errors": ("pure", "", ""),
@@ -121,7 +121,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layerbuild": ("pure", "", "api"),
     "nsmap": ("effect", "", ""),
     "privilege": ("effect", "nsmap userns", ""),
-    "progress": ("effect", "events", ""),
+    "progress": ("effect", "events sizes", ""),
     "reference": ("pure", "digest errors", ""),
     "registry": ("effect", "events image reference registry.client registry.credentials "
                            "registry.errors registry.hosts registry.platforms registry.pull "
@@ -161,6 +161,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.spec": ("pure", "errors", ""),
     "sandbox.step": ("effect", "errors sandbox sandbox.identity sandbox.inroot sandbox.layers "
                                "sandbox.libc sandbox.mounts sandbox.network sandbox.process", ""),
+    "sizes": ("pure", "", ""),
     "store": ("effect", "cache.roots digest errors fsutil image nsmap reference store "
                         "store.blobs store.distribution store.images store.layers "
                         "store.staging userns",
@@ -174,8 +175,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "store.private": ("effect", "", ""),
     "store.staging": ("effect", "digest errors fsutil store.private", ""),
     "subids": ("pure", "", ""),
-    "users": ("pure", "errors", ""),
     "userns": ("effect", "errors nsmap sandbox sandbox.libc subids", ""),
+    "users": ("pure", "errors", ""),
     "validate": ("effect", "archive.sources digest errors image layer", ""),
 }
 
