@@ -17,7 +17,8 @@ def _text(root_fd: int, path: str) -> str | None:
 def lookup(root_fd: int, user: str | None, ids: Ids) -> tuple[Ids, str]:
     """The ids USER `user` runs with in the image at `root_fd` (`ids` when `user` is None),
     and the home directory of their uid there (for HOME). UnknownUser for a name the image
-    lacks; both files are read whatever the user, as a lookup before the step read them."""
+    lacks; both files are read whatever the user, so one that cannot be read (not a regular
+    file, too large) fails a root step too."""
     passwd = _text(root_fd, "/etc/passwd")
     group = _text(root_fd, "/etc/group")
     if user is not None:
