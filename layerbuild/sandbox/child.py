@@ -144,15 +144,15 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
     for name in ("root", "empty", "source"):
         os.mkdir(name, 0o755)
     empty = open_dir("empty", "staging")
+    items = req["items"]
+    if req.get("as_user") is not None:
+        items = _owned(req["as_user"], [upper, *lowers, empty], items)
     mount_overlay("root", lowers or [empty], upper, work)
     if source["layers"] == []:
         source_fd = empty  # an empty stage (FROM scratch)
     elif source["layers"] is not None:
         mount_overlay("source", [*source_layers, empty], flags=_RO)
         source_fd = open_dir("source", "staging")
-    items = req["items"]
-    if req.get("as_user") is not None:
-        items = _owned(open_dir("root", "staging"), req["as_user"], items)
     os.chroot("root")
     os.chdir("/")
     Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(items)
@@ -160,12 +160,17 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
     return {}
 
 
-def _owned(root_fd: int, user: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The items owned by the ids USER `user` has in the image, looked up before a write."""
+def _owned(user: str, layers: list[int], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items owned by the ids USER `user` has in the image, looked up before a write, in
+    a read-only view of it (nodev: no device node of the image is ever opened)."""
+    os.mkdir("view", 0o755)
+    mount_overlay("view", layers, flags=_RO)
+    view = open_dir("view", "staging")
     try:
-        (uid, gid, _groups), _home = identity.lookup(root_fd, user, (0, 0, ()))
+        (uid, gid, _groups), _home = identity.lookup(view, user, (0, 0, ()))
     finally:
-        os.close(root_fd)
+        os.close(view)
+        libc.umount("view")
     return [{**item, "uid": uid, "gid": gid} for item in items]
 
 
