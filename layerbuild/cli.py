@@ -28,7 +28,7 @@ def _notice(line: str) -> None:
 
 
 def _human(size: float) -> str:
-    from layerbuild.progress import human_size
+    from layerbuild.sizes import human_size
 
     return human_size(size)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import platform as _platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -249,7 +248,9 @@ class Image:
 
 def host_platform() -> tuple[str, str | None]:
     """The host's (OCI architecture, variant), e.g. ("amd64", None) or ("arm64", "v8")."""
-    machine = _platform.machine().lower()
+    import platform  # here: most commands never ask, and it costs ~1.5 ms to import
+
+    machine = platform.machine().lower()
     table: dict[str, tuple[str, str | None]] = {
         "x86_64": ("amd64", None), "amd64": ("amd64", None), "aarch64": ("arm64", "v8"),
         "arm64": ("arm64", "v8"), "armv7l": ("arm", "v7"), "armv6l": ("arm", "v6"),

@@ -29,6 +29,7 @@ from layerbuild.events import (
     WouldRun,
     step_label,
 )
+from layerbuild.sizes import human_size
 
 WINDOW_LINES = 8  # lines of RUN output shown while the step runs
 REDRAW_EVERY = 0.1  # seconds: a live timer, yet a chatty step costs at most 10 redraws a second
@@ -389,12 +390,3 @@ def _transfer_line(event: Transfer) -> str:
     bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (50 - filled)
     return (f"{event.item}: {event.status} [{bar}] "
             f"{human_size(done)}/{human_size(event.total)}")
-
-
-def human_size(size: float) -> str:
-    """A size as Docker prints it: `512B`, `1.98MB`, `3.4GB` (powers of 1000)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
-        size /= 1000
-    return f"{size:.3g}TB"

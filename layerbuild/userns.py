@@ -18,16 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import shutil
-import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import LayerbuildError
 from layerbuild.nsmap import facts, in_user_namespace, unmapped_text
-from layerbuild.sandbox import libc
 from layerbuild.subids import Extent, IdRange, id_map, mapped, ranges
 
 SUBUID = Path("/etc/subuid")
@@ -82,6 +78,7 @@ class Plan:
 
 def plan() -> Plan:
     """This user's namespace maps, from /etc/subuid, /etc/subgid and the helpers on PATH."""
+    import shutil  # here and below: root, and every command's start-up, need none of them
     uid, gid = os.getuid(), os.getgid()
     try:
         user = pwd.getpwuid(uid).pw_name
@@ -98,6 +95,10 @@ def enter() -> Plan | None:
     of the host's or already in one; the plan used, or None when nothing was done."""
     if os.geteuid() == 0 or in_user_namespace():
         return None
+    import threading
+
+    from layerbuild.sandbox import libc
+
     if threading.active_count() > 1:
         raise UserNamespaceError("a rootless layerbuild must enter its user namespace before "
                                  "the process starts threads: call layerbuild.enter_rootless() "
@@ -150,6 +151,8 @@ def _enter_mapped(chosen: Plan) -> None:
 
 def _write_maps(pid: int, chosen: Plan) -> str:
     """Run newuidmap and newgidmap for `pid`; what they said when one failed, else ""."""
+    import subprocess
+
     uidmap, gidmap = chosen.helpers
     assert uidmap is not None and gidmap is not None
     for tool, extents in ((uidmap, chosen.uids), (gidmap, chosen.gids)):
@@ -176,6 +179,8 @@ def _write_own_maps(uid: int, gid: int) -> None:
 
 
 def _unshare() -> None:
+    from layerbuild.sandbox import libc
+
     try:
         libc.unshare(libc.CLONE_NEWUSER | libc.CLONE_NEWNS)
     except OSError as exc:

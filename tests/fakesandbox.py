@@ -2,7 +2,10 @@
 
 It builds real layers: copies are plain Python writes into the step's upper dir (owners set
 only when running as root), reads look in the upper dir and then the lowers, top first, and a
-RUN is a function the test scripts for its command text. Every call is recorded in `calls`.
+RUN is a function the test scripts for its command text. A RUN's USER and HOME, and a copy's
+`as_user`, are looked up in the image's /etc/passwd and /etc/group as the real sandbox does
+(the same `layerbuild.users` rules on the files the step sees). Every call is recorded in
+`calls`, with the spec as the builder gave it.
 Whiteouts and symlinks inside the image are not emulated; hard links are kept within an
 item's link group, as the real copy keeps them.
 """
@@ -16,13 +19,15 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from layerbuild.sandbox.spec import CopyItem, RunSpec, StepRoot
+from layerbuild.sandbox.spec import CopyItem, RunSpec, StepRoot, parse_user
+from layerbuild.users import Ids, home_dir, step_ids
 
 Script = Callable[[Path, RunSpec], int]
-"""A scripted RUN: writes into the upper dir it is given, returns the exit code."""
+"""A scripted RUN: writes into the upper dir it is given, returns the exit code. Its spec is
+the one the step runs with: `user` numeric and HOME in `env`, as looked up in the image."""
 
 
 def writes(files: dict[str, str], code: int = 0) -> Script:
@@ -57,12 +62,16 @@ class FakeSandbox:
         if script is None:
             on_output(f"no script for {spec.argv[-1]!r}\n".encode())
             return 127
-        return script(root.upper, spec)
+        return script(root.upper, _as_run(root, spec))
 
     def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
-                  items: Sequence[CopyItem], follow_source_symlinks: bool = False) -> None:
+                  items: Sequence[CopyItem], follow_source_symlinks: bool = False,
+                  as_user: str | None = None) -> None:
         """Copy items as the real copy does for plain files and directories."""
         self.calls.append(("copy_into", (source, list(items))))
+        if as_user is not None:
+            (uid, gid, _groups), _home = _lookup(root, as_user, (0, 0, ()))
+            items = [replace(item, uid=uid, gid=gid) for item in items]
         if isinstance(source, Path | str):
             _Copier(root, Path(source), follow_source_symlinks).copy_all(items)
             return
@@ -73,11 +82,7 @@ class FakeSandbox:
     def read_files(self, root: StepRoot, paths: Sequence[str]) -> list[bytes | None]:
         """Each file from the upper dir, else the first lower that has it."""
         self.calls.append(("read_files", list(paths)))
-        out = []
-        for path in paths:
-            found = _find(root, path)
-            out.append(found.read_bytes() if found is not None and found.is_file() else None)
-        return out
+        return [_read(root, path) for path in paths]
 
     def glob(self, root: StepRoot, patterns: Sequence[str]) -> list[list[str]]:
         """The merged tree's paths matching each pattern, sorted."""
@@ -101,6 +106,33 @@ class FakeSandbox:
     def settle(self) -> None:
         """Nothing is left running; counted in `settled`, not in `calls` (it runs nothing)."""
         self.settled += 1
+
+
+def _read(root: StepRoot, path: str) -> bytes | None:
+    found = _find(root, path)
+    return found.read_bytes() if found is not None and found.is_file() else None
+
+
+def _lookup(root: StepRoot, user: str | None, ids: Ids) -> tuple[Ids, str]:
+    """As the real sandbox's `identity.lookup`: the ids of USER `user` (`ids` for None) in
+    the image, and their uid's home there."""
+    passwd, group = (None if data is None else data.decode("utf-8", "replace")
+                     for data in (_read(root, "/etc/passwd"), _read(root, "/etc/group")))
+    if user is not None:
+        ids = step_ids(user, passwd, group)
+    return ids, home_dir(ids[0], passwd)
+
+
+def _as_run(root: StepRoot, spec: RunSpec) -> RunSpec:
+    """The spec with its USER and HOME looked up in the image, as the step runs it."""
+    if spec.image_user is None and spec.home_at is None:
+        return spec
+    (uid, gid, groups), home = _lookup(root, spec.image_user, parse_user(spec.user))
+    env = spec.env
+    if spec.home_at is not None:
+        env = (*env[:spec.home_at], f"HOME={home}", *env[spec.home_at:])
+    user = f"{uid}:{gid}" + (":" + ",".join(map(str, groups)) if groups else "")
+    return replace(spec, user=user, env=env, image_user=None, home_at=None)
 
 
 def _find(root: StepRoot, path: str) -> Path | None:

@@ -9,14 +9,20 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, read_text, source_top
-from layerbuild.builder.users import resolve_chown
+from layerbuild.builder.stepcontext import (
+    StepContext,
+    layer_dirs,
+    made_time,
+    read_texts,
+    source_top,
+)
 from layerbuild.buildfile import Add, Copy, IgnoreRules, expand
 from layerbuild.context import Context, ContextError
 from layerbuild.errors import FormatError
 from layerbuild.image import ImageConfig
 from layerbuild.layer import extract_layer, is_tar_archive, open_decompressed
 from layerbuild.sandbox.spec import CopyItem, StepRoot
+from layerbuild.users import resolve_chown
 
 
 def _dest(instr: Copy | Add, config: ImageConfig, env: Mapping[str, str], escape: str) -> str:
@@ -35,8 +41,8 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
     owner = (0, 0)
     if instr.chown:
         spec = expand(instr.chown, env, escape)
-        owner = resolve_chown(spec, read_text(ctx.sandbox, base, "/etc/passwd"),
-                              read_text(ctx.sandbox, base, "/etc/group"))
+        passwd, group = read_texts(ctx.sandbox, base, ["/etc/passwd", "/etc/group"])
+        owner = resolve_chown(spec, passwd, group)
     mode = _chmod(ctx, instr)
     sources = [expand(s, env, escape) for s in instr.sources]
     exclude = _exclude(ctx, instr, [expand(p, env, escape) for p in instr.exclude])

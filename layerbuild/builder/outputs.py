@@ -4,6 +4,7 @@ As BuildKit's exporters: `docker` and `oci` write one tar (an OCI layout plus
 `manifest.json`), or the layout as a directory with `tar=false`; `tar` writes the root
 filesystem as one tar, `local` as a directory. `dest=-` streams a tar to stdout (at most one
 output may), as does a bare `-o -`; `oci` and `tar` without `dest` do too, as with buildx.
+The archive code is loaded by the outputs that write one only: most builds have none.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ import contextlib
 import errno
 import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from layerbuild.archive.save import plan_archive, write_archive
 from layerbuild.errors import LayerbuildError
 from layerbuild.events import Events
 from layerbuild.fsutil import atomic_file, write_atomic
@@ -116,7 +115,13 @@ def write_output(store: Store, image: Image, output: Output, tags: list[str],
         if output.type == "tar":
             _rootfs_tar(store, image, out, output.dest)
         else:
-            write_archive(plan_archive(store, refs), out)
+            _write_archive(store, refs, out)
+
+
+def _write_archive(store: Store, refs: list[str], out: BinaryIO) -> None:
+    from layerbuild.archive.save import plan_archive, write_archive
+
+    write_archive(plan_archive(store, refs), out)
 
 
 def _check_file(output: Output) -> None:
@@ -147,6 +152,8 @@ def _sink(dest: str) -> Iterator[BinaryIO]:
 
 
 def _write_layout(store: Store, refs: list[str], dest: Path) -> None:
+    from layerbuild.archive.save import plan_archive
+
     plan = plan_archive(store, refs)
     (dest / "blobs/sha256").mkdir(parents=True, exist_ok=True)
     for digest, (_size, opener) in plan.blobs.items():
@@ -170,6 +177,8 @@ def export_rootfs(store: Store, image: Image, dest: Path) -> None:
 
 def _rootfs_tar(store: Store, image: Image, out: BinaryIO, dest: str) -> None:
     """The image's root filesystem as one tar, written to `out` (a real file or pipe)."""
+    import subprocess
+
     with store.staging() as stage:
         export_rootfs(store, image, stage / "rootfs")
         done = subprocess.run(["tar", "--numeric-owner", "--xattrs", "--sort=name", "-C",

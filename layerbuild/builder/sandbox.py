@@ -19,12 +19,15 @@ class Sandbox(Protocol):
     """Runs steps and reads and writes the images they see."""
 
     def run(self, root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) -> int:
-        """Run a RUN step's process on `root`, stream its output; returns its exit code."""
+        """Run a RUN step's process on `root`, stream its output; returns its exit code (its
+        USER and HOME looked up in the image `root` shows, as `spec` asks)."""
         ...
 
     def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
-                  items: Sequence[CopyItem], follow_source_symlinks: bool = False) -> None:
-        """Copy items from a directory, or a stack of layer dirs (top first), into `root`."""
+                  items: Sequence[CopyItem], follow_source_symlinks: bool = False,
+                  as_user: str | None = None) -> None:
+        """Copy items from a directory, or a stack of layer dirs (top first), into `root`;
+        with `as_user` (a USER value), owned by its ids in the image `root` shows."""
         ...
 
     def read_files(self, root: StepRoot, paths: Sequence[str]) -> list[bytes | None]:
@@ -59,11 +62,14 @@ class HostSandbox:
         return run_step(root, spec, on_output)
 
     def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
-                  items: Sequence[CopyItem], follow_source_symlinks: bool = False) -> None:
-        """Copy items from a directory, or a stack of layer dirs (top first), into `root`."""
+                  items: Sequence[CopyItem], follow_source_symlinks: bool = False,
+                  as_user: str | None = None) -> None:
+        """Copy items from a directory, or a stack of layer dirs (top first), into `root`;
+        with `as_user` (a USER value), owned by its ids in the image `root` shows."""
         from layerbuild.sandbox.ops import copy_into
 
-        copy_into(root, source, items, follow_source_symlinks=follow_source_symlinks)
+        copy_into(root, source, items, follow_source_symlinks=follow_source_symlinks,
+                  as_user=as_user)
 
     def read_files(self, root: StepRoot, paths: Sequence[str]) -> list[bytes | None]:
         """Files of the image `root` shows (None for a missing one)."""

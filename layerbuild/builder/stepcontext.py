@@ -58,10 +58,10 @@ def made_time(config: ImageConfig, epoch: int | None) -> int:
     return int(when) if when is not None else epoch or 0
 
 
-def read_text(sandbox: Sandbox, root: StepRoot, path: str) -> str | None:
-    """A text file of the image `root` shows (None when it is missing)."""
-    data = sandbox.read_files(root, [path])[0]
-    return data.decode("utf-8", "replace") if data is not None else None
+def read_texts(sandbox: Sandbox, root: StepRoot, paths: list[str]) -> list[str | None]:
+    """Text files of the image `root` shows, read at once (None for a missing one)."""
+    return [data.decode("utf-8", "replace") if data is not None else None
+            for data in sandbox.read_files(root, paths)]
 
 
 def source_top(ctx: StepContext, instr: Instruction, ref: str,

@@ -13,17 +13,23 @@ from layerbuild.builder import config as cfg
 from layerbuild.builder.copying import copy_step
 from layerbuild.builder.plan import is_linked, run_script
 from layerbuild.builder.sandbox import Sandbox
-from layerbuild.builder.stepcontext import StepContext, layer_dirs, made_time, source_top
-from layerbuild.builder.users import Ids, home_dir, resolve_user
+from layerbuild.builder.stepcontext import (
+    StepContext,
+    layer_dirs,
+    made_time,
+    read_texts,
+    source_top,
+)
 from layerbuild.buildfile import Instruction, Run, Workdir, proxy_environment
 from layerbuild.buildfile import Mount as RunMount
 from layerbuild.digest import Digest
-from layerbuild.errors import StepFailed
+from layerbuild.errors import LayerbuildError, StepFailed
 from layerbuild.events import StepOutput
 from layerbuild.image import ImageConfig, host_platform
 from layerbuild.ingest import ingest_blob, ingest_dir
 from layerbuild.sandbox.spec import CopyItem, Mount, RunSpec, StepRoot
 from layerbuild.store import Layer, Store
+from layerbuild.users import UnknownUser, step_ids
 
 TAIL_LINES = 15
 MAX_SECRET_BYTES = 500 * 1024  # BuildKit's limit on a secret's size
@@ -63,10 +69,9 @@ def _workdir(sandbox: Sandbox, root: StepRoot, config: ImageConfig, stage: Path,
     empty = stage / "workdir"
     empty.mkdir(mode=0o755)
     workdir = str(config.config.get("WorkingDir") or "/")
-    ids, _home = _ids(sandbox, root, str(config.config.get("User") or ""))
-    sandbox.copy_into(root, empty, [CopyItem(".", workdir, ids.uid, ids.gid, 0o755,
-                                             recursive=False,
-                                             made_time=made_time(config, epoch))])
+    sandbox.copy_into(root, empty, [CopyItem(".", workdir, 0, 0, 0o755, recursive=False,
+                                             made_time=made_time(config, epoch))],
+                      as_user=str(config.config.get("User") or ""))
 
 
 def relink(store: Store, layer: Layer, top: Digest | None, lease: Path) -> None:
@@ -76,13 +81,11 @@ def relink(store: Store, layer: Layer, top: Digest | None, lease: Path) -> None:
                     expected_size=layer.blobs[0].size, lease=lease)
 
 
-def _ids(sandbox: Sandbox, root: StepRoot, user: str) -> tuple[Ids, str]:
-    """The USER's numeric ids, and its home directory (for HOME)."""
-    passwd, group = (d.decode("utf-8", "replace") if d is not None else None
-                     for d in sandbox.read_files(root, ["/etc/passwd", "/etc/group"]))
-    ids = Ids(0, 0) if not user or user in ("0", "root", "0:0") else resolve_user(
-        user, passwd, group)
-    return ids, home_dir(ids.uid, passwd)
+def _user_first(sandbox: Sandbox, root: StepRoot, user: str) -> None:
+    """Raise for an unknown USER (or unreadable passwd/group), which a step reports before
+    any other error of its setup; the sandbox looks USER up only once the step starts."""
+    passwd, group = read_texts(sandbox, root, ["/etc/passwd", "/etc/group"])
+    step_ids(user, passwd, group)
 
 
 def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
@@ -104,9 +107,12 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
     # declared ARG of the same name wins. They are not in `env`, so not in the cache key.
     values = {**proxy_environment(ctx.request.build_args), **env}
     values.setdefault("PATH", cfg.DEFAULT_PATH.partition("=")[2])
-    ids, home = _ids(ctx.sandbox, root, str(config.config.get("User") or ""))
-    values.setdefault("HOME", home)
-    values.update(secret_env)  # last, as BuildKit adds them: a secret wins over an ENV
+    # HOME, unless set, is the USER's home in the image: the sandbox looks USER up there and
+    # puts HOME next, before the secrets, which come last as BuildKit adds them (a secret
+    # wins over an ENV, and a secret named HOME over the image's home).
+    home_at = len(values)
+    values.update(secret_env)
+    home_wanted = "HOME" not in values
     tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
     partial = bytearray()
 
@@ -117,13 +123,21 @@ def _run(ctx: StepContext, instr: Run, root: StepRoot, config: ImageConfig,
         tail.extend(lines)
         partial[:] = rest
 
+    user = str(config.config.get("User") or "")
     network = instr.network or ctx.request.network
-    ctx.request.check_network(network, f"{ctx.buildfile.path}:{instr.line}: RUN --network=host")
-    spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in values.items()),
-                   cwd=str(config.config.get("WorkingDir") or "/"), user=ids.spec(),
-                   network=network,
-                   mounts=tuple(mounts), seccomp=ctx.request.seccomp)
-    code = ctx.sandbox.run(root, spec, on_output)
+    try:
+        ctx.request.check_network(network,
+                                  f"{ctx.buildfile.path}:{instr.line}: RUN --network=host")
+        spec = RunSpec(argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in values.items()),
+                       cwd=str(config.config.get("WorkingDir") or "/"), network=network,
+                       mounts=tuple(mounts), seccomp=ctx.request.seccomp, image_user=user,
+                       home_at=home_at if home_wanted else None)
+        code = ctx.sandbox.run(root, spec, on_output)
+    except UnknownUser:
+        raise
+    except LayerbuildError:
+        _user_first(ctx.sandbox, root, user)
+        raise
     if partial:
         tail.append(bytes(partial))
     if code != 0:

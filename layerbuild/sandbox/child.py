@@ -11,14 +11,13 @@ from __future__ import annotations
 import binascii
 import marshal
 import os
-import stat
 import sys
 from _json import encode_basestring_ascii
 
-from layerbuild.errors import LayerbuildError, StepFailed, UnsafePath
-from layerbuild.sandbox import libc, step
+from layerbuild.errors import LayerbuildError, UnsafePath
+from layerbuild.sandbox import identity, libc, step
 from layerbuild.sandbox.copy import Copier
-from layerbuild.sandbox.inroot import resolve
+from layerbuild.sandbox.inroot import read_file, resolve
 from layerbuild.sandbox.layers import (
     enter_staging,
     mount_overlay,
@@ -27,6 +26,7 @@ from layerbuild.sandbox.layers import (
     sync,
     use_fuse,
 )
+from layerbuild.users import UnknownUser
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
@@ -101,33 +101,12 @@ def _image_view(req: dict[str, Any]) -> None:
 
 
 def op_read(req: dict[str, Any], control: Control) -> dict[str, Any]:
-    """Read files of the image, each path resolved by the kernel after chroot into it."""
+    """Read files of the image, each path resolved by the kernel as after chroot into it."""
     _image_view(req)
-    os.chroot("root")
-    os.chdir("/")
-    limit = req["limit"]
-    return {"files": [_read(path, limit) for path in req["paths"]]}
-
-
-def _read(path: str, limit: int) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise StepFailed(f"{path} in the image: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise StepFailed(f"{path} in the image is not a regular file")
-        data = bytearray()
-        while len(data) <= limit and (chunk := os.read(fd, 1 << 16)):
-            data += chunk
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise StepFailed(f"{path} in the image is larger than {limit} bytes")
-    return binascii.b2a_base64(data, newline=False).decode()
+    root_fd = open_dir("root", "staging")
+    files = [read_file(root_fd, path, req["limit"]) for path in req["paths"]]
+    return {"files": [binascii.b2a_base64(f, newline=False).decode() if f is not None else None
+                      for f in files]}
 
 
 def op_resolve(req: dict[str, Any], control: Control) -> dict[str, Any]:
@@ -165,6 +144,9 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
     for name in ("root", "empty", "source"):
         os.mkdir(name, 0o755)
     empty = open_dir("empty", "staging")
+    items = req["items"]
+    if req.get("as_user") is not None:
+        items = _owned(req["as_user"], [upper, *lowers, empty], items)
     mount_overlay("root", lowers or [empty], upper, work)
     if source["layers"] == []:
         source_fd = empty  # an empty stage (FROM scratch)
@@ -173,9 +155,23 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
         source_fd = open_dir("source", "staging")
     os.chroot("root")
     os.chdir("/")
-    Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(req["items"])
+    Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(items)
     sync("/")
     return {}
+
+
+def _owned(user: str, layers: list[int], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items owned by the ids USER `user` has in the image, looked up before a write, in
+    a read-only view of it (nodev: no device node of the image is ever opened)."""
+    os.mkdir("view", 0o755)
+    mount_overlay("view", layers, flags=_RO)
+    view = open_dir("view", "staging")
+    try:
+        (uid, gid, _groups), _home = identity.lookup(view, user, (0, 0, ()))
+    finally:
+        os.close(view)
+        libc.umount("view")
+    return [{**item, "uid": uid, "gid": gid} for item in items]
 
 
 def op_export(req: dict[str, Any], control: Control) -> dict[str, Any]:
@@ -222,6 +218,8 @@ def main() -> None:
         control.send({"status": "ok", **result})
     except UnsafePath as exc:
         control.send({"status": "error", "kind": "unsafe", "message": str(exc)})
+    except UnknownUser as exc:
+        control.send({"status": "error", "kind": "user", "message": str(exc)})
     except LayerbuildError as exc:
         control.send({"status": "error", "kind": "failed", "message": str(exc)})
     except OSError as exc:

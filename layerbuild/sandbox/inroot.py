@@ -14,9 +14,11 @@ import os
 import stat
 
 from layerbuild.errors import StepFailed, UnsafePath
+from layerbuild.sandbox import libc
 
 MAX_LINKS = 40
 _OPEN = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 class Resolved:
@@ -149,3 +151,26 @@ def ensure(root_fd: int, path: str, kind: str, mode: int = 0o755, uid: int = 0,
         res.close()
         raise
     return res
+
+
+def read_file(root_fd: int, path: str, limit: int) -> bytes | None:
+    """The bytes of an image's regular file, `path` resolved by the kernel as after chroot
+    into `root_fd`; None when it does not exist. StepFailed when it is not a regular file, is
+    larger than `limit` bytes or cannot be opened."""
+    try:
+        fd = libc.open_in_root(root_fd, path, _READ)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise StepFailed(f"{path} in the image: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StepFailed(f"{path} in the image is not a regular file")
+        data = bytearray()
+        while len(data) <= limit and (chunk := os.read(fd, 1 << 16)):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise StepFailed(f"{path} in the image is larger than {limit} bytes")
+    return bytes(data)

@@ -38,6 +38,7 @@ from typing import Any
 from layerbuild.errors import StepFailed, UnsafePath
 from layerbuild.nsmap import facts, in_user_namespace
 from layerbuild.sandbox import fuse, network
+from layerbuild.users import UnknownUser
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[2])
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -341,4 +342,6 @@ class _Session:
             return final
         if final.get("kind") == "unsafe":
             raise UnsafePath(final["message"])
+        if final.get("kind") == "user":
+            raise UnknownUser(final["message"])
         raise StepFailed(final["message"])

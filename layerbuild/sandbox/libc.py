@@ -31,6 +31,8 @@ PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _CAP_VERSION_3 = 0x20080522
+_SYS_OPENAT2 = 437  # the same on every architecture but alpha
+_RESOLVE_IN_ROOT = 0x10
 
 # Docker's default capability set (moby oci/caps/defaults.go), by number.
 DEFAULT_CAPS = frozenset({
@@ -90,6 +92,23 @@ def socket(family: int, kind: int) -> int:
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"socket: {os.strerror(err)}")
+    return int(fd)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def open_in_root(root_fd: int, path: str, flags: int) -> int:
+    """openat2(2) with RESOLVE_IN_ROOT: `path` looked up as if `root_fd` were the root (after
+    chroot: absolute symlinks and `..` stay below it); the fd, or OSError naming the path."""
+    how = _OpenHow(flags, 0, _RESOLVE_IN_ROOT)
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(root_fd), os.fsencode(path),
+                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
     return int(fd)
 
 

@@ -54,13 +54,16 @@ def _settle(root: StepRoot) -> None:
 
 
 def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequence[CopyItem],
-              follow_source_symlinks: bool = False) -> None:
+              follow_source_symlinks: bool = False, as_user: str | None = None) -> None:
     """Write files into the step's upper dir through the merged view, destinations in-image.
 
     `source_root` is a directory, or a stack of layer dirs (top first) read as one merged,
     read-only tree (for COPY --from). A source path may not leave its root (`..` or a symlink
     out of it raises UnsafePath); absolute symlinks in sources count from the source root.
     The top-level source symlink is copied as a link unless `follow_source_symlinks`.
+    With `as_user`, a USER value, every item is owned by the ids a step under that USER runs
+    with, looked up in the image's /etc/passwd and /etc/group before anything is written
+    (UnknownUser for a name it lacks).
     """
     source: dict[str, str | list[str] | None]
     if isinstance(source_root, Path | str):
@@ -68,7 +71,8 @@ def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequenc
     else:
         source = {"dir": None, "layers": [str(p) for p in source_root]}
     request = {"op": "copy", "root": encode_root(root), "source": source,
-               "items": encode_items(list(items)), "follow_symlinks": follow_source_symlinks}
+               "items": encode_items(list(items)), "follow_symlinks": follow_source_symlinks,
+               "as_user": as_user}
     call(request, ())
     _settle(root)
 

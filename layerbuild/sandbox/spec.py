@@ -40,7 +40,14 @@ class StepRoot:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """The process of a RUN step and everything it runs with."""
+    """The process of a RUN step and everything it runs with.
+
+    `user` is numeric (`uid:gid[:g1,g2]`). With `image_user`, a USER value (`user[:group]`,
+    names or numbers; "" for root), the ids are looked up instead in the /etc/passwd and
+    /etc/group of the image the step sees, once it is mounted (UnknownUser for a name it
+    lacks). With `home_at`, `HOME=` the running uid's home directory there ("/" without
+    one) is inserted at that index of `env`, for an environment that sets no HOME.
+    """
 
     argv: tuple[str, ...]
     env: tuple[str, ...]
@@ -51,6 +58,8 @@ class RunSpec:
     mounts: tuple[Mount, ...] = ()
     timeout: float | None = None
     seccomp: bool = True  # Docker's default seccomp profile; False runs the step unconfined
+    image_user: str | None = None
+    home_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,10 +137,13 @@ def encode_run(spec: RunSpec) -> dict[str, Any]:
     if spec.network not in NETWORKS:
         raise StepFailed(f"network {spec.network!r} is not one of {', '.join(NETWORKS)}")
     uid, gid, groups = parse_user(spec.user)
+    if spec.home_at is not None and not 0 <= spec.home_at <= len(spec.env):
+        raise StepFailed(f"HOME's place {spec.home_at} is outside the environment")
     return {"argv": list(spec.argv), "env": list(spec.env),
             "cwd": _absolute(spec.cwd, "working directory"), "uid": uid, "gid": gid,
             "groups": list(groups), "network": spec.network, "hostname": spec.hostname,
-            "mounts": [encode_mount(m) for m in spec.mounts]}
+            "mounts": [encode_mount(m) for m in spec.mounts], "image_user": spec.image_user,
+            "home_at": spec.home_at}
 
 
 def encode_items(items: list[CopyItem]) -> list[dict[str, Any]]:

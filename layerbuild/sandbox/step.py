@@ -1,9 +1,10 @@
 """A RUN step set up by the sandbox's init: host fds, scaffold, overlay, staged mounts, process.
 
 Order matters: every host path is opened first; then the staging tmpfs covers the workdir's
-parent (in this mount namespace only); the image is probed through a read-only overlay to
-learn which mount points it lacks; those go into the scaffold layer; then the step's overlay
-is mounted with the scaffold on top of the image's layers and the fresh upper dir below none.
+parent (in this mount namespace only); the image is probed through a read-only overlay for
+the step's USER and HOME (its /etc/passwd and /etc/group) and for the mount points it lacks;
+those go into the scaffold layer; then the step's overlay is mounted with the scaffold on top
+of the image's layers and the fresh upper dir below none.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import struct
 from collections.abc import Callable
 
 from layerbuild.errors import StepFailed
-from layerbuild.sandbox import libc, mounts, network, process
+from layerbuild.sandbox import identity, libc, mounts, network, process
 from layerbuild.sandbox.inroot import ensure
 from layerbuild.sandbox.layers import (
     build_scaffold,
@@ -64,6 +65,7 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
     mount_overlay("probe", [upper, *lowers, empty], flags=_PROBE_FLAGS)
     probe = open_dir("probe", "staging")
     try:
+        uid, gid, groups, env = _identity(spec, probe)  # an unknown USER is reported first
         canonical = build_scaffold(probe, scaffold, targets)
     finally:
         os.close(probe)
@@ -79,8 +81,8 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
     staged = _stage_all(spec, sources, devices, resolv, hosts)
     order = sorted(range(len(targets)), key=lambda i: canonical[i].count("/"))
     launch = process.Launch(
-        argv=spec["argv"], env=spec["env"], cwd=spec["cwd"], uid=spec["uid"],
-        gid=spec["gid"], groups=spec["groups"], last_cap=last_cap,
+        argv=spec["argv"], env=env, cwd=spec["cwd"], uid=uid, gid=gid, groups=groups,
+        last_cap=last_cap,
         staged=[s for s in (staged[i] for i in order) if s is not None],
         seccomp=req.get("seccomp") or None)
     libc.sethostname(spec["hostname"])
@@ -101,6 +103,20 @@ def run(req: dict[str, Any], lifeline: int, report: Callable[[dict[str, Any]], N
         raise StepFailed(error)
     sync("root")
     return {"exit": code}
+
+
+def _identity(spec: dict[str, Any], probe: int
+              ) -> tuple[int, int, list[int], list[str]]:
+    """uid, gid, groups and environment of the step: its USER and HOME looked up in the
+    image when the request asks (`image_user`, `home_at`), else as given."""
+    ids = (spec["uid"], spec["gid"], tuple(spec["groups"]))
+    env = spec["env"]
+    if spec.get("image_user") is None and spec.get("home_at") is None:
+        return ids[0], ids[1], list(ids[2]), env
+    ids, home = identity.lookup(probe, spec.get("image_user"), ids)
+    if spec.get("home_at") is not None:
+        env = [*env[:spec["home_at"]], f"HOME={home}", *env[spec["home_at"]:]]
+    return ids[0], ids[1], list(ids[2]), env
 
 
 def _open_source(m: dict[str, Any]) -> int | None:

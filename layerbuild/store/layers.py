@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -186,7 +185,7 @@ def _stage_commit(parent: Digest | None, diff_id: Digest, diff: Path, size: int,
                   meta: dict[str, object]) -> tuple[Path, str]:
     """Beside `diff`, a dir holding `layer/diff` (moved there) and the layerdb entry `db/`,
     made durable with one syncfs; returns it and the new cache ID."""
-    cache_id = secrets.token_hex(32)
+    cache_id = os.urandom(32).hex()  # secrets.token_hex(32), without its import
     stage = diff.parent / f"commit-{cache_id[:12]}"
     make_dirs(stage / "layer")  # overlay2/<cache-id>, once renamed into place
     diff.rename(stage / "layer" / "diff")

@@ -15,7 +15,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +74,7 @@ class StagingArea:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A fresh private dir under tmp/, removed on exit; locked while in use."""
-        path = self.tmp / f"{os.getpid()}-{secrets.token_hex(6)}"
+        path = self.tmp / f"{os.getpid()}-{os.urandom(6).hex()}"  # as secrets.token_hex(6)
         with self.lock():  # so that a cleaner never sees it before it is locked
             make_dir(path)
             fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

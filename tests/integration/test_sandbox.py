@@ -20,6 +20,7 @@ from treeutil import need_root, need_tool
 
 from layerbuild.errors import StepFailed
 from layerbuild.sandbox import Mount, RunSpec, StepRoot, run_step
+from layerbuild.users import UnknownUser
 
 DOCKER_CAPS = "00000000a80425fb"
 ENV = ("PATH=/usr/bin:/bin", "HOME=/root")
@@ -219,6 +220,29 @@ def test_user_and_groups(base: Path, tmp_path: Path) -> None:
     assert (uid, gid) == ("1000", "1000")
     assert {"10", "20"} <= set(groups.split())
     assert caps.split() == ["CapEff:", "0000000000000000"]
+
+
+def test_user_and_home_are_looked_up_in_the_image(base: Path, tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    (top / "etc").mkdir(parents=True)
+    (top / "srv").mkdir()
+    (top / "srv/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
+                                    "svc:x:2000:2100::/var/svc:/bin/sh\n")
+    (top / "etc/passwd").symlink_to("/srv/passwd")  # absolute: from the image's root
+    (top / "etc/group").write_text("svc:x:2100:\nextra:x:2200:svc\n")
+    root = new_root(tmp_path, top, base)
+    code, out = sh(root, "id -u; id -g; id -G", image_user="svc")
+    assert code == 0, out
+    uid, gid, groups = out.splitlines()
+    assert (uid, gid, groups.split()) == ("2000", "2100", ["2100", "2200"])
+    # cat's own environment, as the step's process got it: HOME goes where asked
+    assert run(root, ("/bin/cat", "/proc/self/environ"), env=("PATH=/usr/bin:/bin", "A=1"),
+               image_user="svc", home_at=1) == (0, "PATH=/usr/bin:/bin\0HOME=/var/svc\0A=1\0")
+    assert sh(root, "id -u; echo $HOME", env=("PATH=/bin",), image_user="", home_at=1) == (
+        0, "0\n/root\n")
+    with pytest.raises(UnknownUser, match=r"^unable to find user nobody-here: no matching "):
+        sh(root, "true", image_user="nobody-here")
+    assert entries(root.upper) == set()
 
 
 def test_signals_and_umask_as_a_fresh_process(base: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from treeutil import make_busybox_rootfs
 
 from layerbuild.errors import StepFailed, UnsafePath
 from layerbuild.sandbox import CopyItem, copy_into
+from layerbuild.users import UnknownUser
 
 __all__ = ["sentinel"]  # a fixture, used by name
 T1, T2 = 1_000_000_000, 1_100_000_000
@@ -195,3 +196,27 @@ def test_an_existing_directory_is_left_untouched(base: Path, tmp_path: Path) -> 
     copy_into(root, empty, [CopyItem(".", "/home/user", 1000, 1000, 0o755, recursive=False,
                                      made_time=T1)])
     assert os.listdir(root.upper) == []
+
+
+def test_as_user_owns_the_items_by_the_images_passwd(base: Path, ctx: Path,
+                                                     tmp_path: Path) -> None:
+    top = make_layer(tmp_path / "top", {
+        "etc/passwd": "root:x:0:0::/root:/bin/sh\nsvc:x:2000:2100::/var/svc:/bin/sh\n",
+        "etc/group": "svc:x:2100:\nstaff:x:50:svc\n"})
+    root = new_root(tmp_path, top, base)
+    copy_into(root, ctx, [CopyItem("file.txt", "/srv/f", 7, 7)], as_user="svc:staff")
+    assert meta(root.upper / "srv/f")[1:] == (2000, 50)
+    with pytest.raises(UnknownUser, match=r"^unable to find user nobody-here: "):
+        copy_into(new_root(tmp_path, top, base), ctx, [CopyItem("file.txt", "/g")],
+                  as_user="nobody-here")
+
+
+def test_as_user_never_opens_a_device_node_of_the_image(base: Path, ctx: Path,
+                                                        tmp_path: Path) -> None:
+    top = tmp_path / "devtop"
+    (top / "etc").mkdir(parents=True)
+    os.mknod(top / "etc/passwd", 0o644 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's
+    root = new_root(tmp_path, top, base)
+    with pytest.raises(StepFailed, match=r"^/etc/passwd in the image: Permission denied$"):
+        copy_into(root, ctx, [CopyItem("file.txt", "/f")], as_user="")
+    assert entries(root.upper) == set()

@@ -31,8 +31,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder": ("pure", "", ""),
     "builder.bases": ("effect", "errors events image reference registry store", ""),
     "builder.config": ("pure", "buildfile errors image", ""),
-    "builder.copying": ("effect", "builder.stepcontext builder.users buildfile context errors "
-                                  "image layer sandbox.spec", ""),
+    "builder.copying": ("effect", "builder.stepcontext buildfile context errors image layer "
+                                  "sandbox.spec users", ""),
     "builder.engine": ("effect", "builder builder.bases builder.config builder.plan builder.report "
                                  "builder.sandbox builder.schedule builder.shared builder.state "
                                  "builder.stepcontext builder.steps builder.steptext buildfile "
@@ -54,10 +54,9 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                       "image sandbox.spec store",
                                      "builder.sandbox builder.state events request"),
     "builder.steps": ("effect", "builder builder.config builder.copying builder.plan "
-                                "builder.sandbox builder.stepcontext builder.users buildfile "
-                                "digest errors events image ingest sandbox.spec store", ""),
+                                "builder.sandbox builder.stepcontext buildfile digest errors "
+                                "events image ingest sandbox.spec store users", ""),
     "builder.steptext": ("pure", "builder.config buildfile", ""),
-    "builder.users": ("pure", "errors", ""),
     "buildfile": ("pure", "buildfile.args buildfile.convert buildfile.dump buildfile.expand "
                           "buildfile.ignore buildfile.instructions buildfile.limits "
                           "buildfile.mounts buildfile.parser buildfile.ports buildfile.stages "
@@ -94,7 +93,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "cache.roots": ("effect", "digest errors", ""),
     "cache.stat": ("effect", "fsutil", "buildfile context"),
     "cli": ("effect", "api builder.outputs buildfile errors hostcheck imagediff layerbuild "
-                      "privilege progress reference store userns", ""),
+                      "privilege progress reference sizes store userns", ""),
     "context": ("effect", "buildfile.ignore errors", ""),
     "digest": ("pure", "errors", ""),
     "errors": ("pure", "", ""),
@@ -122,7 +121,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layerbuild": ("pure", "", "api"),
     "nsmap": ("effect", "", ""),
     "privilege": ("effect", "nsmap userns", ""),
-    "progress": ("effect", "events", ""),
+    "progress": ("effect", "events sizes", ""),
     "reference": ("pure", "digest errors", ""),
     "registry": ("effect", "events image reference registry.client registry.credentials "
                            "registry.errors registry.hosts registry.platforms registry.pull "
@@ -142,12 +141,13 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                      "registry.errors registry.hosts", ""),
     "request": ("pure", "errors reference", "cache.options"),
     "sandbox": ("effect", "", "sandbox.launch sandbox.ops sandbox.spec"),
-    "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.inroot sandbox.layers "
-                                "sandbox.libc sandbox.step", ""),
+    "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.identity sandbox.inroot "
+                                "sandbox.layers sandbox.libc sandbox.step users", ""),
     "sandbox.copy": ("effect", "errors nsmap sandbox.inroot", ""),
     "sandbox.fuse": ("effect", "errors layer.whiteout nsmap sandbox sandbox.libc", ""),
-    "sandbox.inroot": ("effect", "errors", ""),
-    "sandbox.launch": ("effect", "errors nsmap sandbox sandbox.fuse sandbox.network", ""),
+    "sandbox.identity": ("effect", "sandbox.inroot users", ""),
+    "sandbox.inroot": ("effect", "errors sandbox sandbox.libc", ""),
+    "sandbox.launch": ("effect", "errors nsmap sandbox sandbox.fuse sandbox.network users", ""),
     "sandbox.layers": ("effect", "errors nsmap sandbox sandbox.inroot sandbox.libc", ""),
     "sandbox.libc": ("effect", "", ""),
     "sandbox.mounts": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc", ""),
@@ -159,8 +159,9 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.seccomp": ("effect", "errors sandbox sandbox.libc sandbox.seccomp_profile", ""),
     "sandbox.seccomp_profile": ("pure", "", ""),
     "sandbox.spec": ("pure", "errors", ""),
-    "sandbox.step": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc "
-                               "sandbox.mounts sandbox.network sandbox.process", ""),
+    "sandbox.step": ("effect", "errors sandbox sandbox.identity sandbox.inroot sandbox.layers "
+                               "sandbox.libc sandbox.mounts sandbox.network sandbox.process", ""),
+    "sizes": ("pure", "", ""),
     "store": ("effect", "cache.roots digest errors fsutil image nsmap reference store "
                         "store.blobs store.distribution store.images store.layers "
                         "store.staging userns",
@@ -175,6 +176,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "store.staging": ("effect", "digest errors fsutil store.private", ""),
     "subids": ("pure", "", ""),
     "userns": ("effect", "errors nsmap sandbox sandbox.libc subids", ""),
+    "users": ("pure", "errors", ""),
     "validate": ("effect", "archive.sources digest errors image layer", ""),
 }
 

@@ -1,28 +1,20 @@
-"""USER resolution from an image's /etc/passwd and /etc/group text (pure)."""
+"""USER and --chown resolution from an image's /etc/passwd and /etc/group text (pure).
+
+The builder resolves `--chown`; the sandbox resolves a step's USER once it has the image
+mounted (so a RUN reads the two files in its own child). Ids are plain tuples: the sandbox's
+child imports this module, and `dataclasses` would cost it ~7 ms.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from layerbuild.errors import LayerbuildError
+
+Ids = tuple[int, int, tuple[int, ...]]
+"""uid, gid and supplementary groups of a process."""
 
 
 class UnknownUser(LayerbuildError):
     """A USER or --chown name that the image's passwd/group files do not define."""
-
-
-@dataclass(frozen=True)
-class Ids:
-    """Numeric identity of a process or file owner."""
-
-    uid: int
-    gid: int
-    groups: tuple[int, ...] = ()
-
-    def spec(self) -> str:
-        """`uid:gid[:g1,g2]` as the sandbox takes it."""
-        extra = ",".join(str(g) for g in self.groups)
-        return f"{self.uid}:{self.gid}" + (f":{extra}" if extra else "")
 
 
 def _table(text: str | None, fields: int) -> list[list[str]]:
@@ -34,11 +26,22 @@ def _table(text: str | None, fields: int) -> list[list[str]]:
     return rows
 
 
+def step_ids(spec: str, passwd: str | None, group: str | None) -> Ids:
+    """The ids a step runs with under USER `spec` ("" or root: 0:0 without a lookup).
+
+    >>> step_ids("", None, None)
+    (0, 0, ())
+    """
+    if not spec or spec in ("0", "root", "0:0"):
+        return 0, 0, ()
+    return resolve_user(spec, passwd, group)
+
+
 def resolve_user(spec: str, passwd: str | None, group: str | None) -> Ids:
     """Numeric ids for `user[:group]` as Docker resolves USER (names looked up in the image).
 
     >>> resolve_user("1000", None, None)
-    Ids(uid=1000, gid=0, groups=())
+    (1000, 0, ())
     """
     user, _, grp = spec.partition(":")
     users = _table(passwd, 7)
@@ -57,7 +60,7 @@ def resolve_user(spec: str, passwd: str | None, group: str | None) -> Ids:
     name = entry[0] if entry is not None else None
     extra = tuple(sorted({int(g[2]) for g in groups if g[2].isdigit() and name
                           and name in g[3].split(",") and int(g[2]) != gid}))
-    return Ids(uid, gid, extra if not grp else ())
+    return uid, gid, extra if not grp else ()
 
 
 def home_dir(uid: int, passwd: str | None) -> str:
@@ -89,8 +92,7 @@ def resolve_chown(spec: str, passwd: str | None, group: str | None) -> tuple[int
         uid = int(user)
         gid = int(user)
     else:
-        ids = resolve_user(user, passwd, group)
-        uid, gid = ids.uid, ids.gid
+        uid, gid, _groups = resolve_user(user, passwd, group)
     if grp:
         gid = resolve_group(grp, group)
     return uid, gid
