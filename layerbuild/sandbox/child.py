@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import posixpath
 import stat
 import sys
 
@@ -29,6 +30,7 @@ from layerbuild.sandbox.layers import (
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 _RO = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
@@ -142,9 +144,29 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
         source_fd = open_dir("source", "staging")
     os.chroot("root")
     os.chdir("/")
-    Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(req["items"])
+    items = req.pop("items")
+    Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(each_item(items))
     sync("/")
     return {}
+
+
+def each_item(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The copy items of a request one by one, an item's `entries` each made an item of its
+    own, as `spec.CopyItem.each` makes them: one at a time, so that a tree of many entries
+    is never a list of items."""
+    while items:
+        item = items.pop(0)
+        entries, mode = item.pop("entries", None), item.pop("entry_mode", None)
+        yield item
+        if not entries:
+            continue
+        base = "" if item["source"] == "." else item["source"] + "/"
+        dest = item["dest"]
+        entries.reverse()  # popped from the end: each entry's path is dropped once copied
+        while entries:
+            inner = entries.pop()
+            yield {**item, "source": base + inner, "dest": posixpath.join(dest, inner),
+                   "mode": mode, "recursive": False}
 
 
 def op_export(req: dict[str, Any], control: Control) -> dict[str, Any]:
