@@ -2,8 +2,8 @@
 
 Files: `<key>.json` (an entry: the step's history and the layer it produced, named in `layers`
 so that the store keeps that layer), `slots/<digest>.json` (what went into the last build of
-each step, to explain the next miss), `stat/<digest>.json` (a `StatCache` per build context)
-and `records/` (build records, see `records`).
+each step, to explain the next miss), `stat/<digest>.db` (a `StatCache` per build context, an
+SQLite file) and `records/` (build records, see `records`).
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class CacheIndex:
 
     def stat_cache(self, context: Path) -> StatCache:
         """The content-hash cache of one build context directory."""
-        return StatCache(self.dir / "stat" / _name(str(context.resolve())))
+        name = _name(str(context.resolve()))
+        return StatCache(self.dir / "stat" / name.replace(".json", ".db"))
 
 
 def _name(text: str) -> str:

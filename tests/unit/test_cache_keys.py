@@ -58,14 +58,14 @@ def test_stat_cache_reads_a_file_only_when_its_stat_changes(tmp_path: Path,
     monkeypatch.setattr(cache_module.hashlib, "file_digest", counting)
     f = tmp_path / "f"
     f.write_text("one")
-    cache = StatCache(tmp_path / "stat.json")
+    cache = StatCache(tmp_path / "stat.db")
     first = cache.entry_digest(str(f), os.stat(f))
     assert cache.entry_digest(str(f), os.stat(f)) == first
     assert len(reads) == 2  # just changed: it could change again within the same clock tick
     time.sleep(SETTLED_NS / 1e9 + 0.05)
     cache.entry_digest(str(f), os.stat(f))
     cache.save()
-    reloaded = StatCache(tmp_path / "stat.json")
+    reloaded = StatCache(tmp_path / "stat.db")
     assert reloaded.entry_digest(str(f), os.stat(f)) == first
     assert len(reads) == 3  # the last answer came from the saved cache
     os.utime(f, (5, 5))  # touched, same content: read again, same digest
@@ -79,7 +79,7 @@ def test_source_digests_ignore_mtimes_but_see_modes(tmp_path: Path) -> None:
     (ctx / "d").mkdir(parents=True)
     (ctx / "d/a").write_text("a")
     os.symlink("a", ctx / "d/link")
-    stats = StatCache(tmp_path / "s.json")
+    stats = StatCache(tmp_path / "s.db")
     context = Context(ctx)
     before = source_digests(context, ["d"], None, stats)
     os.utime(ctx / "d/a", (1, 1))
