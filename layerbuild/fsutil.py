@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def temp_name(path: Path) -> Path:
@@ -68,6 +69,29 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
     """Replace `path` with `data` in one step (see `atomic_file`)."""
     with atomic_file(path, durable=durable, mode=mode) as out:
         out.write(data)
+
+
+def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = True,
+               large: tuple[str, Iterable[tuple[str, Any]]] | None = None) -> None:
+    """Replace `path` with `data` as compact JSON (see `atomic_file`).
+
+    `large` is one more member, an object given as (name, value) pairs, names unique: it is
+    written a few thousand pairs at a time, so that an object of many (a build's files) is
+    never one string in memory."""
+    import json  # only writers of JSON pay for it
+
+    with atomic_file(path, durable=durable) as out:
+        head = json.dumps(data, separators=(",", ":"))
+        if large is None:
+            out.write(head.encode())
+            return
+        name, pairs = large
+        out.write(f'{head[:-1]}{"," if data else ""}{json.dumps(name)}:{{'.encode())
+        rest, comma = iter(pairs), ""
+        while batch := dict(itertools.islice(rest, 4096)):
+            out.write((comma + json.dumps(batch, separators=(",", ":"))[1:-1]).encode())
+            comma = ","
+        out.write(b"}}")
 
 
 def temp_writer(name: str) -> int | None:

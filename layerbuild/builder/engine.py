@@ -10,6 +10,7 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass, replace
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -248,7 +249,9 @@ class Build:
                       in self.context.listed.items()}
             if self.fingerprint is not None and self.replayable and self.stats.settled \
                     and all(settled(sig, read) for sig, read in listed.values()):
-                seen = {**self.stats.seen, **{path: sig for path, (sig, _) in listed.items()}}
+                dirs = {path: sig for path, (sig, _) in listed.items()}
+                seen = chain(((path, sig) for path, sig in self.stats.seen_signatures()
+                              if path not in dirs), dirs.items())
                 write_record(self.store, self.fingerprint, image, report.steps, self.images,
                              seen, self.warnings)
         return image

@@ -16,7 +16,7 @@ from pathlib import Path
 from layerbuild.cache.keys import StepInputs
 from layerbuild.cache.stat import StatCache
 from layerbuild.digest import Digest
-from layerbuild.fsutil import write_atomic
+from layerbuild.fsutil import write_atomic, write_json
 from layerbuild.image import History
 
 
@@ -66,8 +66,12 @@ class CacheIndex:
             return None
 
     def remember(self, slot: str, inputs: StepInputs) -> None:
-        """Keep a slot's inputs for the next explanation."""
-        _write(self.slots / _name(slot), inputs.to_json())
+        """Keep a slot's inputs for the next explanation (as `StepInputs.to_json` gives them;
+        the files, which may be many, written a few at a time)."""
+        head = inputs.to_json(files=False)
+        path = self.slots / _name(slot)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, head, durable=False, large=("files", inputs.files.items()))
 
     def stat_cache(self, context: Path) -> StatCache:
         """The content-hash cache of one build context directory."""

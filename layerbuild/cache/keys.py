@@ -37,6 +37,8 @@ UNCACHEABLE = "uncacheable"
 """The `extra` value of an input that cannot be known in advance (a URL without --checksum)."""
 
 _LOCATION = frozenset({"line", "end_line"})  # where an instruction is, not what it does
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""The key's JSON: as `json.dumps(data, sort_keys=True, separators=(",", ":"))` writes it."""
 
 
 @dataclass(frozen=True)
@@ -50,20 +52,33 @@ class StepInputs:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def key(self) -> str:
-        """The cache key: a sha256 over the canonical JSON of the inputs (see the module)."""
-        data = json.dumps({"version": KEY_VERSION, "parent": self.parent,
-                           "instruction": self.instruction,
-                           "variables": dict(sorted(self.variables.items())),
-                           "files": dict(sorted(self.files.items())),
-                           "extra": dict(sorted(self.extra.items()))},
-                          sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(data.encode()).hexdigest()
+        """The cache key: a sha256 over the canonical JSON of the inputs (see the module).
 
-    def to_json(self) -> dict[str, Any]:
-        """The inputs as JSON-ready dicts (kept per slot to explain the next miss)."""
-        return {"parent": self.parent, "instruction": dict(self.instruction),
-                "variables": dict(self.variables), "files": dict(self.files),
-                "extra": dict(self.extra)}
+        The JSON is hashed as it is made, a piece at a time: a step that copies many files
+        never holds the whole text."""
+        data = {"version": KEY_VERSION, "parent": self.parent, "instruction": self.instruction,
+                "variables": self.variables, "files": self.files, "extra": self.extra}
+        h = hashlib.sha256()
+        pieces: list[str] = []
+        size = 0
+        for piece in _CANONICAL.iterencode(data):
+            pieces.append(piece)
+            size += len(piece)
+            if size > 1 << 16:
+                h.update("".join(pieces).encode())
+                pieces.clear()
+                size = 0
+        h.update("".join(pieces).encode())
+        return h.hexdigest()
+
+    def to_json(self, files: bool = True) -> dict[str, Any]:
+        """The inputs as JSON-ready dicts (kept per slot to explain the next miss); without
+        `files` for a caller that writes them itself."""
+        data = {"parent": self.parent, "instruction": dict(self.instruction),
+                "variables": dict(self.variables), "extra": dict(self.extra)}
+        if files:
+            data["files"] = dict(self.files)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepInputs:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from layerbuild.context import ignore_files
 from layerbuild.digest import Digest
 from layerbuild.errors import LayerbuildError
 from layerbuild.events import Events, StepFinished, StepStarted
-from layerbuild.fsutil import write_atomic
+from layerbuild.fsutil import write_json
 from layerbuild.request import BuildRequest
 
 if TYPE_CHECKING:  # types only: the caller has the store loaded already
@@ -73,7 +73,7 @@ def _content(path: Path) -> str | None:
 
 def write_record(store: Store, key: str, image: Image,
                  steps: Sequence[tuple[str, bool, str, int, int]],
-                 images: Mapping[str, str], paths: Mapping[str, list[int]],
+                 images: Mapping[str, str], paths: Iterable[tuple[str, list[int]]],
                  warnings: list[str]) -> None:
     """Keep what a finished build looked at; `steps` are (progress text, is a FROM, stage
     name, number, total), and `warnings` what it said before them (said again when it is
@@ -85,8 +85,9 @@ def write_record(store: Store, key: str, image: Image,
     directory = store.buildcache / RECORDS
     directory.mkdir(exist_ok=True)
     data = {"image": str(image.id), "steps": steps, "images": dict(images),
-            "paths": dict(paths), "warnings": warnings}
-    write_atomic(directory / f"{key}.json", json.dumps(data, separators=(",", ":")).encode())
+            "warnings": warnings}
+    # The paths (unique; one per context entry, so possibly many) go a few at a time.
+    write_json(directory / f"{key}.json", data, large=("paths", paths))
 
 
 def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:

@@ -13,8 +13,10 @@ import hashlib
 import json
 import os
 import stat
+import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,7 @@ _FLUSH_AT = 2048
 _BUSY_SECONDS = 30.0
 """How long a write waits for another build's write to the same cache to finish."""
 _NOT_A_DATABASE = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SEEN = struct.Struct("<QqqQQ")  # a signature: size, mtime, ctime, inode, mode
 
 
 def _signed(value: int) -> int:
@@ -71,8 +74,9 @@ class StatCache:
         self._broken = False
         self._lock = threading.Lock()
         self._pending: dict[bytes, tuple[Any, ...]] = {}
-        self.seen: dict[str, list[int]] = {}
-        """The signature of every entry digested in this build, by absolute path."""
+        self.seen: dict[str, bytes] = {}
+        """The signature of every entry digested in this build, by absolute path, packed
+        (`seen_signatures` unpacks them): one small object per entry."""
         self.settled = True
         """Whether every entry was `settled` when it was read."""
 
@@ -82,7 +86,8 @@ class StatCache:
         ctime moves on every change of content, mode, owner or xattrs, so an entry whose
         (size, mtime, ctime, inode, mode) is unchanged is unchanged.
         """
-        sig = self.seen[full] = signature(st)
+        sig = signature(st)
+        self.seen[full] = _SEEN.pack(*sig)
         key = os.fsencode(full)
         row = [_signed(v) for v in sig]
         known = self._lookup(key)
@@ -98,6 +103,11 @@ class StatCache:
         else:
             self.settled = False
         return value
+
+    def seen_signatures(self) -> Iterator[tuple[str, list[int]]]:
+        """(absolute path, `signature`) of every entry digested in this build."""
+        for path, packed in self.seen.items():
+            yield path, list(_SEEN.unpack(packed))
 
     def save(self) -> None:
         """Write what the cache learnt, and close it (it opens again when used)."""

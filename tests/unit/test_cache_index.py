@@ -73,8 +73,14 @@ def test_cache_files_are_written_atomically(tmp_path: Path,
         written.append(str(path.parent.relative_to(tmp_path)))
         path.write_bytes(data)
 
+    def recording_json(path: Path, data: object, *, durable: bool = True,
+                       large: tuple[str, object] | None = None) -> None:
+        written.append(str(path.parent.relative_to(tmp_path)))
+        path.write_text(json.dumps(data))
+
+    monkeypatch.setattr(index_module, "write_atomic", recording)
     for module in (index_module, records_module):
-        monkeypatch.setattr(module, "write_atomic", recording)
+        monkeypatch.setattr(module, "write_json", recording_json)
     monkeypatch.setattr(stat_module, "settled", lambda sig: True)  # worth keeping at once
     index = CacheIndex(tmp_path / "buildcache")
     index.put("k", CachedStep(_history()))
