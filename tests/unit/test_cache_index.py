@@ -96,3 +96,26 @@ def test_cache_files_are_written_atomically(tmp_path: Path,
     # The stat cache is an SQLite file, written in transactions.
     assert [p.name for p in (tmp_path / "buildcache/stat").iterdir()] == [
         index_module._name(str(tmp_path.resolve())).replace(".json", ".db")]
+
+
+def test_many_files_are_remembered_and_recorded_as_one_json_writes_them(tmp_path: Path) -> None:
+    """Slots and build records write a step's files a few thousand at a time: the file is the
+    JSON that one `json.dumps` would have written."""
+    files = {f"d{i % 7}/f{i}\u00e9\udcff": Digest.of(str(i).encode()).hex for i in range(10_000)}
+    inputs = StepInputs("p", {"instruction": "COPY"}, {"V": "1"}, files, {"from": "x"})
+    index = CacheIndex(tmp_path / "buildcache")
+    index.remember("slot", inputs)
+    assert index.last_inputs("slot") == inputs
+    assert json.loads((index.slots / index_module._name("slot")).read_bytes()) == \
+        inputs.to_json()
+    store = SimpleNamespace(buildcache=tmp_path / "buildcache")
+    image = SimpleNamespace(id=Digest.of(b"image"))
+    paths = [(f"/ctx/{name}", [i, 2, 3, 4, 5]) for i, name in enumerate(files)]
+    records_module.write_record(store, "r", image, [("COPY", False, "", 1, 1)],  # type: ignore[arg-type]
+                                {"base": "sha256:x"}, iter(paths), ["careful"])
+    record = json.loads((tmp_path / "buildcache/records/r.json").read_bytes())
+    assert record == {"image": str(image.id), "steps": [["COPY", False, "", 1, 1]],
+                      "images": {"base": "sha256:x"}, "paths": dict(paths),
+                      "warnings": ["careful"]}
+    records_module.write_record(store, "e", image, [], {}, [], [])  # type: ignore[arg-type]
+    assert json.loads((tmp_path / "buildcache/records/e.json").read_bytes())["paths"] == {}

@@ -102,3 +102,19 @@ def test_entries_hold_their_layers_in_the_store(tmp_path: Path) -> None:
     inputs = StepInputs("p", {"i": 1}, {"A": "1"})
     index.remember("slot", inputs)
     assert index.last_inputs("slot") == inputs
+
+
+def test_a_key_is_the_sha256_of_the_canonical_json_of_its_inputs() -> None:
+    """The key is hashed as its JSON is made; it is the digest of the whole text."""
+    import hashlib
+    import json
+
+    from layerbuild.cache.keys import KEY_VERSION
+
+    files = {f"d/f{i}\u00e9\udcff\"": Digest.of(str(i).encode()).hex for i in range(20_000)}
+    inputs = StepInputs("p", {"instruction": "COPY", "sources": ["."], "chown": None,
+                              "link": False}, {"B": "2", "A": "1"}, files, {"z": "1", "a": "2"})
+    text = json.dumps({"version": KEY_VERSION, "parent": "p", "instruction": inputs.instruction,
+                       "variables": inputs.variables, "files": files, "extra": inputs.extra},
+                      sort_keys=True, separators=(",", ":"))
+    assert inputs.key() == hashlib.sha256(text.encode()).hexdigest()
