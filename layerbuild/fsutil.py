@@ -71,27 +71,19 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
         out.write(data)
 
 
-def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = True,
-               large: tuple[str, Iterable[tuple[str, Any]]] | None = None) -> None:
-    """Replace `path` with `data` as compact JSON (see `atomic_file`).
-
-    `large` is one more member, an object given as (name, value) pairs, names unique: it is
-    written a few thousand pairs at a time, so that an object of many (a build's files) is
-    never one string in memory."""
+def write_json_lines(path: Path, head: Mapping[str, Any], pairs: Iterable[tuple[str, Any]] = (),
+                     *, durable: bool = True) -> None:
+    """Replace `path` with lines of compact JSON (see `atomic_file`): `head`, then `pairs`
+    ((name, value), names unique) as objects of a few thousand, a line each, so that many of
+    them (a build's files) are never one string in memory, and can be read back a line at a
+    time."""
     import json  # only writers of JSON pay for it
 
     with atomic_file(path, durable=durable) as out:
-        head = json.dumps(data, separators=(",", ":"))
-        if large is None:
-            out.write(head.encode())
-            return
-        name, pairs = large
-        out.write(f'{head[:-1]}{"," if data else ""}{json.dumps(name)}:{{'.encode())
-        rest, comma = iter(pairs), ""
+        out.write(json.dumps(head, separators=(",", ":")).encode() + b"\n")
+        rest = iter(pairs)
         while batch := dict(itertools.islice(rest, 4096)):
-            out.write((comma + json.dumps(batch, separators=(",", ":"))[1:-1]).encode())
-            comma = ","
-        out.write(b"}}")
+            out.write(json.dumps(batch, separators=(",", ":")).encode() + b"\n")
 
 
 def temp_writer(name: str) -> int | None:

@@ -59,7 +59,7 @@ from layerbuild.buildfile import (
 from layerbuild.cache.exchange import CacheRecord, StepResult
 from layerbuild.cache.index import CachedStep, CacheIndex
 from layerbuild.cache.inputs import step_inputs
-from layerbuild.cache.keys import cacheable, why_missed
+from layerbuild.cache.keys import cacheable
 from layerbuild.cache.records import fingerprint, write_record
 from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
@@ -425,7 +425,7 @@ class Build:
             cached, source = self._imported(key, instr, state, linked, lease)
         if cached is None and not state.missed:
             state.missed = True
-            reason = why_missed(self.cache.last_inputs(slot), inputs)
+            reason = self.cache.why_missed(slot, inputs)
             if self._use_cache(stage):
                 events.emit(CacheMiss(shown, reason, stage.index))
         history = self._apply(stage, state, instr, lease, env, text, cached, events)

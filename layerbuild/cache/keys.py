@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,19 +117,20 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"no cache key encoding for a {type(value).__name__}")
 
 
-def why_missed(before: StepInputs | None, now: StepInputs) -> str:
-    """One line saying what differs from the last build of the same step."""
+def why_missed(before: StepInputs | None, now: StepInputs,
+               before_files: Iterable[tuple[str, str]] | None = None) -> str:
+    """One line saying what differs from the last build of the same step; `before_files`,
+    when given, are before's files as (path, digest) in sorted order, read as they come."""
     if before is None:
         return "not built before"
     if before.instruction != now.instruction:
         return "the instruction changed"
-    changed = sorted(set(before.files) ^ set(now.files)
-                     | {p for p in now.files if before.files.get(p) != now.files[p]})
-    if changed:
-        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        verb = "was removed" if changed[0] not in now.files else (
-            "is new" if changed[0] not in before.files else "changed")
-        return f"file {changed[0]} {verb}{more}"
+    changes = _file_changes(sorted(before.files.items()) if before_files is None
+                            else before_files, now.files)
+    if changes is not None:
+        path, verb, count = changes
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        return f"file {path} {verb}{more}"
     args = sorted(k for k in set(before.variables) | set(now.variables)
                   if before.variables.get(k) != now.variables.get(k))
     if args:
@@ -141,6 +142,31 @@ def why_missed(before: StepInputs | None, now: StepInputs) -> str:
     if before.parent != now.parent:
         return "an earlier step or the base image changed"
     return "the cached result is gone (pruned)"
+
+
+def _file_changes(before: Iterable[tuple[str, str]], now: Mapping[str, str]
+                  ) -> tuple[str, str, int] | None:
+    """The first path (in sorted order) that is new, changed or removed, what befell it and
+    how many did; None if none did. `before` is in sorted order: the two are walked side by
+    side, so neither is ever copied."""
+    first: tuple[str, str] | None = None
+    count = 0
+    names = iter(sorted(now))
+    current = next(names, None)
+    for path, digest in before:
+        while current is not None and current < path:
+            first, count = first or (current, "is new"), count + 1
+            current = next(names, None)
+        if current == path:
+            if now[path] != digest:
+                first, count = first or (path, "changed"), count + 1
+            current = next(names, None)
+        else:
+            first, count = first or (path, "was removed"), count + 1
+    while current is not None:
+        first, count = first or (current, "is new"), count + 1
+        current = next(names, None)
+    return None if first is None else (*first, count)
 
 
 def cacheable(inputs: StepInputs) -> bool:

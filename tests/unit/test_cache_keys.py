@@ -118,3 +118,28 @@ def test_a_key_is_the_sha256_of_the_canonical_json_of_its_inputs() -> None:
                        "variables": inputs.variables, "files": files, "extra": inputs.extra},
                       sort_keys=True, separators=(",", ":"))
     assert inputs.key() == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_file_changes_are_told_as_a_comparison_of_the_two_sets_tells_them() -> None:
+    """The files of two builds are walked side by side in sorted order; the first change and
+    the count are those of the sorted set of changed paths."""
+    import random
+
+    def by_sets(before: dict[str, str], now: dict[str, str]) -> str:
+        changed = sorted(set(before) ^ set(now) | {p for p in now if before.get(p) != now[p]})
+        if not changed:
+            return "the cached result is gone (pruned)"
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        verb = "was removed" if changed[0] not in now else (
+            "is new" if changed[0] not in before else "changed")
+        return f"file {changed[0]} {verb}{more}"
+
+    rng = random.Random(7)
+    names = ["a", "a.b", "a/b", "a/b/c", "b", "B", "é", "z/y", "\udcff", "a-b", "ab"]
+    for _ in range(500):
+        before = {n: rng.choice("xy") for n in rng.sample(names, rng.randint(0, len(names)))}
+        now = {n: rng.choice("xy") for n in rng.sample(names, rng.randint(0, len(names)))}
+        old, new = StepInputs("p", {}, {}, before), StepInputs("p", {}, {}, now)
+        assert why_missed(old, new) == by_sets(before, now)
+        assert why_missed(StepInputs("p", {}), new, iter(sorted(before.items()))) == \
+            by_sets(before, now)
