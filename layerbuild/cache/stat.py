@@ -74,9 +74,10 @@ class StatCache:
         self._broken = False
         self._lock = threading.Lock()
         self._pending: dict[bytes, tuple[Any, ...]] = {}
-        self.seen: dict[str, bytes] = {}
-        """The signature of every entry digested in this build, by absolute path, packed
-        (`seen_signatures` unpacks them): one small object per entry."""
+        self._seen_paths = bytearray()
+        """The absolute path of every entry digested in this build, each ended by a NUL."""
+        self._seen_sigs = bytearray()
+        """Their signatures, packed (`seen_signatures` gives both): no object per entry."""
         self.settled = True
         """Whether every entry was `settled` when it was read."""
 
@@ -87,8 +88,10 @@ class StatCache:
         (size, mtime, ctime, inode, mode) is unchanged is unchanged.
         """
         sig = signature(st)
-        self.seen[full] = _SEEN.pack(*sig)
         key = os.fsencode(full)
+        with self._lock:
+            self._seen_paths += key + b"\0"
+            self._seen_sigs += _SEEN.pack(*sig)
         row = [_signed(v) for v in sig]
         known = self._lookup(key)
         if known is not None and list(known[:5]) == row:
@@ -105,9 +108,14 @@ class StatCache:
         return value
 
     def seen_signatures(self) -> Iterator[tuple[str, list[int]]]:
-        """(absolute path, `signature`) of every entry digested in this build."""
-        for path, packed in self.seen.items():
-            yield path, list(_SEEN.unpack(packed))
+        """(absolute path, `signature`) of every entry digested in this build, in the order
+        they were (an entry digested twice comes twice)."""
+        paths, sigs = self._seen_paths, self._seen_sigs
+        start = 0
+        for offset in range(0, len(sigs), _SEEN.size):
+            end = paths.index(0, start)
+            yield os.fsdecode(bytes(paths[start:end])), list(_SEEN.unpack_from(sigs, offset))
+            start = end + 1
 
     def save(self) -> None:
         """Write what the cache learnt, and close it (it opens again when used)."""
