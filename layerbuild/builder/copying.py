@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
 import shutil
@@ -134,10 +135,15 @@ def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, 
     items = []
     if top.is_dir:
         cut = len(top.rel) + 1 if top.rel else 0
-        # Paths only, not an item each: a context of many files stays small in memory.
-        below = tuple(entry.rel[cut:] for entry in entries)
+        # One string of paths, not an item (or a string) each: a context of many files
+        # stays small in memory.
+        below = io.StringIO()
+        for entry in entries:
+            below.write(entry.rel[cut:])
+            below.write("\0")
         items.append(CopyItem(top.rel or ".", dest.rstrip("/") or "/", owner[0], owner[1],
-                              0o755, recursive=False, entries=below, entry_mode=mode))
+                              0o755, recursive=False, entries=below.getvalue(),
+                              entry_mode=mode))
     else:
         target = _into(dest, posixpath.basename(named), many)
         items.append(CopyItem(named, target, owner[0], owner[1], mode, recursive=False,

@@ -162,9 +162,11 @@ def each_item(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             continue
         base = "" if item["source"] == "." else item["source"] + "/"
         dest = item["dest"]
-        entries.reverse()  # popped from the end: each entry's path is dropped once copied
-        while entries:
-            inner = entries.pop()
+        start = 0
+        while start < len(entries):
+            end = entries.index("\0", start)
+            inner = entries[start:end]
+            start = end + 1
             yield {**item, "source": base + inner, "dest": posixpath.join(dest, inner),
                    "mode": mode, "recursive": False}
 

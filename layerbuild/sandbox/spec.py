@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,10 @@ class CopyItem:
     them (BuildKit keeps the links inside one source path, never across two paths).
 
     `entries`, for a directory `source` copied with `recursive=False`, are paths below it
-    (relative to it, parents first) that are then copied one by one, each as an item of its
-    own (`recursive=False`, `entry_mode` as its mode, the other fields this item's) to the
-    same path below `dest`: the tree as the caller walked it (ignored entries left out),
-    without an item per entry in memory or on the wire.
+    (relative to it, parents first, each ended by a NUL) that are then copied one by one, each
+    as an item of its own (`recursive=False`, `entry_mode` as its mode, the other fields this
+    item's) to the same path below `dest`: the tree as the caller walked it (ignored entries
+    left out), one string rather than an item, or even a string, per entry.
     """
 
     source: str
@@ -85,14 +85,19 @@ class CopyItem:
     into_existing_dir: bool = True
     made_time: int | None = None
     link_group: int = 0
-    entries: tuple[str, ...] = ()
+    entries: str = ""
     entry_mode: int | None = None
 
     def each(self) -> Iterator[CopyItem]:
-        """This item and, one by one, an item per entry (see the class)."""
-        yield self
+        """This item (without its entries) and, one by one, an item per entry (see the
+        class)."""
+        yield replace(self, entries="", entry_mode=None)
         base = "" if self.source == "." else self.source + "/"
-        for inner in self.entries:
+        start = 0
+        while start < len(self.entries):
+            end = self.entries.index("\0", start)
+            inner = self.entries[start:end]
+            start = end + 1
             yield CopyItem(base + inner, posixpath.join(self.dest, inner), self.uid, self.gid,
                            self.entry_mode, False, self.into_existing_dir, self.made_time,
                            self.link_group)
@@ -154,8 +159,8 @@ def encode_run(spec: RunSpec) -> dict[str, Any]:
 
 
 def encode_items(items: list[CopyItem]) -> list[dict[str, Any]]:
-    """Copy items as plain JSON values; an item's `entries` stay a list of relative paths
-    (the sandbox's `child.each_item` makes an item of each)."""
+    """Copy items as plain JSON values; an item's `entries` stay one string (the sandbox's
+    `child.each_item` makes an item of each)."""
     out = []
     for i in items:
         item: dict[str, Any] = {
@@ -166,9 +171,9 @@ def encode_items(items: list[CopyItem]) -> list[dict[str, Any]]:
         if i.entries:
             if i.recursive:
                 raise StepFailed(f"{i.source}: entries of a recursive copy")
-            for inner in i.entries:
-                if not inner or inner.startswith("/") or "\0" in inner:
-                    raise StepFailed(f"{inner!r} is not a path below {i.source}")
-            item["entries"], item["entry_mode"] = list(i.entries), i.entry_mode
+            paths = "\0" + i.entries
+            if not paths.endswith("\0") or "\0\0" in paths or "\0/" in paths:
+                raise StepFailed(f"entries of {i.source}: not paths below it, each ended by NUL")
+            item["entries"], item["entry_mode"] = i.entries, i.entry_mode
         out.append(item)
     return out
