@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def temp_name(path: Path) -> Path:
@@ -68,6 +69,21 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int = 0
     """Replace `path` with `data` in one step (see `atomic_file`)."""
     with atomic_file(path, durable=durable, mode=mode) as out:
         out.write(data)
+
+
+def write_json_lines(path: Path, head: Mapping[str, Any], pairs: Iterable[tuple[str, Any]] = (),
+                     *, durable: bool = True) -> None:
+    """Replace `path` with lines of compact JSON (see `atomic_file`): `head`, then `pairs`
+    ((name, value), names unique) as objects of a few thousand, a line each, so that many of
+    them (a build's files) are never one string in memory, and can be read back a line at a
+    time."""
+    import json  # only writers of JSON pay for it
+
+    with atomic_file(path, durable=durable) as out:
+        out.write(json.dumps(head, separators=(",", ":")).encode() + b"\n")
+        rest = iter(pairs)
+        while batch := dict(itertools.islice(rest, 4096)):
+            out.write(json.dumps(batch, separators=(",", ":")).encode() + b"\n")
 
 
 def temp_writer(name: str) -> int | None:

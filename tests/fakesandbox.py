@@ -158,8 +158,9 @@ class _Copier:
         self.links: dict[tuple[int, int, int], Path] = {}
 
     def copy_all(self, items: Sequence[CopyItem]) -> None:
-        for item in items:
-            self.copy(item)
+        for each in items:
+            for item in each.each():
+                self.copy(item)
         for path, times in self.dir_times.items():
             os.utime(path, ns=times, follow_symlinks=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
 import shutil
@@ -129,21 +130,26 @@ def _into(dest: str, name: str, directory: bool) -> str:
 def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, int],
            mode: int | None, exclude: IgnoreRules | None, named: str,
            ) -> tuple[list[CopyItem], bool]:
-    """One item per entry: a dir source's contents go into dest, a file goes to/into dest.
+    """A dir source's entries, walked here (the ignore rules and --exclude applied, as the
+    cache key saw them), go into dest; a file goes to/into dest.
 
     A file is copied from the path the Buildfile `named` (a symlink there is followed and the
     copy keeps the link's name, as in Docker); says whether the items are that one file.
     """
-    entries = list(context.walk(rel, exclude))
-    top = entries[0]
+    entries = context.walk(rel, exclude)
+    top = next(entries)
     items = []
     if top.is_dir:
-        base = dest.rstrip("/") or "/"
-        items.append(CopyItem(top.rel or ".", base, owner[0], owner[1], 0o755, recursive=False))
-        for entry in entries[1:]:
-            inner = entry.rel[len(top.rel) + 1:] if top.rel else entry.rel
-            items.append(CopyItem(entry.rel, posixpath.join(base, inner), owner[0], owner[1],
-                                  mode, recursive=False))
+        cut = len(top.rel) + 1 if top.rel else 0
+        # One string of paths, not an item (or a string) each: a context of many files
+        # stays small in memory.
+        below = io.StringIO()
+        for entry in entries:
+            below.write(entry.rel[cut:])
+            below.write("\0")
+        items.append(CopyItem(top.rel or ".", dest.rstrip("/") or "/", owner[0], owner[1],
+                              0o755, recursive=False, entries=below.getvalue(),
+                              entry_mode=mode))
     else:
         target = _into(dest, posixpath.basename(named), many)
         items.append(CopyItem(named, target, owner[0], owner[1], mode, recursive=False,

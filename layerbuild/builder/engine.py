@@ -10,6 +10,7 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass, replace
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,7 @@ from layerbuild.buildfile import (
 from layerbuild.cache.exchange import CacheRecord, StepResult
 from layerbuild.cache.index import CachedStep, CacheIndex
 from layerbuild.cache.inputs import step_inputs
-from layerbuild.cache.keys import cacheable, why_missed
+from layerbuild.cache.keys import cacheable
 from layerbuild.cache.records import fingerprint, write_record
 from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
@@ -248,7 +249,9 @@ class Build:
                       in self.context.listed.items()}
             if self.fingerprint is not None and self.replayable and self.stats.settled \
                     and all(settled(sig, read) for sig, read in listed.values()):
-                seen = {**self.stats.seen, **{path: sig for path, (sig, _) in listed.items()}}
+                dirs = {path: sig for path, (sig, _) in listed.items()}
+                seen = chain(((path, sig) for path, sig in self.stats.seen_signatures()
+                              if path not in dirs), dirs.items())
                 write_record(self.store, self.fingerprint, image, report.steps, self.images,
                              seen, self.warnings)
         return image
@@ -422,7 +425,7 @@ class Build:
             cached, source = self._imported(key, instr, state, linked, lease)
         if cached is None and not state.missed:
             state.missed = True
-            reason = why_missed(self.cache.last_inputs(slot), inputs)
+            reason = self.cache.why_missed(slot, inputs)
             if self._use_cache(stage):
                 events.emit(CacheMiss(shown, reason, stage.index))
         history = self._apply(stage, state, instr, lease, env, text, cached, events)

@@ -2,8 +2,9 @@
 
 Files: `<key>.json` (an entry: the step's history and the layer it produced, named in `layers`
 so that the store keeps that layer), `slots/<digest>.json` (what went into the last build of
-each step, to explain the next miss), `stat/<digest>.json` (a `StatCache` per build context)
-and `records/` (build records, see `records`).
+each step, to explain the next miss: lines of JSON, its files a few thousand a line),
+`stat/<digest>.db` (a `StatCache` per build context, an SQLite file) and `records/` (build
+records, see `records`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
-from layerbuild.cache.keys import StepInputs
+from layerbuild.cache.keys import StepInputs, why_missed
 from layerbuild.cache.stat import StatCache
 from layerbuild.digest import Digest
-from layerbuild.fsutil import write_atomic
+from layerbuild.fsutil import write_atomic, write_json_lines
 from layerbuild.image import History
 
 
@@ -61,17 +63,39 @@ class CacheIndex:
     def last_inputs(self, slot: str) -> StepInputs | None:
         """What went into the last build of this slot."""
         try:
-            return StepInputs.from_json(json.loads((self.slots / _name(slot)).read_bytes()))
-        except (OSError, ValueError, KeyError):
+            with open(self.slots / _name(slot), "rb") as lines:
+                data = json.loads(lines.readline())
+                files = dict(data.get("files", {}))
+                for line in lines:
+                    files.update(json.loads(line))
+            return StepInputs.from_json({**data, "files": files})
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def why_missed(self, slot: str, now: StepInputs) -> str:
+        """What differs from the last build of this slot (see `keys.why_missed`), its files
+        read a line at a time."""
+        try:
+            with open(self.slots / _name(slot), "rb") as lines:
+                before = StepInputs.from_json(json.loads(lines.readline()))
+                later = (pair for line in lines for pair in json.loads(line).items())
+                return why_missed(before, now, chain(sorted(before.files.items()), later))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return why_missed(None, now)
+
     def remember(self, slot: str, inputs: StepInputs) -> None:
-        """Keep a slot's inputs for the next explanation."""
-        _write(self.slots / _name(slot), inputs.to_json())
+        """Keep a slot's inputs for the next explanation: the rest of `StepInputs.to_json`,
+        then the files in sorted order, a few thousand a line (`why_missed` reads them so)."""
+        path = self.slots / _name(slot)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files = inputs.files
+        write_json_lines(path, inputs.to_json(files=False),
+                         ((name, files[name]) for name in sorted(files)), durable=False)
 
     def stat_cache(self, context: Path) -> StatCache:
         """The content-hash cache of one build context directory."""
-        return StatCache(self.dir / "stat" / _name(str(context.resolve())))
+        name = _name(str(context.resolve()))
+        return StatCache(self.dir / "stat" / name.replace(".json", ".db"))
 
 
 def _name(text: str) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,8 @@ UNCACHEABLE = "uncacheable"
 """The `extra` value of an input that cannot be known in advance (a URL without --checksum)."""
 
 _LOCATION = frozenset({"line", "end_line"})  # where an instruction is, not what it does
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""The key's JSON: as `json.dumps(data, sort_keys=True, separators=(",", ":"))` writes it."""
 
 
 @dataclass(frozen=True)
@@ -50,20 +52,33 @@ class StepInputs:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def key(self) -> str:
-        """The cache key: a sha256 over the canonical JSON of the inputs (see the module)."""
-        data = json.dumps({"version": KEY_VERSION, "parent": self.parent,
-                           "instruction": self.instruction,
-                           "variables": dict(sorted(self.variables.items())),
-                           "files": dict(sorted(self.files.items())),
-                           "extra": dict(sorted(self.extra.items()))},
-                          sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(data.encode()).hexdigest()
+        """The cache key: a sha256 over the canonical JSON of the inputs (see the module).
 
-    def to_json(self) -> dict[str, Any]:
-        """The inputs as JSON-ready dicts (kept per slot to explain the next miss)."""
-        return {"parent": self.parent, "instruction": dict(self.instruction),
-                "variables": dict(self.variables), "files": dict(self.files),
-                "extra": dict(self.extra)}
+        The JSON is hashed as it is made, a piece at a time: a step that copies many files
+        never holds the whole text."""
+        data = {"version": KEY_VERSION, "parent": self.parent, "instruction": self.instruction,
+                "variables": self.variables, "files": self.files, "extra": self.extra}
+        h = hashlib.sha256()
+        pieces: list[str] = []
+        size = 0
+        for piece in _CANONICAL.iterencode(data):
+            pieces.append(piece)
+            size += len(piece)
+            if size > 1 << 16:
+                h.update("".join(pieces).encode())
+                pieces.clear()
+                size = 0
+        h.update("".join(pieces).encode())
+        return h.hexdigest()
+
+    def to_json(self, files: bool = True) -> dict[str, Any]:
+        """The inputs as JSON-ready dicts (kept per slot to explain the next miss); without
+        `files` for a caller that writes them itself."""
+        data = {"parent": self.parent, "instruction": dict(self.instruction),
+                "variables": dict(self.variables), "extra": dict(self.extra)}
+        if files:
+            data["files"] = dict(self.files)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepInputs:
@@ -102,19 +117,20 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"no cache key encoding for a {type(value).__name__}")
 
 
-def why_missed(before: StepInputs | None, now: StepInputs) -> str:
-    """One line saying what differs from the last build of the same step."""
+def why_missed(before: StepInputs | None, now: StepInputs,
+               before_files: Iterable[tuple[str, str]] | None = None) -> str:
+    """One line saying what differs from the last build of the same step; `before_files`,
+    when given, are before's files as (path, digest) in sorted order, read as they come."""
     if before is None:
         return "not built before"
     if before.instruction != now.instruction:
         return "the instruction changed"
-    changed = sorted(set(before.files) ^ set(now.files)
-                     | {p for p in now.files if before.files.get(p) != now.files[p]})
-    if changed:
-        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        verb = "was removed" if changed[0] not in now.files else (
-            "is new" if changed[0] not in before.files else "changed")
-        return f"file {changed[0]} {verb}{more}"
+    changes = _file_changes(sorted(before.files.items()) if before_files is None
+                            else before_files, now.files)
+    if changes is not None:
+        path, verb, count = changes
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        return f"file {path} {verb}{more}"
     args = sorted(k for k in set(before.variables) | set(now.variables)
                   if before.variables.get(k) != now.variables.get(k))
     if args:
@@ -126,6 +142,31 @@ def why_missed(before: StepInputs | None, now: StepInputs) -> str:
     if before.parent != now.parent:
         return "an earlier step or the base image changed"
     return "the cached result is gone (pruned)"
+
+
+def _file_changes(before: Iterable[tuple[str, str]], now: Mapping[str, str]
+                  ) -> tuple[str, str, int] | None:
+    """The first path (in sorted order) that is new, changed or removed, what befell it and
+    how many did; None if none did. `before` is in sorted order: the two are walked side by
+    side, so neither is ever copied."""
+    first: tuple[str, str] | None = None
+    count = 0
+    names = iter(sorted(now))
+    current = next(names, None)
+    for path, digest in before:
+        while current is not None and current < path:
+            first, count = first or (current, "is new"), count + 1
+            current = next(names, None)
+        if current == path:
+            if now[path] != digest:
+                first, count = first or (path, "changed"), count + 1
+            current = next(names, None)
+        else:
+            first, count = first or (path, "was removed"), count + 1
+    while current is not None:
+        first, count = first or (current, "is new"), count + 1
+        current = next(names, None)
+    return None if first is None else (*first, count)
 
 
 def cacheable(inputs: StepInputs) -> bool:

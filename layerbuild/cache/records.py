@@ -1,6 +1,7 @@
 """Build records: a rebuild with nothing changed is answered without parsing or keying anything.
 
-A finished build leaves a record in the store (`buildcache/records/<fingerprint>.json`), named
+A finished build leaves a record in the store (`buildcache/records/<fingerprint>.json`, lines of
+JSON: what the build made, then the paths it looked at a few thousand a line), named
 by a fingerprint of what was asked: the Buildfile's bytes, the ignore files, the build args, the
 target, SOURCE_DATE_EPOCH, the platform and this version of layerbuild. It lists what the build
 looked at: the stat signature (size, mtime, ctime, inode, mode) of every context entry it
@@ -13,9 +14,10 @@ Anything else takes the full path, which alone decides misses; a record only eve
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +28,7 @@ from layerbuild.context import ignore_files
 from layerbuild.digest import Digest
 from layerbuild.errors import LayerbuildError
 from layerbuild.events import Events, StepFinished, StepStarted
-from layerbuild.fsutil import write_atomic
+from layerbuild.fsutil import write_json_lines
 from layerbuild.request import BuildRequest
 
 if TYPE_CHECKING:  # types only: the caller has the store loaded already
@@ -34,6 +36,7 @@ if TYPE_CHECKING:  # types only: the caller has the store loaded already
     from layerbuild.store import Store
 
 """The subdirectory of the store's `buildcache/` that holds build records."""
+
 
 
 def fingerprint(request: BuildRequest) -> str | None:
@@ -73,7 +76,7 @@ def _content(path: Path) -> str | None:
 
 def write_record(store: Store, key: str, image: Image,
                  steps: Sequence[tuple[str, bool, str, int, int]],
-                 images: Mapping[str, str], paths: Mapping[str, list[int]],
+                 images: Mapping[str, str], paths: Iterable[tuple[str, list[int]]],
                  warnings: list[str]) -> None:
     """Keep what a finished build looked at; `steps` are (progress text, is a FROM, stage
     name, number, total), and `warnings` what it said before them (said again when it is
@@ -85,8 +88,10 @@ def write_record(store: Store, key: str, image: Image,
     directory = store.buildcache / RECORDS
     directory.mkdir(exist_ok=True)
     data = {"image": str(image.id), "steps": steps, "images": dict(images),
-            "paths": dict(paths), "warnings": warnings}
-    write_atomic(directory / f"{key}.json", json.dumps(data, separators=(",", ":")).encode())
+            "warnings": warnings}
+    # One line of JSON, then the paths (one per context entry, so possibly many) as objects
+    # of a few thousand, a line each: written, and read back, a line at a time.
+    write_json_lines(directory / f"{key}.json", data, paths)
 
 
 def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:
@@ -96,11 +101,12 @@ def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:
     if key is None:
         return None
     try:
-        data = json.loads((store.buildcache / RECORDS / f"{key}.json").read_bytes())
-        image_id = Digest.parse(data["image"])
-    except (OSError, ValueError, KeyError, LayerbuildError):
-        return None
-    if not store.has_image(image_id) or not _unchanged(store, data):
+        with open(store.buildcache / RECORDS / f"{key}.json", "rb") as lines:
+            data = json.loads(lines.readline())
+            image_id = Digest.parse(data["image"])
+            if not store.has_image(image_id) or not _unchanged(store, data, lines):
+                return None
+    except (OSError, ValueError, KeyError, AttributeError, LayerbuildError):
         return None
     steps: list[Any] = data["steps"]
     if not all(isinstance(step, list) and len(step) == 5 for step in steps):
@@ -115,7 +121,9 @@ def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:
     return image
 
 
-def _unchanged(store: Store, data: Mapping[str, Any]) -> bool:
+def _unchanged(store: Store, data: Mapping[str, Any], lines: Iterable[bytes]) -> bool:
+    """Whether the images and paths of a record are as they were; the paths are its further
+    `lines` (a record of an older layerbuild has them all in `data`)."""
     for ref, image_id in data["images"].items():
         try:
             now = str(store.resolve(ref))
@@ -123,10 +131,11 @@ def _unchanged(store: Store, data: Mapping[str, Any]) -> bool:
             now = ""  # not stored, as it may have been then
         if now != image_id:
             return False
-    for path, sig in data["paths"].items():
-        try:
-            if signature(os.lstat(path)) != sig:
+    for paths in itertools.chain([data.get("paths", {})], map(json.loads, lines)):
+        for path, sig in paths.items():
+            try:
+                if signature(os.lstat(path)) != sig:
+                    return False
+            except OSError:
                 return False
-        except OSError:
-            return False
     return True

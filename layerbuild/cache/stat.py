@@ -3,7 +3,8 @@
 An entry's digest covers its type, mode, link target, xattrs and content, never its owner
 (a copy's owner is root or --chown's) or its mtime. A stat cache per context directory maps an
 entry's stat signature to its digest, so a rebuild reads only the files that changed; build
-records compare the same signatures.
+records compare the same signatures. The cache is an SQLite file (the standard library's
+`sqlite3`, loaded on first use), read entry by entry.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import hashlib
 import json
 import os
 import stat
+import struct
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from layerbuild.fsutil import write_atomic
 
 if TYPE_CHECKING:  # types only: build records load this module for `signature` alone
     from layerbuild.buildfile import IgnoreRules
@@ -38,18 +40,44 @@ def settled(sig: list[int], read_ns: int | None = None) -> bool:
     return (time.time_ns() if read_ns is None else read_ns) - sig[2] > SETTLED_NS
 
 
+_SCHEMA = """CREATE TABLE IF NOT EXISTS entries (
+    path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
+    ctime INTEGER NOT NULL, ino INTEGER NOT NULL, mode INTEGER NOT NULL, digest BLOB NOT NULL
+) WITHOUT ROWID"""
+_FLUSH_AT = 2048
+"""Entries learnt before they are written (in one transaction): memory stays bounded."""
+_BUSY_SECONDS = 30.0
+"""How long a write waits for another build's write to the same cache to finish."""
+_NOT_A_DATABASE = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SEEN = struct.Struct("<QqqQQ")  # a signature: size, mtime, ctime, inode, mode
+
+
+def _signed(value: int) -> int:
+    """A 64-bit field as SQLite's signed INTEGER holds it (inode numbers may use all 64)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 class StatCache:
-    """(path, size, mtime, ctime, inode, mode) -> entry digest: unchanged files are not re-read."""
+    """(path, size, mtime, ctime, inode, mode) -> entry digest: unchanged files are not re-read.
+
+    The entries live in an SQLite file (one row per path, looked up one at a time), so a build
+    never holds the whole cache in memory. Two builds may use it at once: SQLite's WAL lets
+    them read while one writes, and each write is one short transaction of learnt entries
+    (every row stands on its own: a row whose signature matches vouches for its digest). The
+    JSON file of older versions beside it is not read (its entries are hashed again, once) and
+    is removed.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._dirty = False
-        try:
-            self._entries: dict[str, list[Any]] = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            self._entries = {}
-        self.seen: dict[str, list[int]] = {}
-        """The signature of every entry digested in this build, by absolute path."""
+        self._db: Any = None
+        self._broken = False
+        self._lock = threading.Lock()
+        self._pending: dict[bytes, tuple[Any, ...]] = {}
+        self._seen_paths = bytearray()
+        """The absolute path of every entry digested in this build, each ended by a NUL."""
+        self._seen_sigs = bytearray()
+        """Their signatures, packed (`seen_signatures` gives both): no object per entry."""
         self.settled = True
         """Whether every entry was `settled` when it was read."""
 
@@ -59,24 +87,110 @@ class StatCache:
         ctime moves on every change of content, mode, owner or xattrs, so an entry whose
         (size, mtime, ctime, inode, mode) is unchanged is unchanged.
         """
-        sig = self.seen[full] = signature(st)
-        known = self._entries.get(full)
-        if known is not None and known[:5] == sig:
-            return str(known[5])
+        sig = signature(st)
+        key = os.fsencode(full)
+        with self._lock:
+            self._seen_paths += key + b"\0"
+            self._seen_sigs += _SEEN.pack(*sig)
+        row = [_signed(v) for v in sig]
+        known = self._lookup(key)
+        if known is not None and list(known[:5]) == row:
+            return bytes(known[5]).hex()
         value = header_digest(full, st)
         if settled(sig):  # else it might change again without its stat changing
-            self._entries[full] = [*sig, value]
-            self._dirty = True
+            with self._lock:
+                self._pending[key] = (key, *row, bytes.fromhex(value))
+                full_batch = len(self._pending) >= _FLUSH_AT
+            if full_batch:
+                self._flush()
         else:
             self.settled = False
         return value
 
+    def seen_signatures(self) -> Iterator[tuple[str, list[int]]]:
+        """(absolute path, `signature`) of every entry digested in this build, in the order
+        they were (an entry digested twice comes twice)."""
+        paths, sigs = self._seen_paths, self._seen_sigs
+        start = 0
+        for offset in range(0, len(sigs), _SEEN.size):
+            end = paths.index(0, start)
+            yield os.fsdecode(bytes(paths[start:end])), list(_SEEN.unpack_from(sigs, offset))
+            start = end + 1
+
     def save(self) -> None:
-        """Write the cache back if it learnt anything."""
-        if self._dirty:
+        """Write what the cache learnt, and close it (it opens again when used)."""
+        self._flush()
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def _lookup(self, key: bytes) -> tuple[Any, ...] | None:
+        import sqlite3
+
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is not None:
+                return pending[1:]
+            db = self._connect()
+            if db is None:
+                return None
+            try:
+                found: tuple[Any, ...] | None = db.execute(
+                    "SELECT size, mtime, ctime, ino, mode, digest FROM entries WHERE path = ?",
+                    (key,)).fetchone()
+            except sqlite3.Error:
+                return None  # a miss: the entry is read again
+            return found
+
+    def _flush(self) -> None:
+        import sqlite3
+
+        with self._lock:
+            rows, self._pending = list(self._pending.values()), {}
+            db = self._connect() if rows else None
+            if db is None:
+                return
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               rows)
+                db.execute("COMMIT")
+            except sqlite3.Error:  # busy past the timeout, or a full disk: the rows are lost,
+                if db.in_transaction:  # which only means reading those entries again
+                    db.execute("ROLLBACK")
+
+    def _connect(self) -> Any:
+        """The open database (made on first use), or None if it cannot be used (the build
+        then goes without the cache). Called with the lock held."""
+        if self._db is not None or self._broken:
+            return self._db
+        import sqlite3
+
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, json.dumps(self._entries, separators=(",", ":")).encode())
-            self._dirty = False
+            for attempt in (1, 2):
+                db = sqlite3.connect(self.path, timeout=_BUSY_SECONDS, isolation_level=None,
+                                     check_same_thread=False)
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")  # a lost row is a miss, no more
+                    db.execute(_SCHEMA)
+                    break
+                except sqlite3.DatabaseError as exc:
+                    db.close()
+                    if attempt == 2 or getattr(exc, "sqlite_errorcode", None) \
+                            not in _NOT_A_DATABASE:
+                        raise
+                    self.path.unlink()  # not a database (a torn or foreign file): anew
+            legacy = self.path.with_suffix(".json")
+            if legacy != self.path:
+                legacy.unlink(missing_ok=True)
+        except (OSError, sqlite3.Error):
+            self._broken = True
+            return None
+        self._db = db
+        return db
 
 
 def source_digests(context: Context, rels: list[str], exclude: IgnoreRules | None,

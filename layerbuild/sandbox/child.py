@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import marshal
 import os
+import posixpath
 import sys
 from _json import encode_basestring_ascii
 
@@ -30,6 +31,7 @@ from layerbuild.users import UnknownUser
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 _RO = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
@@ -144,7 +146,7 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
     for name in ("root", "empty", "source"):
         os.mkdir(name, 0o755)
     empty = open_dir("empty", "staging")
-    items = req["items"]
+    items = req.pop("items")  # taken apart as it is copied (`each_item`)
     if req.get("as_user") is not None:
         items = _owned(req["as_user"], [upper, *lowers, empty], items)
     mount_overlay("root", lowers or [empty], upper, work)
@@ -155,7 +157,7 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
         source_fd = open_dir("source", "staging")
     os.chroot("root")
     os.chdir("/")
-    Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(items)
+    Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(each_item(items))
     sync("/")
     return {}
 
@@ -172,6 +174,27 @@ def _owned(user: str, layers: list[int], items: list[dict[str, Any]]) -> list[di
         os.close(view)
         libc.umount("view")
     return [{**item, "uid": uid, "gid": gid} for item in items]
+
+
+def each_item(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The copy items of a request one by one, an item's `entries` each made an item of its
+    own, as `spec.CopyItem.each` makes them: one at a time, so that a tree of many entries
+    is never a list of items."""
+    while items:
+        item = items.pop(0)
+        entries, mode = item.pop("entries", None), item.pop("entry_mode", None)
+        yield item
+        if not entries:
+            continue
+        base = "" if item["source"] == "." else item["source"] + "/"
+        dest = item["dest"]
+        start = 0
+        while start < len(entries):
+            end = entries.index("\0", start)
+            inner = entries[start:end]
+            start = end + 1
+            yield {**item, "source": base + inner, "dest": posixpath.join(dest, inner),
+                   "mode": mode, "recursive": False}
 
 
 def op_export(req: dict[str, Any], control: Control) -> dict[str, Any]:

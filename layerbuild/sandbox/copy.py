@@ -27,6 +27,7 @@ from layerbuild.sandbox.inroot import MAX_LINKS, resolve
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -47,7 +48,7 @@ class Copier:
         self.links: dict[tuple[int, int, int], str] = {}
         """The first copy of each multiply linked source file, by (link group, device, inode)."""
 
-    def copy_all(self, items: list[dict[str, Any]]) -> None:
+    def copy_all(self, items: Iterable[dict[str, Any]]) -> None:
         """Copy every item, then give the directories involved their final times."""
         for item in items:
             self.copy(item)

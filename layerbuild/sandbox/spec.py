@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,12 @@ class CopyItem:
     sources whose own times mean nothing, such as a scratch dir. Files that are hard links
     of each other in the source stay hard links when items of the same `link_group` copy
     them (BuildKit keeps the links inside one source path, never across two paths).
+
+    `entries`, for a directory `source` copied with `recursive=False`, are paths below it
+    (relative to it, parents first, each ended by a NUL) that are then copied one by one, each
+    as an item of its own (`recursive=False`, `entry_mode` as its mode, the other fields this
+    item's) to the same path below `dest`: the tree as the caller walked it (ignored entries
+    left out), one string rather than an item, or even a string, per entry.
     """
 
     source: str
@@ -86,6 +94,22 @@ class CopyItem:
     into_existing_dir: bool = True
     made_time: int | None = None
     link_group: int = 0
+    entries: str = ""
+    entry_mode: int | None = None
+
+    def each(self) -> Iterator[CopyItem]:
+        """This item (without its entries) and, one by one, an item per entry (see the
+        class)."""
+        yield replace(self, entries="", entry_mode=None)
+        base = "" if self.source == "." else self.source + "/"
+        start = 0
+        while start < len(self.entries):
+            end = self.entries.index("\0", start)
+            inner = self.entries[start:end]
+            start = end + 1
+            yield CopyItem(base + inner, posixpath.join(self.dest, inner), self.uid, self.gid,
+                           self.entry_mode, False, self.into_existing_dir, self.made_time,
+                           self.link_group)
 
 
 def parse_user(user: str) -> tuple[int, int, tuple[int, ...]]:
@@ -147,9 +171,21 @@ def encode_run(spec: RunSpec) -> dict[str, Any]:
 
 
 def encode_items(items: list[CopyItem]) -> list[dict[str, Any]]:
-    """Copy items as plain JSON values."""
-    return [{"source": i.source, "dest": _absolute(i.dest, "destination"), "uid": i.uid,
-             "gid": i.gid, "mode": i.mode, "recursive": i.recursive,
-             "into_existing_dir": i.into_existing_dir, "made_time": i.made_time,
-             "link_group": i.link_group}
-            for i in items]
+    """Copy items as plain JSON values; an item's `entries` stay one string (the sandbox's
+    `child.each_item` makes an item of each)."""
+    out = []
+    for i in items:
+        item: dict[str, Any] = {
+            "source": i.source, "dest": _absolute(i.dest, "destination"), "uid": i.uid,
+            "gid": i.gid, "mode": i.mode, "recursive": i.recursive,
+            "into_existing_dir": i.into_existing_dir, "made_time": i.made_time,
+            "link_group": i.link_group}
+        if i.entries:
+            if i.recursive:
+                raise StepFailed(f"{i.source}: entries of a recursive copy")
+            paths = "\0" + i.entries
+            if not paths.endswith("\0") or "\0\0" in paths or "\0/" in paths:
+                raise StepFailed(f"entries of {i.source}: not paths below it, each ended by NUL")
+            item["entries"], item["entry_mode"] = i.entries, i.entry_mode
+        out.append(item)
+    return out

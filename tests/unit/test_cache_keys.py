@@ -58,14 +58,14 @@ def test_stat_cache_reads_a_file_only_when_its_stat_changes(tmp_path: Path,
     monkeypatch.setattr(cache_module.hashlib, "file_digest", counting)
     f = tmp_path / "f"
     f.write_text("one")
-    cache = StatCache(tmp_path / "stat.json")
+    cache = StatCache(tmp_path / "stat.db")
     first = cache.entry_digest(str(f), os.stat(f))
     assert cache.entry_digest(str(f), os.stat(f)) == first
     assert len(reads) == 2  # just changed: it could change again within the same clock tick
     time.sleep(SETTLED_NS / 1e9 + 0.05)
     cache.entry_digest(str(f), os.stat(f))
     cache.save()
-    reloaded = StatCache(tmp_path / "stat.json")
+    reloaded = StatCache(tmp_path / "stat.db")
     assert reloaded.entry_digest(str(f), os.stat(f)) == first
     assert len(reads) == 3  # the last answer came from the saved cache
     os.utime(f, (5, 5))  # touched, same content: read again, same digest
@@ -79,7 +79,7 @@ def test_source_digests_ignore_mtimes_but_see_modes(tmp_path: Path) -> None:
     (ctx / "d").mkdir(parents=True)
     (ctx / "d/a").write_text("a")
     os.symlink("a", ctx / "d/link")
-    stats = StatCache(tmp_path / "s.json")
+    stats = StatCache(tmp_path / "s.db")
     context = Context(ctx)
     before = source_digests(context, ["d"], None, stats)
     os.utime(ctx / "d/a", (1, 1))
@@ -102,3 +102,44 @@ def test_entries_hold_their_layers_in_the_store(tmp_path: Path) -> None:
     inputs = StepInputs("p", {"i": 1}, {"A": "1"})
     index.remember("slot", inputs)
     assert index.last_inputs("slot") == inputs
+
+
+def test_a_key_is_the_sha256_of_the_canonical_json_of_its_inputs() -> None:
+    """The key is hashed as its JSON is made; it is the digest of the whole text."""
+    import hashlib
+    import json
+
+    from layerbuild.cache.keys import KEY_VERSION
+
+    files = {f"d/f{i}\u00e9\udcff\"": Digest.of(str(i).encode()).hex for i in range(20_000)}
+    inputs = StepInputs("p", {"instruction": "COPY", "sources": ["."], "chown": None,
+                              "link": False}, {"B": "2", "A": "1"}, files, {"z": "1", "a": "2"})
+    text = json.dumps({"version": KEY_VERSION, "parent": "p", "instruction": inputs.instruction,
+                       "variables": inputs.variables, "files": files, "extra": inputs.extra},
+                      sort_keys=True, separators=(",", ":"))
+    assert inputs.key() == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_file_changes_are_told_as_a_comparison_of_the_two_sets_tells_them() -> None:
+    """The files of two builds are walked side by side in sorted order; the first change and
+    the count are those of the sorted set of changed paths."""
+    import random
+
+    def by_sets(before: dict[str, str], now: dict[str, str]) -> str:
+        changed = sorted(set(before) ^ set(now) | {p for p in now if before.get(p) != now[p]})
+        if not changed:
+            return "the cached result is gone (pruned)"
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        verb = "was removed" if changed[0] not in now else (
+            "is new" if changed[0] not in before else "changed")
+        return f"file {changed[0]} {verb}{more}"
+
+    rng = random.Random(7)
+    names = ["a", "a.b", "a/b", "a/b/c", "b", "B", "é", "z/y", "\udcff", "a-b", "ab"]
+    for _ in range(500):
+        before = {n: rng.choice("xy") for n in rng.sample(names, rng.randint(0, len(names)))}
+        now = {n: rng.choice("xy") for n in rng.sample(names, rng.randint(0, len(names)))}
+        old, new = StepInputs("p", {}, {}, before), StepInputs("p", {}, {}, now)
+        assert why_missed(old, new) == by_sets(before, now)
+        assert why_missed(StepInputs("p", {}), new, iter(sorted(before.items()))) == \
+            by_sets(before, now)

@@ -91,7 +91,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "cache.records": ("effect", "cache.roots cache.stat context digest errors events fsutil "
                                 "layerbuild request", "image store"),
     "cache.roots": ("effect", "digest errors", ""),
-    "cache.stat": ("effect", "fsutil", "buildfile context"),
+    "cache.stat": ("effect", "", "buildfile context"),
     "cli": ("effect", "api builder.outputs buildfile errors hostcheck imagediff layerbuild "
                       "privilege progress reference sizes store userns", ""),
     "context": ("effect", "buildfile.ignore errors", ""),
