@@ -1,7 +1,8 @@
 """The sandbox's init: started by `unshare` in new namespaces, it does one operation and exits.
 
-Protocol: one JSON request line on stdin, which then stays open as a lifeline (EOF means the
-builder is gone: kill the step). Replies are JSON lines on the control fd named in the request;
+Protocol: one request on stdin (its length, then its `marshal` form), which then stays open as
+a lifeline (EOF means the builder is gone: kill the step; EOF before any request means a spare
+child was not needed). Replies are JSON lines on the control fd named in the request;
 the last one carries `status`. stdout is the step's output pipe; stderr is for diagnostics.
 Its mounts live only in its private mount namespace and vanish with it, even on SIGKILL.
 """
