@@ -21,6 +21,9 @@ user+sys plus what those daemons (and their reaped children) used meanwhile, rea
 /proc; its peak RSS is the CLI's only, since the daemons' share of one build cannot be
 isolated: read that column as a lower bound.
 
+Stores and contexts are removed only when the runner ends (see `Peer.phases`): leave a few
+minutes between two runs of it, or after deleting many files, before timing file creation.
+
 Needs root, /bin/busybox (busybox-static), /usr/bin/time (package ``time``) and a Docker
 engine at the default socket.
 
@@ -148,6 +151,7 @@ class Peer:
 
     def __init__(self, work: Path, base_tar: Path, ctx: Path, workload: Workload) -> None:
         self.work, self.base_tar, self.ctx = work, base_tar, ctx
+        self.name = workload.name
         self.tag, self.changed = f"lbpeer:{workload.name}", ctx / workload.changed
         self.env = {**os.environ, "DOCKER_BUILDKIT": "1"}
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed layerbuild has bytecode
@@ -159,10 +163,11 @@ class Peer:
     def phases(self, builder: str, run: int) -> dict[str, Sample]:
         ours = builder == "layerbuild"
         if ours:
-            # A new store per run, the old ones removed only at the end: ext4 skips inodes
-            # freed in the last seconds when it allocates, so a mass delete just before a
-            # cold build would slow its file creation (BuildKit's --no-cache deletes nothing).
-            self.store = self.work / f"store-{run}"
+            # A new store per run, none removed before the runner ends: ext4 passes over
+            # inodes freed in the last 60-360 s when it allocates one, so a mass delete
+            # slows the file creation of builds after it (BuildKit's --no-cache deletes
+            # nothing).
+            self.store = self.work / f"store-{self.name}-{run}"
             subprocess.run(self.lb("import", str(self.base_tar), BASE), check=True,
                            env=self.env, stdout=subprocess.DEVNULL)
             build = self.lb("build", "--network", "none", "-t", self.tag, str(self.ctx))
@@ -196,9 +201,6 @@ def bench(work: Path, base_tar: Path, workload: Workload,
         for builder in order:
             for phase, sample in peer.phases(builder, run).items():
                 samples[builder][phase].append(sample)
-    for run in range(runs):
-        shutil.rmtree(work / f"store-{run}", ignore_errors=True)
-    shutil.rmtree(ctx)
     subprocess.run([DOCKER, "rmi", "-f", peer.tag], capture_output=True)
     return samples
 
