@@ -52,6 +52,7 @@ BASE = "lbpeer-base"
 APPLETS = ("sh", "ls", "wc", "echo", "cat")
 PHASES = ("cold", "no-op", "one-file", "export")
 BUILDERS = ("layerbuild", "buildkit")
+STARTED = time.time_ns()
 COPY_RUN = f"""\
 FROM {BASE}
 WORKDIR /app
@@ -182,7 +183,9 @@ class Peer:
             return measure(cmd, self.env, self.work, daemons=not ours)
 
         out = {"cold": go(cold), "no-op": go(build)}
-        self.changed.write_text(f"changed by {builder} in run {run}\n")
+        # Unique to this runner's start too: BuildKit keeps its cache across runners, and a
+        # change it has seen before would be a cache hit.
+        self.changed.write_text(f"changed by {builder} in run {run} of {STARTED}\n")
         out["one-file"] = go(build)
         out["export"] = go(save)
         (self.work / "out.tar").unlink()
