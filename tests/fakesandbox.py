@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from layerbuild.nsmap import in_user_namespace
 from layerbuild.sandbox.spec import CopyItem, RunSpec, StepRoot, parse_user
 from layerbuild.users import Ids, home_dir, step_ids
 
@@ -269,5 +270,7 @@ def _item_times(item: CopyItem, st: os.stat_result) -> tuple[int, int]:
 
 
 def _owner(path: Path, uid: int, gid: int) -> None:
-    if os.geteuid() == 0:  # an unprivileged user can only keep its own
+    # An unprivileged user can only keep its own; one that builds in a user namespace of its
+    # own (root there, with only its own id mapped) can give no other either.
+    if os.geteuid() == 0 and not in_user_namespace():
         os.chown(path, uid, gid, follow_symlinks=False)
