@@ -19,6 +19,7 @@ from _json import encode_basestring_ascii
 from layerbuild.errors import LayerbuildError, UnsafePath
 from layerbuild.sandbox import identity, libc, step
 from layerbuild.sandbox.copy import Copier
+from layerbuild.sandbox.entries import entry_paths
 from layerbuild.sandbox.inroot import read_file, resolve
 from layerbuild.sandbox.layers import (
     enter_staging,
@@ -189,11 +190,7 @@ def each_item(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             continue
         base = "" if item["source"] == "." else item["source"] + "/"
         dest = item["dest"]
-        start = 0
-        while start < len(entries):
-            end = entries.index("\0", start)
-            inner = entries[start:end]
-            start = end + 1
+        for inner in entry_paths(entries):
             yield {**item, "source": base + inner, "dest": posixpath.join(dest, inner),
                    "mode": mode, "recursive": False}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import StepFailed
+from layerbuild.sandbox.entries import entry_paths
 
 MOUNT_KINDS = ("bind", "cache", "tmpfs", "secret")
 # default: a private network namespace served by slirp4netns; host: the host's; none: only lo
@@ -102,11 +103,7 @@ class CopyItem:
         class)."""
         yield replace(self, entries="", entry_mode=None)
         base = "" if self.source == "." else self.source + "/"
-        start = 0
-        while start < len(self.entries):
-            end = self.entries.index("\0", start)
-            inner = self.entries[start:end]
-            start = end + 1
+        for inner in entry_paths(self.entries):
             yield CopyItem(base + inner, posixpath.join(self.dest, inner), self.uid, self.gid,
                            self.entry_mode, False, self.into_existing_dir, self.made_time,
                            self.link_group)

@@ -141,9 +141,11 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                      "registry.errors registry.hosts", ""),
     "request": ("pure", "errors reference", "cache.options"),
     "sandbox": ("effect", "", "sandbox.launch sandbox.ops sandbox.spec"),
-    "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.identity sandbox.inroot "
-                                "sandbox.layers sandbox.libc sandbox.step users", ""),
+    "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.entries sandbox.identity "
+                                "sandbox.inroot sandbox.layers sandbox.libc sandbox.step users",
+                      ""),
     "sandbox.copy": ("effect", "errors nsmap sandbox.inroot", ""),
+    "sandbox.entries": ("pure", "", ""),
     "sandbox.fuse": ("effect", "errors layer.whiteout nsmap sandbox sandbox.libc", ""),
     "sandbox.identity": ("effect", "sandbox.inroot users", ""),
     "sandbox.inroot": ("effect", "errors sandbox sandbox.libc", ""),
@@ -158,7 +160,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.reaper": ("effect", "", ""),
     "sandbox.seccomp": ("effect", "errors sandbox sandbox.libc sandbox.seccomp_profile", ""),
     "sandbox.seccomp_profile": ("pure", "", ""),
-    "sandbox.spec": ("pure", "errors", ""),
+    "sandbox.spec": ("pure", "errors sandbox.entries", ""),
     "sandbox.step": ("effect", "errors sandbox sandbox.identity sandbox.inroot sandbox.layers "
                                "sandbox.libc sandbox.mounts sandbox.network sandbox.process", ""),
     "sizes": ("pure", "", ""),
