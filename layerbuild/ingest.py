@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from layerbuild.digest import CHUNK, Digest, HashingReader, HashingWriter, chain_id, verify
+from layerbuild.epoch import clamped_ns
 from layerbuild.errors import FormatError, LayerbuildError, StoreError
 from layerbuild.image import Descriptor, layer_media_type
 from layerbuild.layer import (
@@ -86,13 +87,12 @@ def content_size(root: Path) -> int:
 def clamp_mtimes(root: Path, epoch: int) -> None:
     """Set every mtime under `root` newer than `epoch` to it, as the layer's tar has them, so
     the stored files are what the tar says (and what later steps see)."""
-    limit = (epoch + 1) * 1_000_000_000
     cursor = tree.Cursor.open(root)
     try:
         for e in tree.walk(cursor, tree.scan):
-            if e.st.st_mtime_ns >= limit:
-                os.utime(e.name, ns=(e.st.st_atime_ns, epoch * 1_000_000_000),
-                         dir_fd=cursor.fd, follow_symlinks=False)
+            if (mtime := clamped_ns(e.st.st_mtime_ns, epoch)) != e.st.st_mtime_ns:
+                os.utime(e.name, ns=(e.st.st_atime_ns, mtime), dir_fd=cursor.fd,
+                         follow_symlinks=False)
     finally:
         cursor.close()
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from layerbuild.nsmap import in_user_namespace
-from layerbuild.sandbox.spec import CopyItem, RunSpec, StepRoot, parse_user
+from layerbuild.sandbox.spec import CopyItem, PreviousLayer, RunSpec, StepRoot, parse_user
 from layerbuild.users import Ids, home_dir, step_ids
 
 Script = Callable[[Path, RunSpec], int]
@@ -50,6 +50,8 @@ class FakeSandbox:
 
     scripts: dict[str, Script] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
+    previous: list[PreviousLayer | None] = field(default_factory=list)
+    """The `previous` of each copy_into call, in order."""
     settled: int = 0
 
     def calls_of(self, op: str) -> list[object]:
@@ -67,9 +69,11 @@ class FakeSandbox:
 
     def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
                   items: Sequence[CopyItem], follow_source_symlinks: bool = False,
-                  as_user: str | None = None) -> None:
-        """Copy items as the real copy does for plain files and directories."""
+                  as_user: str | None = None, previous: PreviousLayer | None = None) -> None:
+        """Copy items as the real copy does for plain files and directories (every file
+        copied: `previous`, an offer the real copy may take, is only noted)."""
         self.calls.append(("copy_into", (source, list(items))))
+        self.previous.append(previous)
         if as_user is not None:
             (uid, gid, _groups), _home = _lookup(root, as_user, (0, 0, ()))
             items = [replace(item, uid=uid, gid=gid) for item in items]

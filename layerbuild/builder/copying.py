@@ -22,7 +22,7 @@ from layerbuild.context import Context, ContextError
 from layerbuild.errors import FormatError
 from layerbuild.image import ImageConfig
 from layerbuild.layer import extract_layer, is_tar_archive, open_decompressed
-from layerbuild.sandbox.spec import CopyItem, StepRoot
+from layerbuild.sandbox.spec import CopyItem, PreviousLayer, StepRoot
 from layerbuild.users import resolve_chown
 
 
@@ -68,6 +68,11 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
     if from_:
         _copy_from(ctx, instr, root, from_, sources, dest, owner, mode, env, stage)
         return
+    previous = None
+    if ctx.previous is not None:
+        layer, changed = ctx.previous
+        previous = PreviousLayer(layer, "".join(path + "\0" for path in changed),
+                                 ctx.request.source_date_epoch)
     for source in sources:
         if isinstance(instr, Add) and source.startswith(("http://", "https://")):
             _add_url(ctx, instr, root, source, dest, owner, mode, stage,
@@ -98,7 +103,8 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
             # One copy per matched path, as BuildKit makes: hard links inside a directory
             # source stay links, files named apart (two sources, a wildcard's matches) do not.
             ctx.sandbox.copy_into(root, ctx.context.root, items,
-                                  follow_source_symlinks=single)
+                                  follow_source_symlinks=single,
+                                  previous=None if single else previous)
 
 
 def _chmod(ctx: StepContext, instr: Copy | Add) -> int | None:

@@ -59,7 +59,7 @@ from layerbuild.buildfile import (
 from layerbuild.cache.exchange import CacheRecord, StepResult
 from layerbuild.cache.index import CachedStep, CacheIndex
 from layerbuild.cache.inputs import step_inputs
-from layerbuild.cache.keys import cacheable
+from layerbuild.cache.keys import StepInputs, cacheable
 from layerbuild.cache.records import fingerprint, write_record
 from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
@@ -428,14 +428,18 @@ class Build:
             reason = self.cache.why_missed(slot, inputs)
             if self._use_cache(stage):
                 events.emit(CacheMiss(shown, reason, stage.index))
-        history = self._apply(stage, state, instr, lease, env, text, cached, events)
+        previous = None
+        if cached is None and isinstance(instr, Copy | Add) and not getattr(instr, "from_", None) \
+                and self._use_cache(stage) and not self.request.dry_run:
+            previous = self._previous_layer(slot, inputs, lease)
+        history = self._apply(stage, state, instr, lease, env, text, cached, events, previous)
         made = cached.diff_id is not None if cached is not None \
             else is_layer_step(instr, state.config)
         if cached is None and not self.request.dry_run:
             top = state.top if made else None
             diff = state.config.diff_ids[-1] if top is not None else None
             self.cache.put(key, CachedStep(history, top, diff))
-            self.cache.remember(slot, inputs)
+            self.cache.remember(slot, inputs, key)
         if not self.request.dry_run:
             if made and state.top is not None:
                 self.made.setdefault(state.config.diff_ids[-1], state.top)
@@ -444,6 +448,22 @@ class Build:
         # What follows a linked step depends on everything below it, as after any other step.
         state.key = hashlib.sha256(f"{state.key}+{key}".encode()).hexdigest() if linked else key
         return source
+
+    def _previous_layer(self, slot: str, inputs: StepInputs, lease: Path,
+                        ) -> tuple[Path, list[str]] | None:
+        """The layer the last build of this slot made, and the files changed since, when that
+        build differs in files only and not in most of them (held for this build)."""
+        found = self.cache.previous(slot, inputs)
+        if found is None:
+            return None
+        step, changed = found
+        if step.chain_id is None or len(changed) * 2 > len(inputs.files):
+            return None
+        layer = self.store.layer(step.chain_id)
+        if layer is None:
+            return None
+        self.store.hold(lease, step.chain_id)
+        return layer.diff_dir, changed
 
     def _relinked(self, cached: CachedStep, top: Digest | None, lease: Path, events: Events,
                   step: str, stage: int) -> CachedStep | None:
@@ -620,9 +640,10 @@ class Build:
 
     def _apply(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
                env: dict[str, str], text: str, cached: CachedStep | None,
-               events: Events) -> History:
+               events: Events, previous: tuple[Path, list[str]] | None = None) -> History:
         """Change the stage's state by one step: from the cache, or by running it; returns the
-        step's history entry (one without `created_by` is not recorded: ONBUILD)."""
+        step's history entry (one without `created_by` is not recorded: ONBUILD). A copy may
+        take unchanged files from the `previous` layer of the step (see `_previous_layer`)."""
         escape = self.buildfile.escape
         before = state.scope
         if isinstance(instr, Arg | Env):
@@ -651,7 +672,7 @@ class Build:
                 self._ready(state.top)
                 ctx = StepContext(self.store, self.buildfile, self.context, lease,
                                   self.results, stage, self.request, events, self.sandbox,
-                                  self._find_image, self._ready)
+                                  self._find_image, self._ready, previous)
                 diff_id, top, newest = run_filesystem_step(ctx, instr, state.config,
                                                            state.top, env)
             if cached is None:

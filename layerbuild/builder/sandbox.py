@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from layerbuild.sandbox.spec import CopyItem, RunSpec, StepRoot
+    from layerbuild.sandbox.spec import CopyItem, PreviousLayer, RunSpec, StepRoot
 
 
 class Sandbox(Protocol):
@@ -25,9 +25,10 @@ class Sandbox(Protocol):
 
     def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
                   items: Sequence[CopyItem], follow_source_symlinks: bool = False,
-                  as_user: str | None = None) -> None:
+                  as_user: str | None = None, previous: PreviousLayer | None = None) -> None:
         """Copy items from a directory, or a stack of layer dirs (top first), into `root`;
-        with `as_user` (a USER value), owned by its ids in the image `root` shows."""
+        with `as_user` (a USER value), owned by its ids in the image `root` shows; with
+        `previous`, unchanged files may be taken from the step's previous layer."""
         ...
 
     def read_files(self, root: StepRoot, paths: Sequence[str]) -> list[bytes | None]:
@@ -63,13 +64,14 @@ class HostSandbox:
 
     def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
                   items: Sequence[CopyItem], follow_source_symlinks: bool = False,
-                  as_user: str | None = None) -> None:
+                  as_user: str | None = None, previous: PreviousLayer | None = None) -> None:
         """Copy items from a directory, or a stack of layer dirs (top first), into `root`;
-        with `as_user` (a USER value), owned by its ids in the image `root` shows."""
+        with `as_user` (a USER value), owned by its ids in the image `root` shows; with
+        `previous`, unchanged files may be taken from the step's previous layer."""
         from layerbuild.sandbox.ops import copy_into
 
         copy_into(root, source, items, follow_source_symlinks=follow_source_symlinks,
-                  as_user=as_user)
+                  as_user=as_user, previous=previous)
 
     def read_files(self, root: StepRoot, paths: Sequence[str]) -> list[bytes | None]:
         """Files of the image `root` shows (None for a missing one)."""

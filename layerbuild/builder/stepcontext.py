@@ -40,6 +40,10 @@ class StepContext:
     """The image a reference names (pulled when the store lacks it, as `--pull` says)."""
     ready: Callable[[Digest | None], None] = lambda _top: None
     """Bring in the layers of a stack that are still only in an imported cache."""
+    previous: tuple[Path, list[str]] | None = None
+    """For a COPY or ADD whose last build differs in files only: the layer it made and the
+    context paths changed since; the copy of a context directory may take the other files
+    from that layer (see `sandbox.spec.PreviousLayer`)."""
 
     def error(self, instr: Instruction, message: str) -> BuildfileError:
         return BuildfileError(message, self.buildfile.path, instr.line, instr.instruction)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
-from layerbuild.cache.keys import StepInputs, why_missed
+from layerbuild.cache.keys import StepInputs, changed_files, why_missed
 from layerbuild.cache.stat import StatCache
 from layerbuild.digest import Digest
 from layerbuild.fsutil import write_atomic, write_json_lines
@@ -83,14 +83,31 @@ class CacheIndex:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return why_missed(None, now)
 
-    def remember(self, slot: str, inputs: StepInputs) -> None:
-        """Keep a slot's inputs for the next explanation: the rest of `StepInputs.to_json`,
-        then the files in sorted order, a few thousand a line (`why_missed` reads them so)."""
+    def remember(self, slot: str, inputs: StepInputs, key: str) -> None:
+        """Keep a slot's inputs (and their `key`) for the next explanation: the rest of
+        `StepInputs.to_json`, then the files in sorted order, a few thousand a line
+        (`why_missed` reads them so)."""
         path = self.slots / _name(slot)
         path.parent.mkdir(parents=True, exist_ok=True)
         files = inputs.files
-        write_json_lines(path, inputs.to_json(files=False),
+        write_json_lines(path, {**inputs.to_json(files=False), "key": key},
                          ((name, files[name]) for name in sorted(files)), durable=False)
+
+    def previous(self, slot: str, now: StepInputs) -> tuple[CachedStep, list[str]] | None:
+        """The last build of this slot, when it differs from `now` in files only: its cached
+        result and the paths of `now`'s files that are new or changed since (see
+        `keys.changed_files`); None otherwise, or when its result is not cached."""
+        try:
+            with open(self.slots / _name(slot), "rb") as lines:
+                head = json.loads(lines.readline())
+                before = StepInputs.from_json(head)
+                later = (pair for line in lines for pair in json.loads(line).items())
+                changed = changed_files(before, chain(sorted(before.files.items()), later),
+                                        now)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        step = self.get(str(head.get("key"))) if changed is not None else None
+        return None if step is None or changed is None else (step, changed)
 
     def stat_cache(self, context: Path) -> StatCache:
         """The content-hash cache of one build context directory."""

@@ -169,6 +169,38 @@ def _file_changes(before: Iterable[tuple[str, str]], now: Mapping[str, str]
     return None if first is None else (*first, count)
 
 
+def changed_files(before: StepInputs, before_files: Iterable[tuple[str, str]],
+                  now: StepInputs) -> list[str] | None:
+    """The paths of `now`'s files that are new or whose digest differs from `before`'s, in
+    sorted order; None when the two differ in anything but files (another parent, instruction,
+    variable or extra input). `before_files` are before's files as (path, digest) in sorted
+    order, read as they come.
+
+    >>> a = StepInputs("p", {"instruction": "COPY"}, files={"x": "1", "y": "2"})
+    >>> b = StepInputs("p", {"instruction": "COPY"}, files={"x": "1", "y": "3", "z": "4"})
+    >>> changed_files(a, sorted(a.files.items()), b)
+    ['y', 'z']
+    """
+    if (before.parent, before.instruction, before.variables, before.extra) != \
+            (now.parent, now.instruction, now.variables, now.extra):
+        return None
+    changed = []
+    names = iter(sorted(now.files))
+    current = next(names, None)
+    for path, digest in before_files:
+        while current is not None and current < path:
+            changed.append(current)
+            current = next(names, None)
+        if current == path:
+            if now.files[path] != digest:
+                changed.append(path)
+            current = next(names, None)
+    while current is not None:
+        changed.append(current)
+        current = next(names, None)
+    return changed
+
+
 def cacheable(inputs: StepInputs) -> bool:
     """Whether a step may be served from the cache (a URL without --checksum may not)."""
     return UNCACHEABLE not in inputs.extra.values()

@@ -18,11 +18,12 @@ from _json import encode_basestring_ascii
 
 from layerbuild.errors import LayerbuildError, UnsafePath
 from layerbuild.sandbox import identity, libc, step
-from layerbuild.sandbox.copy import Copier
+from layerbuild.sandbox.copy import Copier, Reuse
 from layerbuild.sandbox.entries import entry_paths
 from layerbuild.sandbox.inroot import read_file, resolve
 from layerbuild.sandbox.layers import (
     enter_staging,
+    fuse_used,
     mount_overlay,
     open_dir,
     stop_fuse,
@@ -140,6 +141,10 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
     lowers = [open_dir(p, "layer") for p in root["lowers"]]
     upper = open_dir(root["upper"], "upper dir")
     work = open_dir(root["work"], "overlay workdir")
+    reuse = None
+    if req.get("reuse") is not None and not fuse_used():
+        reuse = Reuse(open_dir(req["reuse"]["layer"], "previous layer"),
+                      set(entry_paths(req["reuse"]["changed"])), req["reuse"]["epoch"])
     if source["layers"] is None:
         source_fd = open_dir(source["dir"], "copy source")
     else:
@@ -159,7 +164,9 @@ def op_copy(req: dict[str, Any], control: Control) -> dict[str, Any]:
         source_fd = open_dir("source", "staging")
     os.chroot("root")
     os.chdir("/")
-    Copier(source_fd, req["follow_symlinks"], req.get("rootless")).copy_all(each_item(items))
+    # fuse-overlayfs keeps state of its own about the upper dir: write only through it.
+    Copier(source_fd, req["follow_symlinks"], req.get("rootless"),
+           upper_fd=None if fuse_used() else upper, reuse=reuse).copy_all(each_item(items))
     sync("/")
     return {}
 

@@ -32,6 +32,9 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _CAP_VERSION_3 = 0x20080522
 _SYS_OPENAT2 = 437  # the same on every architecture but alpha
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
 _RESOLVE_IN_ROOT = 0x10
 
 # Docker's default capability set (moby oci/caps/defaults.go), by number.
@@ -103,8 +106,20 @@ class _OpenHow(ctypes.Structure):
 def open_in_root(root_fd: int, path: str, flags: int) -> int:
     """openat2(2) with RESOLVE_IN_ROOT: `path` looked up as if `root_fd` were the root (after
     chroot: absolute symlinks and `..` stay below it); the fd, or OSError naming the path."""
-    how = _OpenHow(flags, 0, _RESOLVE_IN_ROOT)
-    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(root_fd), os.fsencode(path),
+    return _openat2(root_fd, path, flags, _RESOLVE_IN_ROOT)
+
+
+def open_beneath(dir_fd: int, path: str, flags: int) -> int:
+    """openat2(2) of `path` below `dir_fd` through real directories only: a symlink or `..`
+    on the way is refused (ELOOP, EXDEV), never followed; the fd, or OSError naming the
+    path."""
+    return _openat2(dir_fd, path, flags,
+                    _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+
+
+def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
+    how = _OpenHow(flags, 0, resolve)
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), os.fsencode(path),
                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
         err = ctypes.get_errno()

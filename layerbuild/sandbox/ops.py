@@ -12,6 +12,7 @@ from layerbuild.sandbox import fuse, seccomp
 from layerbuild.sandbox.launch import call
 from layerbuild.sandbox.spec import (
     CopyItem,
+    PreviousLayer,
     RunSpec,
     StepRoot,
     encode_items,
@@ -54,7 +55,8 @@ def _settle(root: StepRoot) -> None:
 
 
 def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequence[CopyItem],
-              follow_source_symlinks: bool = False, as_user: str | None = None) -> None:
+              follow_source_symlinks: bool = False, as_user: str | None = None,
+              previous: PreviousLayer | None = None) -> None:
     """Write files into the step's upper dir through the merged view, destinations in-image.
 
     `source_root` is a directory, or a stack of layer dirs (top first) read as one merged,
@@ -63,7 +65,8 @@ def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequenc
     The top-level source symlink is copied as a link unless `follow_source_symlinks`.
     With `as_user`, a USER value, every item is owned by the ids a step under that USER runs
     with, looked up in the image's /etc/passwd and /etc/group before anything is written
-    (UnknownUser for a name it lacks).
+    (UnknownUser for a name it lacks). With `previous`, files of sources not named changed
+    there may be hard links of that layer's files (see `spec.PreviousLayer`).
     """
     source: dict[str, str | list[str] | None]
     if isinstance(source_root, Path | str):
@@ -72,7 +75,9 @@ def copy_into(root: StepRoot, source_root: Path | Sequence[Path], items: Sequenc
         source = {"dir": None, "layers": [str(p) for p in source_root]}
     request = {"op": "copy", "root": encode_root(root), "source": source,
                "items": encode_items(list(items)), "follow_symlinks": follow_source_symlinks,
-               "as_user": as_user}
+               "as_user": as_user, "reuse": None if previous is None else
+               {"layer": str(previous.layer), "changed": previous.changed,
+                "epoch": previous.epoch}}
     call(request, ())
     _settle(root)
 

@@ -33,6 +33,22 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class PreviousLayer:
+    """The layer the last build of a COPY step made, for a copy that differs in a few files.
+
+    `changed` are the source paths (each ended by a NUL, as `CopyItem.entries`) whose content
+    is not what went into `layer` or that are new. The copy may hard-link any other source's
+    file from `layer` instead of copying it, when the layer's file there has the metadata the
+    copy would give it: the layer is the same as a copy without it, file for file. `epoch`
+    is the build's SOURCE_DATE_EPOCH, to which the layer's mtimes were clamped.
+    """
+
+    layer: Path
+    changed: str = ""
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
 class StepRoot:
     """The filesystem a step sees: layer diff dirs (top first), a fresh upper and its workdir."""
 

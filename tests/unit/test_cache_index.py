@@ -35,7 +35,7 @@ def cache(tmp_path: Path) -> Path:
     index.put("config", CachedStep(_history()))  # no layer: ENV, LABEL, ...
     (directory / "broken.json").write_text("{not json")
     (directory / "baddigest.json").write_text(json.dumps({"layers": ["md5:x"]}))
-    index.remember("slot", StepInputs("p", {"instruction": "RUN"}))
+    index.remember("slot", StepInputs("p", {"instruction": "RUN"}), "k")
     (directory / "stat").mkdir()
     (directory / "stat/ctx.json").write_text("{}")
     (directory / "records").mkdir()
@@ -84,7 +84,7 @@ def test_cache_files_are_written_atomically(tmp_path: Path,
     monkeypatch.setattr(stat_module, "settled", lambda sig: True)  # worth keeping at once
     index = CacheIndex(tmp_path / "buildcache")
     index.put("k", CachedStep(_history()))
-    index.remember("slot", StepInputs("p", {}))
+    index.remember("slot", StepInputs("p", {}), "k")
     stats = index.stat_cache(tmp_path)
     (tmp_path / "f").write_text("f")
     stats.entry_digest(str(tmp_path / "f"), os.stat(tmp_path / "f"))
@@ -104,10 +104,10 @@ def test_many_files_are_remembered_and_recorded_a_few_at_a_time(tmp_path: Path) 
     files = {f"d{i % 7}/f{i}\u00e9\udcff": Digest.of(str(i).encode()).hex for i in range(10_000)}
     inputs = StepInputs("p", {"instruction": "COPY"}, {"V": "1"}, files, {"from": "x"})
     index = CacheIndex(tmp_path / "buildcache")
-    index.remember("slot", inputs)
+    index.remember("slot", inputs, inputs.key())
     assert index.last_inputs("slot") == inputs
     head, *lines = (index.slots / index_module._name("slot")).read_bytes().splitlines()
-    assert json.loads(head) == inputs.to_json(files=False)
+    assert json.loads(head) == {**inputs.to_json(files=False), "key": inputs.key()}
     assert [p for line in lines for p in json.loads(line)] == sorted(files)
     assert index.why_missed("slot", inputs) == "the cached result is gone (pruned)"
     name = sorted(files)[5000]

@@ -100,7 +100,7 @@ def test_entries_hold_their_layers_in_the_store(tmp_path: Path) -> None:
     assert index.get("x" * 64) is None
     assert store.cache_references() == {chain}
     inputs = StepInputs("p", {"i": 1}, {"A": "1"})
-    index.remember("slot", inputs)
+    index.remember("slot", inputs, inputs.key())
     assert index.last_inputs("slot") == inputs
 
 
