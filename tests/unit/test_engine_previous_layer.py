@@ -10,8 +10,8 @@ from enginetools import Bench, new_bench
 
 from layerbuild.digest import chain_ids
 from layerbuild.image import Image
-from layerbuild.sandbox.spec import PreviousLayer
 from layerbuild.sandbox.entries import entry_paths
+from layerbuild.sandbox.spec import PreviousLayer
 
 COPY_DIR = "FROM base\nCOPY src /app/\n"
 
