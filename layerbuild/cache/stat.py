@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from layerbuild.reading import open_quietly
+
 if TYPE_CHECKING:  # types only: build records load this module for `signature` alone
     from layerbuild.buildfile import IgnoreRules
     from layerbuild.context import Context
@@ -209,7 +211,7 @@ def header_digest(full: str, st: os.stat_result) -> str:
     """The digest of an entry's normalised header (type, mode bits, xattrs) and its
     content (a file's sha256, a link's target); the owner and mtime are left out."""
     if stat.S_ISREG(st.st_mode):
-        with open(full, "rb") as f:
+        with open(open_quietly(full), "rb") as f:
             content = hashlib.file_digest(f, "sha256").hexdigest()
     elif stat.S_ISLNK(st.st_mode):
         content = os.readlink(full)

@@ -19,6 +19,7 @@ from layerbuild.layer import tarheader as th
 from layerbuild.layer import tree, whiteout
 from layerbuild.layer.compression import FEED_SIZE, Compression, compress_writer
 from layerbuild.layer.whiteout import read_xattrs
+from layerbuild.reading import open_quietly
 
 _WH = whiteout.PREFIX.encode()
 _OPAQUE = whiteout.OPAQUE.encode()
@@ -246,8 +247,7 @@ class _Exporter:
 
     def _file(self, e: Entry) -> None:
         """Header, then the content read in blocks straight into the tar stream."""
-        fd = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     dir_fd=self._cursor.fd)
+        fd = open_quietly(e.name, self._cursor.fd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_ino != e.st.st_ino:

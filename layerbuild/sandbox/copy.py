@@ -31,6 +31,7 @@ import stat
 from layerbuild.epoch import clamped_ns
 from layerbuild.errors import StepFailed
 from layerbuild.nsmap import unmapped_text
+from layerbuild.reading import open_quietly
 from layerbuild.sandbox import libc
 from layerbuild.sandbox.inroot import MAX_LINKS, resolve
 
@@ -248,6 +249,8 @@ class Copier:
     def _open(self, parent: int, name: str | None, flags: int) -> int:
         if name is None:
             return os.open(".", flags & ~os.O_NOFOLLOW, dir_fd=self.source_fd)
+        if flags == _FILE:  # read without writing the source's access time
+            return open_quietly(name, parent, flags)
         return os.open(name, flags, dir_fd=parent)
 
     def _tree(self, dir_fd: int, dest: str, item: dict[str, Any]) -> None:

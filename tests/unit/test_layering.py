@@ -91,7 +91,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "cache.records": ("effect", "cache.roots cache.stat context digest errors events fsutil "
                                 "layerbuild request", "image store"),
     "cache.roots": ("effect", "digest errors", ""),
-    "cache.stat": ("effect", "", "buildfile context"),
+    "cache.stat": ("effect", "reading", "buildfile context"),
     "cli": ("effect", "api builder.outputs buildfile errors hostcheck imagediff layerbuild "
                       "privilege progress reference sizes store userns", ""),
     "context": ("effect", "buildfile.ignore errors", ""),
@@ -110,7 +110,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.contents": ("effect", "digest errors image layer layer.export layer.tree layer.whiteout",
                                 ""),
     "layer.export": ("effect", "digest errors layer layer.compression layer.tarheader layer.tree "
-                               "layer.whiteout", ""),
+                               "layer.whiteout reading", ""),
     "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tarread layer.tree "
                                 "layer.whiteout userns", ""),
     "layer.paths": ("effect", "errors", ""),
@@ -123,6 +123,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "nsmap": ("effect", "", ""),
     "privilege": ("effect", "nsmap userns", ""),
     "progress": ("effect", "events sizes", ""),
+    "reading": ("effect", "", ""),
     "reference": ("pure", "digest errors", ""),
     "registry": ("effect", "events image reference registry.client registry.credentials "
                            "registry.errors registry.hosts registry.platforms registry.pull "
@@ -145,7 +146,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.entries sandbox.identity "
                                 "sandbox.inroot sandbox.layers sandbox.libc sandbox.step users",
                       ""),
-    "sandbox.copy": ("effect", "epoch errors nsmap sandbox sandbox.inroot sandbox.libc", ""),
+    "sandbox.copy": ("effect", "epoch errors nsmap reading sandbox sandbox.inroot sandbox.libc",
+                     ""),
     "sandbox.entries": ("pure", "", ""),
     "sandbox.fuse": ("effect", "errors layer.whiteout nsmap sandbox sandbox.libc", ""),
     "sandbox.identity": ("effect", "sandbox.inroot users", ""),
