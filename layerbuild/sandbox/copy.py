@@ -33,7 +33,7 @@ from layerbuild.errors import StepFailed
 from layerbuild.nsmap import unmapped_text
 from layerbuild.reading import open_quietly
 from layerbuild.sandbox import libc
-from layerbuild.sandbox.inroot import MAX_LINKS, resolve
+from layerbuild.sandbox.inroot import MAX_LINKS, Resolved, resolve
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
@@ -113,6 +113,11 @@ class Copier:
         """Each directory this copy made, by its path in the image as the copy named it: its
         path in the upper dir (relative, through real directories only)."""
         self.reuse = reuse if upper_fd is not None else None
+        self._looked: tuple[str, tuple[int | None, str, os.stat_result | None]] | None = None
+        """The upper dir's entry `_isdir` looked at last, until `_replace` takes it (nothing
+        is written between the two)."""
+        self._open_source: tuple[str, Resolved] | None = None
+        """The source directory of the entry copied last, resolved (see `_source_dir`)."""
 
     def copy_all(self, items: Iterable[dict[str, Any]]) -> None:
         """Copy every item, then give the directories involved their final times."""
@@ -126,6 +131,7 @@ class Copier:
                 else:
                     os.utime(made or ".", ns=times, dir_fd=self.upper)
         finally:
+            self._close_dir()
             if self.reuse is not None:
                 self.reuse.close()
 
@@ -153,7 +159,9 @@ class Copier:
         dir is followed through the merged view, where its target counts inside the image)."""
         if self.upper is None or self._at(dest)[0] is None:
             return os.path.isdir(dest)
-        _fd, _path, st = self._lstat(dest)
+        found = self._lstat(dest)
+        self._looked = (dest, found)  # for `_replace`, which often comes next
+        st = found[2]
         if st is not None and stat.S_ISLNK(st.st_mode):
             return os.path.isdir(dest)
         return st is not None and stat.S_ISDIR(st.st_mode)
@@ -198,6 +206,7 @@ class Copier:
                 raise StepFailed(f"{current} is not a directory in the image")
             self._writing_into(parent)
             os.mkdir(at, 0o755, dir_fd=fd)
+            self._looked = None
             os.chown(at, uid, gid, dir_fd=fd, follow_symlinks=False)
             os.chmod(at, 0o755, dir_fd=fd)
             self._made(current, fd, at)
@@ -205,7 +214,18 @@ class Copier:
 
     def copy(self, item: dict[str, Any]) -> None:
         """Copy one item."""
-        source, dest = item["source"], item["dest"]
+        source = item["source"]
+        head, leaf = posixpath.split(source)
+        if not self.follow and not item["recursive"] and leaf not in ("", ".", ".."):
+            # One of many entries of a directory, most likely after its sibling: the
+            # directory stays resolved, the entry is looked at in it.
+            parent = self._source_dir(head, source)
+            try:
+                st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                raise StepFailed(f"{source}: no such file or directory in the source") from None
+            self._copy_named(parent, leaf, st, item, leaf)
+            return
         with resolve(self.source_fd, source, strict=True, follow_last=self.follow) as res:
             if not res.exists:
                 raise StepFailed(f"{source}: no such file or directory in the source")
@@ -214,17 +234,43 @@ class Copier:
             st = os.fstat(res.fd)
             # A followed symlink is copied under its own name, as Docker does.
             shown = posixpath.basename(posixpath.normpath(source))
-            try:
-                self._copy_top(parent, name, st, dest, item,
-                               name if shown in ("", ".", "..", "/") else shown)
-            except OSError as exc:
-                where = exc.filename or dest
-                if exc.errno == errno.EINVAL:  # an owner the (rootless) namespace lacks
-                    raise StepFailed(unmapped_text(
-                        f"copying {source} to {dest}: {where}", item["uid"] or 0,
-                        item["gid"] or 0, **(self.rootless or {"user": "this user",
-                                                               "ids": 0}))) from None
-                raise StepFailed(f"copying {source} to {dest}: {where}: {exc.strerror}") from None
+            self._copy_named(parent, name, st, item,
+                             name if shown in ("", ".", "..", "/") else shown)
+
+    def _source_dir(self, path: str, source: str) -> int:
+        """An fd of the source directory `path` (resolved as any source is), kept for the
+        next entry of the same directory."""
+        if not path:
+            return self.source_fd
+        if self._open_source is not None and self._open_source[0] == path:
+            return self._open_source[1].fd
+        self._close_dir()
+        res = resolve(self.source_fd, path, strict=True)
+        if not res.exists or not res.is_dir():
+            res.close()
+            raise StepFailed(f"{source}: no such file or directory in the source")
+        self._open_source = (path, res)
+        return res.fd
+
+    def _close_dir(self) -> None:
+        if self._open_source is not None:
+            self._open_source[1].close()
+            self._open_source = None
+
+    def _copy_named(self, parent: int, name: str | None, st: os.stat_result,
+                    item: dict[str, Any], shown: str | None) -> None:
+        """Copy the source entry `name` in `parent` (the source root itself for None)."""
+        source, dest = item["source"], item["dest"]
+        try:
+            self._copy_top(parent, name, st, dest, item, shown)
+        except OSError as exc:
+            where = exc.filename or dest
+            if exc.errno == errno.EINVAL:  # an owner the (rootless) namespace lacks
+                raise StepFailed(unmapped_text(
+                    f"copying {source} to {dest}: {where}", item["uid"] or 0,
+                    item["gid"] or 0, **(self.rootless or {"user": "this user",
+                                                           "ids": 0}))) from None
+            raise StepFailed(f"copying {source} to {dest}: {where}: {exc.strerror}") from None
 
     def _copy_top(self, parent: int, name: str | None, st: os.stat_result, dest: str,
                   item: dict[str, Any], shown: str | None) -> None:
@@ -396,7 +442,9 @@ class Copier:
     def _replace(self, dest: str) -> tuple[int | None, str]:
         """Make room for a new entry at dest (`_at(dest)`, which it returns); a directory
         there is an error, as in Docker."""
-        fd, at, st = self._lstat(dest)
+        looked, self._looked = self._looked, None
+        fd, at, st = looked[1] if looked is not None and looked[0] == dest \
+            else self._lstat(dest)
         if st is None:
             return fd, at
         if stat.S_ISDIR(st.st_mode):
