@@ -48,8 +48,23 @@ def padding(size: int) -> bytes:
     return bytes(-size % BLOCK)
 
 
+_SHORT = 8 ** 7  # what an 8-byte octal field holds (uid, gid)
+_LONG = 8 ** 11  # and a 12-byte one (size, mtime)
+
+
 def encode(h: Header) -> bytes:
     """The header block(s) for one entry, preceded by a PAX header block when needed."""
+    if not h.xattrs and len(h.name) <= _NAME_LEN and len(h.linkname) <= _LINK_LEN \
+            and h.name.isascii() and h.linkname.isascii() and 0 <= h.uid < _SHORT \
+            and 0 <= h.gid < _SHORT and 0 <= h.size < _LONG and 0 <= h.mtime < _LONG:
+        # Most entries: one USTAR block, nothing for PAX (what the general path gives them).
+        return _block(h.name, b"", h.type, h.mode, h.uid, h.gid, h.size, h.mtime, h.linkname,
+                      h.devmajor, h.devminor)
+    return encode_general(h)
+
+
+def encode_general(h: Header) -> bytes:
+    """`encode` for any header: USTAR fields where they fit, PAX records for the rest."""
     records: dict[bytes, bytes] = {}
     name, prefix = _split_name(h.name)
     if name is None:
@@ -110,23 +125,25 @@ def _record(key: bytes, value: bytes) -> bytes:
     return str(size).encode() + body
 
 
-def _octal(value: int, width: int) -> bytes:
-    return b"%0*o\0" % (width - 1, value)
-
-
 _USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
 _MAGIC = b"ustar\x0000"
 
 
 def _ustar(name: bytes, prefix: bytes, typeflag: bytes, mode: int, fields: dict[bytes, int],
            linkname: bytes, devmajor: int, devminor: int) -> bytes:
+    return _block(name, prefix, typeflag, mode, fields.get(b"uid", 0), fields.get(b"gid", 0),
+                  fields.get(b"size", 0), fields.get(b"mtime", 0), linkname, devmajor, devminor)
+
+
+def _block(name: bytes, prefix: bytes, typeflag: bytes, mode: int, uid: int, gid: int,
+           size: int, mtime: int, linkname: bytes, devmajor: int, devminor: int) -> bytes:
+    """One USTAR header block."""
     block = _USTAR.pack(
-        name, _octal(mode & 0o7777, 8), _octal(fields.get(b"uid", 0), 8),
-        _octal(fields.get(b"gid", 0), 8), _octal(fields.get(b"size", 0), 12),
-        _octal(fields.get(b"mtime", 0), 12),
+        name, b"%07o\0" % (mode & 0o7777), b"%07o\0" % uid, b"%07o\0" % gid,
+        b"%011o\0" % size, b"%011o\0" % mtime,
         b" " * 8,  # checksum, computed over the block with these spaces in place
         typeflag, linkname, _MAGIC,
         b"", b"",  # uname, gname: numeric ids only
-        _octal(devmajor, 8), _octal(devminor, 8), prefix,
+        b"%07o\0" % devmajor, b"%07o\0" % devminor, prefix,
     )
     return block[:148] + b"%06o\0 " % sum(block) + block[156:]
