@@ -138,31 +138,55 @@ class Context:
         st = os.lstat(self._abs(top))
         yield Entry(top, st)
         if stat.S_ISDIR(st.st_mode):
-            yield from self._below(top, exclude)
+            for path, found, _is_dir in self._below(top, exclude, stats=True):
+                assert found is not None
+                yield Entry(path, found)
 
-    def _children(self, rel: str) -> list[tuple[str, os.stat_result]]:
+    def paths(self, rel: str, exclude: IgnoreRules | None = None) -> Iterator[tuple[str, bool]]:
+        """(path, is a directory) of what `walk` gives, in its order, without a stat of each
+        entry below `rel` (the directory's listing says which are directories)."""
+        top = self.resolve(rel)
+        is_dir = stat.S_ISDIR(os.lstat(self._abs(top)).st_mode)
+        yield top, is_dir
+        if is_dir:
+            for path, _st, below_is_dir in self._below(top, exclude, stats=False):
+                yield path, below_is_dir
+
+    def _children(self, rel: str, stats: bool) -> list[tuple[str, os.stat_result | None, bool]]:
+        found: list[tuple[str, os.stat_result | None, bool]] = []
         with os.scandir(self._abs(rel)) as it:
-            found = [(f"{rel}/{e.name}" if rel else e.name, e.stat(follow_symlinks=False))
-                     for e in it]
-        found.sort(reverse=True)  # popped from the end: in name order
+            for e in it:
+                path = f"{rel}/{e.name}" if rel else e.name
+                if stats:
+                    st = e.stat(follow_symlinks=False)
+                    found.append((path, st, stat.S_ISDIR(st.st_mode)))
+                else:
+                    found.append((path, None, e.is_dir(follow_symlinks=False)))
+        found.sort(key=_path_of, reverse=True)  # popped from the end: in name order
         return found
 
-    def _below(self, top: str, exclude: IgnoreRules | None) -> Iterator[Entry]:
+    def _below(self, top: str, exclude: IgnoreRules | None, stats: bool,
+               ) -> Iterator[tuple[str, os.stat_result | None, bool]]:
         """Everything below `top`, depth first in name order, without recursion."""
         rules = self.rules if self.rules.patterns else None
         # An excluded dir is still entered when a `!` pattern may re-include a child.
         reinclude = bool(rules and rules.has_exclusions) or bool(
             exclude and exclude.has_exclusions)
         cut = len(top) + 1 if top else 0
-        stack = self._children(top)
+        stack = self._children(top, stats)
         while stack:
-            path, st = stack.pop()
+            found = stack.pop()
+            path, is_dir = found[0], found[2]
             excluded = bool(rules and rules.excluded(path)) or bool(
                 exclude and exclude.excluded(path[cut:]))
             if not excluded:
-                yield Entry(path, st)
-            if stat.S_ISDIR(st.st_mode) and (not excluded or reinclude):
-                stack.extend(self._children(path))
+                yield found
+            if is_dir and (not excluded or reinclude):
+                stack.extend(self._children(path, stats))
+
+
+def _path_of(found: tuple[str, os.stat_result | None, bool]) -> str:
+    return found[0]
 
 
 def _clean(path: str, original: str) -> tuple[str, ...]:

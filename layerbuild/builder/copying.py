@@ -142,25 +142,25 @@ def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, 
     A file is copied from the path the Buildfile `named` (a symlink there is followed and the
     copy keeps the link's name, as in Docker); says whether the items are that one file.
     """
-    entries = context.walk(rel, exclude)
-    top = next(entries)
+    entries = context.paths(rel, exclude)
+    top, top_is_dir = next(entries)
     items = []
-    if top.is_dir:
-        cut = len(top.rel) + 1 if top.rel else 0
+    if top_is_dir:
+        cut = len(top) + 1 if top else 0
         # One string of paths, not an item (or a string) each: a context of many files
         # stays small in memory.
         below = io.StringIO()
-        for entry in entries:
-            below.write(entry.rel[cut:])
+        for path, _is_dir in entries:
+            below.write(path[cut:])
             below.write("\0")
-        items.append(CopyItem(top.rel or ".", dest.rstrip("/") or "/", owner[0], owner[1],
+        items.append(CopyItem(top or ".", dest.rstrip("/") or "/", owner[0], owner[1],
                               0o755, recursive=False, entries=below.getvalue(),
                               entry_mode=mode))
     else:
         target = _into(dest, posixpath.basename(named), many)
         items.append(CopyItem(named, target, owner[0], owner[1], mode, recursive=False,
                               into_existing_dir=not dest.endswith("/")))
-    return items, not top.is_dir
+    return items, not top_is_dir
 
 
 def _copy_from(ctx: StepContext, instr: Copy | Add, root: StepRoot, ref: str,
