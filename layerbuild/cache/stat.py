@@ -42,10 +42,17 @@ def settled(sig: list[int], read_ns: int | None = None) -> bool:
     return (time.time_ns() if read_ns is None else read_ns) - sig[2] > SETTLED_NS
 
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS entries (
-    path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
-    ctime INTEGER NOT NULL, ino INTEGER NOT NULL, mode INTEGER NOT NULL, digest BLOB NOT NULL
+_SCHEMA = """CREATE TABLE IF NOT EXISTS files (
+    dir BLOB NOT NULL, name BLOB NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
+    ctime INTEGER NOT NULL, ino INTEGER NOT NULL, mode INTEGER NOT NULL, digest BLOB NOT NULL,
+    PRIMARY KEY (dir, name)
 ) WITHOUT ROWID"""
+_OLD_TABLES = ("entries",)
+"""Tables of older versions (a row per path): dropped, their entries are hashed again once."""
+_DIR_ROWS = 20_000
+"""The most rows of one directory read at once; a bigger directory is read row by row."""
+_DIRS_KEPT = 4
+"""Directories whose rows are kept: the walk's current one and the parents it goes back to."""
 _FLUSH_AT = 2048
 """Entries learnt before they are written (in one transaction): memory stays bounded."""
 _BUSY_SECONDS = 30.0
@@ -62,12 +69,14 @@ def _signed(value: int) -> int:
 class StatCache:
     """(path, size, mtime, ctime, inode, mode) -> entry digest: unchanged files are not re-read.
 
-    The entries live in an SQLite file (one row per path, looked up one at a time), so a build
-    never holds the whole cache in memory. Two builds may use it at once: SQLite's WAL lets
+    The entries live in an SQLite file, a row per path keyed by its directory and name. The
+    rows of the directory being walked are read with one query (a few directories' are kept;
+    a directory of more than `_DIR_ROWS` entries is looked up row by row), so a build never
+    holds the whole cache in memory. Two builds may use it at once: SQLite's WAL lets
     them read while one writes, and each write is one short transaction of learnt entries
     (every row stands on its own: a row whose signature matches vouches for its digest). The
-    JSON file of older versions beside it is not read (its entries are hashed again, once) and
-    is removed.
+    JSON file and the per-path table of older versions are not read (their entries are hashed
+    again, once) and are removed.
     """
 
     def __init__(self, path: Path) -> None:
@@ -82,6 +91,8 @@ class StatCache:
         """Their signatures, packed (`seen_signatures` gives both): no object per entry."""
         self.settled = True
         """Whether every entry was `settled` when it was read."""
+        self._dirs: dict[bytes, dict[bytes, tuple[Any, ...]] | None] = {}
+        """Rows of the directories looked in last, by name (None: too many to keep)."""
 
     def entry_digest(self, full: str, st: os.stat_result) -> str:
         """The digest of an entry's header and content, worked out only when its stat changed.
@@ -101,7 +112,8 @@ class StatCache:
         value = header_digest(full, st)
         if settled(sig):  # else it might change again without its stat changing
             with self._lock:
-                self._pending[key] = (key, *row, bytes.fromhex(value))
+                parent, _, name = key.rpartition(b"/")
+                self._pending[key] = (parent, name, *row, bytes.fromhex(value))
                 full_batch = len(self._pending) >= _FLUSH_AT
             if full_batch:
                 self._flush()
@@ -133,14 +145,22 @@ class StatCache:
         with self._lock:
             pending = self._pending.get(key)
             if pending is not None:
-                return pending[1:]
+                return pending[2:]
             db = self._connect()
             if db is None:
                 return None
+            parent, _, name = key.rpartition(b"/")
             try:
+                if parent not in self._dirs:
+                    self._dirs[parent] = _rows_of(db, parent)
+                    while len(self._dirs) > _DIRS_KEPT:
+                        del self._dirs[next(iter(self._dirs))]
+                rows = self._dirs[parent]
+                if rows is not None:
+                    return rows.get(name)
                 found: tuple[Any, ...] | None = db.execute(
-                    "SELECT size, mtime, ctime, ino, mode, digest FROM entries WHERE path = ?",
-                    (key,)).fetchone()
+                    "SELECT size, mtime, ctime, ino, mode, digest FROM files "
+                    "WHERE dir = ? AND name = ?", (parent, name)).fetchone()
             except sqlite3.Error:
                 return None  # a miss: the entry is read again
             return found
@@ -155,12 +175,13 @@ class StatCache:
                 return
             try:
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                rows)
                 db.execute("COMMIT")
             except sqlite3.Error:  # busy past the timeout, or a full disk: the rows are lost,
                 if db.in_transaction:  # which only means reading those entries again
                     db.execute("ROLLBACK")
+            self._dirs.clear()  # they were read without the rows now written
 
     def _connect(self) -> Any:
         """The open database (made on first use), or None if it cannot be used (the build
@@ -178,6 +199,8 @@ class StatCache:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute("PRAGMA synchronous=NORMAL")  # a lost row is a miss, no more
                     db.execute(_SCHEMA)
+                    for table in _OLD_TABLES:
+                        db.execute(f"DROP TABLE IF EXISTS {table}")
                     break
                 except sqlite3.DatabaseError as exc:
                     db.close()
@@ -193,6 +216,17 @@ class StatCache:
             return None
         self._db = db
         return db
+
+
+def _rows_of(db: Any, parent: bytes) -> dict[bytes, tuple[Any, ...]] | None:
+    """The rows of one directory's entries by name; None for more than `_DIR_ROWS`."""
+    cursor = db.execute("SELECT name, size, mtime, ctime, ino, mode, digest FROM files "
+                        "WHERE dir = ?", (parent,))
+    found = cursor.fetchmany(_DIR_ROWS + 1)
+    cursor.close()
+    if len(found) > _DIR_ROWS:
+        return None
+    return {row[0]: row[1:] for row in found}
 
 
 def source_digests(context: Context, rels: list[str], exclude: IgnoreRules | None,

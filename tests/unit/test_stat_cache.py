@@ -46,7 +46,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def _rows(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        count: int = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+        count: int = conn.execute("SELECT count(*) FROM files").fetchone()[0]
     return count
 
 
@@ -189,3 +189,36 @@ def test_two_builds_at_once_share_the_cache(tmp_path: Path,
     for f in shared + own[0] + own[1]:
         assert later.entry_digest(str(f), os.stat(f)) == header_digest(str(f), os.stat(f))
     assert reads == []  # every answer came from the file
+
+
+def test_a_directory_is_read_in_one_query_and_a_big_one_row_by_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = _files(tmp_path / "ctx/small", 5)
+    big = _files(tmp_path / "ctx/big", 7)
+    first = StatCache(tmp_path / "stat.db")
+    digests = {f: first.entry_digest(str(f), os.stat(f)) for f in small + big}
+    first.save()
+    monkeypatch.setattr(stat_module, "_DIR_ROWS", 6)
+    queries: list[str] = []
+    again = StatCache(tmp_path / "stat.db")
+    reads = _counting(monkeypatch)
+    again._connect().set_trace_callback(queries.append)
+    assert {f: again.entry_digest(str(f), os.stat(f)) for f in small + big} == digests
+    assert reads == []
+    by_name = [q for q in queries if "AND name" in q]
+    by_dir = [q for q in queries if "WHERE dir" in q and q not in by_name]
+    assert len(by_dir) == 2  # one for each directory
+    assert len(by_name) == len(big)  # and big's (over the limit) entry by entry
+
+
+def test_the_table_of_older_versions_is_dropped(tmp_path: Path) -> None:
+    db = tmp_path / "stat.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE entries (path BLOB PRIMARY KEY, digest BLOB)")
+    files = _files(tmp_path / "ctx", 2)
+    cache = StatCache(db)
+    cache.entry_digest(str(files[0]), os.stat(files[0]))
+    cache.save()
+    with sqlite3.connect(db) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "entries" not in tables and "files" in tables
