@@ -55,7 +55,7 @@ def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfi
             into = StepRoot((), upper, work) if is_linked(instr) else root
             copy_step(ctx, instr, root, into, config, env, stage)  # type: ignore[arg-type]
         got = ingest_dir(ctx.store, top, upper, stage, ctx.request.source_date_epoch,
-                         lease=ctx.lease)
+                         lease=ctx.lease, linked_from=ctx.previous[0] if ctx.previous else None)
     return got.record.diff_id, got.record.chain_id, got.newest
 
 

@@ -65,30 +65,38 @@ class Entry:
 
 
 def write_layer(root: Path, sink: BinaryIO, compression: Compression = Compression.NONE,
-                source_date_epoch: int | None = None) -> LayerInfo:
+                source_date_epoch: int | None = None, linked_from: Path | None = None,
+                ) -> LayerInfo:
     """Write the tree under `root` (not `root` itself) to `sink` as a layer tar.
 
     With `source_date_epoch`, every mtime newer than it is clamped to it. Nothing is held in
-    memory beyond one read buffer; both digests come from this single pass.
+    memory beyond one read buffer and the first name of each inode the tree holds twice; both
+    digests come from this single pass. `linked_from` is a layer dir that files of the tree
+    were hard-linked from (a COPY's reuse of its last layer): a file that is the same inode at
+    the same path there is not looked for again in this tree, as the copy linked each of
+    that layer's inodes once, and only for files it would have copied as one name.
     """
+    top = os.fsencode(root)
+    shared = os.fsencode(linked_from) if linked_from is not None else None
     if Compression(compression) is Compression.NONE:
         tar = blob = HashingWriter(sink)  # the blob is the tar: hash it once
-        exporter = _export(os.fsencode(root), tar, source_date_epoch)
+        exporter = _export(top, tar, source_date_epoch, shared)
         blob.flush()
     else:
         blob = HashingWriter(sink)
         with compress_writer(compression, cast(BinaryIO, blob)) as packed:
             tar = HashingWriter(cast(BinaryIO, packed))
-            exporter = _export(os.fsencode(root), tar, source_date_epoch)
+            exporter = _export(top, tar, source_date_epoch, shared)
     return LayerInfo(diff_id=tar.digest, digest=blob.digest, size=blob.size,
                      uncompressed_size=tar.size, newest=exporter.newest,
                      content_size=exporter.content_size)
 
 
-def _export(top: bytes, tar: HashingWriter, source_date_epoch: int | None) -> _Exporter:
+def _export(top: bytes, tar: HashingWriter, source_date_epoch: int | None,
+            shared: bytes | None) -> _Exporter:
     """Write the tree's tar; returns the exporter, which counted what it wrote."""
     blocks = _Blocks(tar)
-    exporter = _Exporter(blocks, source_date_epoch)
+    exporter = _Exporter(blocks, source_date_epoch, shared)
     exporter.run(top)
     blocks.write(th.END_OF_ARCHIVE)
     blocks.flush()
@@ -171,12 +179,16 @@ def walk(cursor: tree.Cursor) -> Iterator[Entry]:
 class _Exporter:
     """Writes one tree's entries to an uncompressed tar stream."""
 
-    def __init__(self, out: _Blocks, source_date_epoch: int | None) -> None:
+    def __init__(self, out: _Blocks, source_date_epoch: int | None,
+                 shared: bytes | None = None) -> None:
         self._out = out
         self._epoch = source_date_epoch
         self._links: dict[tuple[int, int], bytes] = {}
         self.newest = 0
         self.content_size = 0
+        self._shared = shared
+        self._shared_dir: tuple[bytes | None, int] = (None, -1)
+        """The `shared` layer's directory looked in last, and its fd (-1: not there)."""
 
     def run(self, top: bytes) -> None:
         root_st = os.stat(top)
@@ -190,6 +202,32 @@ class _Exporter:
                 self._entry(entry)
         finally:
             cursor.close()
+            if self._shared_dir[1] != -1:
+                os.close(self._shared_dir[1])
+
+    def _linked_from_shared(self, e: Entry) -> bool:
+        """Whether the entry is the same inode as the `shared` layer's file at its path."""
+        if self._shared is None:
+            return False
+        where = self._cursor.rel()
+        if self._shared_dir[0] != where:
+            if self._shared_dir[1] != -1:
+                os.close(self._shared_dir[1])
+            try:
+                fd = tree.open_below(self._shared, where, os.O_PATH | os.O_DIRECTORY) \
+                    if where else os.open(self._shared, os.O_PATH | os.O_DIRECTORY
+                                          | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            self._shared_dir = (where, fd)
+        fd = self._shared_dir[1]
+        if fd == -1:
+            return False
+        try:
+            st = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (e.st.st_dev, e.st.st_ino)
 
     def _mtime(self, st: os.stat_result) -> int:
         mtime = st.st_mtime_ns // 1_000_000_000
@@ -226,7 +264,7 @@ class _Exporter:
             return
         if stat.S_ISREG(mode):
             self.content_size += st.st_size
-        if st.st_nlink > 1:
+        if st.st_nlink > 1 and not (stat.S_ISREG(mode) and self._linked_from_shared(e)):
             key = (st.st_dev, st.st_ino)
             if key in self._links:
                 self._out.write(self._header(e, th.HARDLINK, linkname=self._links[key]))
