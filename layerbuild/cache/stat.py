@@ -241,21 +241,37 @@ def source_digests(context: Context, rels: list[str], exclude: IgnoreRules | Non
     return out
 
 
+_READ_SIZE = 1 << 20
+
+
+def _xattrs(where: str | int) -> list[list[str]]:
+    """[name, hex value] of each xattr of a path (not following a symlink) or an fd, sorted by
+    name; none where they cannot be read."""
+    follow = isinstance(where, int)  # an fd is the file itself; a path is not followed
+    try:
+        names = sorted(os.listxattr(where, follow_symlinks=follow))
+        return [[n, os.getxattr(where, n, follow_symlinks=follow).hex()] for n in names]
+    except OSError:
+        return []
+
+
 def header_digest(full: str, st: os.stat_result) -> str:
     """The digest of an entry's normalised header (type, mode bits, xattrs) and its
     content (a file's sha256, a link's target); the owner and mtime are left out."""
     if stat.S_ISREG(st.st_mode):
-        with open(open_quietly(full), "rb") as f:
-            content = hashlib.file_digest(f, "sha256").hexdigest()
-    elif stat.S_ISLNK(st.st_mode):
-        content = os.readlink(full)
+        # Read and listed through one fd: no buffered file object, no second path lookup.
+        fd = open_quietly(full)
+        try:
+            h = hashlib.sha256()
+            while chunk := os.read(fd, _READ_SIZE):
+                h.update(chunk)
+            content = h.hexdigest()
+            xattrs = _xattrs(fd)
+        finally:
+            os.close(fd)
     else:
-        content = ""
-    try:
-        names = sorted(os.listxattr(full, follow_symlinks=False))
-        xattrs = [[n, os.getxattr(full, n, follow_symlinks=False).hex()] for n in names]
-    except OSError:
-        xattrs = []
+        content = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
+        xattrs = _xattrs(full)
     # No owner: a copy is owned by root or by its --chown, never by the context file's owner,
     # which differs from one checkout (one machine, one CI runner) to the next.
     header = json.dumps([stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), content, xattrs])

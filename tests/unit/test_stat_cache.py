@@ -222,3 +222,22 @@ def test_the_table_of_older_versions_is_dropped(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "entries" not in tables and "files" in tables
+
+
+def test_entry_digests_are_pinned(tmp_path: Path) -> None:
+    """The digest of an entry is part of every cache key: these values never change unless
+    the key version does."""
+    (tmp_path / "f").write_text("content\n" * 1000)
+    os.chmod(tmp_path / "f", 0o640)
+    os.setxattr(tmp_path / "f", "user.b", b"\x00\xff")
+    os.setxattr(tmp_path / "f", "user.a", b"1")
+    os.symlink("f", tmp_path / "l")
+    (tmp_path / "dd").mkdir()
+    os.chmod(tmp_path / "dd", 0o755)
+    digests = {n: header_digest(str(tmp_path / n), os.lstat(tmp_path / n))
+               for n in ("f", "l", "dd")}
+    assert digests == {
+        "f": "124e5a091f727f2e08fd72b46b94ac2b17227c9b0e8330869be5a809a7e10d4a",
+        "l": "ebbefd00e3eb2e83353cceaf4673c9f293ce92d04d77b79f2b54f84f9ecb7c8f",
+        "dd": "2ed4bce09ac8afe70dafd734922ed51e588422749e1dd2342562a5337c2a936d",
+    }
