@@ -49,13 +49,13 @@ def test_stat_cache_reads_a_file_only_when_its_stat_changes(tmp_path: Path,
     import layerbuild.cache.stat as cache_module
 
     reads = []
-    real = cache_module.hashlib.file_digest
+    real = cache_module.open_quietly
 
-    def counting(f, algo):  # type: ignore[no-untyped-def]
-        reads.append(f.name)
-        return real(f, algo)
+    def counting(path, *args):  # type: ignore[no-untyped-def]
+        reads.append(path)
+        return real(path, *args)
 
-    monkeypatch.setattr(cache_module.hashlib, "file_digest", counting)
+    monkeypatch.setattr(cache_module, "open_quietly", counting)
     f = tmp_path / "f"
     f.write_text("one")
     cache = StatCache(tmp_path / "stat.db")
