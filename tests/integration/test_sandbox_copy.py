@@ -220,3 +220,31 @@ def test_as_user_never_opens_a_device_node_of_the_image(base: Path, ctx: Path,
     with pytest.raises(StepFailed, match=r"^/etc/passwd in the image: Permission denied$"):
         copy_into(root, ctx, [CopyItem("file.txt", "/f")], as_user="")
     assert entries(root.upper) == set()
+
+
+def test_entries_below_a_new_directory_keep_every_rule(base: Path, ctx: Path, tmp_path: Path,
+                                                       sentinel: Path) -> None:
+    """What goes below a directory the copy makes is written to the upper dir directly: the
+    same metadata, replacement and in-image destinations as through the overlay."""
+    top = make_layer(tmp_path / "top", {"app": ("link", str(sentinel))})
+    root = new_root(tmp_path, top, base)
+    copy_into(root, ctx, [
+        CopyItem("dir", "/app/new", recursive=False, entries="a\0sub\0sub/b\0link\0hard\0"),
+        CopyItem("file.txt", "/app/new/sub/b", into_existing_dir=False),  # replaces b
+        CopyItem("file.txt", "/app/new/sub/"),  # into the new directory
+    ])
+    new = root.upper / str(sentinel).lstrip("/") / "new"
+    assert entries(new) == {"a", "sub", "sub/b", "sub/file.txt", "link", "hard"}
+    assert (new / "a").read_text() == "a\n"
+    assert meta(new / "a") == (0o640, 0, 0)
+    assert os.getxattr(new / "a", "user.note") == b"kept"
+    assert os.stat(new / "a").st_mtime == T1
+    assert os.readlink(new / "link") == "a"
+    assert (new / "sub/b").read_text() == "file\n"
+    assert meta(new / "sub") == (0o700, 0, 0)
+    assert os.stat(new / "sub").st_mtime == T2  # as the source's, though written into later
+    assert os.stat(new / "hard").st_ino == os.stat(new / "a").st_ino  # one link group
+    with pytest.raises(StepFailed, match="cannot replace the directory"):
+        copy_into(new_root(tmp_path, top, base), ctx, [
+            CopyItem("dir", "/app/again", recursive=False, entries="sub\0"),
+            CopyItem("file.txt", "/app/again/sub", into_existing_dir=False)])
