@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,26 +147,34 @@ def why_missed(before: StepInputs | None, now: StepInputs,
 def _file_changes(before: Iterable[tuple[str, str]], now: Mapping[str, str]
                   ) -> tuple[str, str, int] | None:
     """The first path (in sorted order) that is new, changed or removed, what befell it and
-    how many did; None if none did. `before` is in sorted order: the two are walked side by
-    side, so neither is ever copied."""
+    how many did; None if none did. `before` is in sorted order (see `_file_differences`)."""
     first: tuple[str, str] | None = None
     count = 0
+    for change in _file_differences(before, now):
+        first, count = first or change, count + 1
+    return None if first is None else (*first, count)
+
+
+def _file_differences(before: Iterable[tuple[str, str]], now: Mapping[str, str]
+                      ) -> Iterator[tuple[str, str]]:
+    """(path, "is new" | "changed" | "was removed") of each file that differs, in sorted
+    order. `before` is in sorted order: the two are walked side by side, so neither is ever
+    copied."""
     names = iter(sorted(now))
     current = next(names, None)
     for path, digest in before:
         while current is not None and current < path:
-            first, count = first or (current, "is new"), count + 1
+            yield current, "is new"
             current = next(names, None)
         if current == path:
             if now[path] != digest:
-                first, count = first or (path, "changed"), count + 1
+                yield path, "changed"
             current = next(names, None)
         else:
-            first, count = first or (path, "was removed"), count + 1
+            yield path, "was removed"
     while current is not None:
-        first, count = first or (current, "is new"), count + 1
+        yield current, "is new"
         current = next(names, None)
-    return None if first is None else (*first, count)
 
 
 def changed_files(before: StepInputs, before_files: Iterable[tuple[str, str]],
@@ -184,21 +192,8 @@ def changed_files(before: StepInputs, before_files: Iterable[tuple[str, str]],
     if (before.parent, before.instruction, before.variables, before.extra) != \
             (now.parent, now.instruction, now.variables, now.extra):
         return None
-    changed = []
-    names = iter(sorted(now.files))
-    current = next(names, None)
-    for path, digest in before_files:
-        while current is not None and current < path:
-            changed.append(current)
-            current = next(names, None)
-        if current == path:
-            if now.files[path] != digest:
-                changed.append(path)
-            current = next(names, None)
-    while current is not None:
-        changed.append(current)
-        current = next(names, None)
-    return changed
+    return [path for path, what in _file_differences(before_files, now.files)
+            if what != "was removed"]
 
 
 def cacheable(inputs: StepInputs) -> bool:

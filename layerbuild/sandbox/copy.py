@@ -169,8 +169,7 @@ class Copier:
     def _made(self, dest: str, fd: int | None, path: str) -> None:
         """Note a directory this copy made at `dest` (written at `path` below `fd`)."""
         if self.upper is not None:
-            self.made[dest] = path if fd is not None \
-                else os.path.realpath(dest).lstrip("/")
+            self.made[dest] = path if fd is not None else self._in_upper(dest)
 
     def _writing_into(self, directory: str) -> None:
         """Note a directory's times before its first change (its entries are about to be)."""
