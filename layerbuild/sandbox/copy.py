@@ -174,8 +174,11 @@ class Copier:
     def _writing_into(self, directory: str) -> None:
         """Note a directory's times before its first change (its entries are about to be)."""
         if directory not in self.dir_times:
-            fd, path = self._at(directory)
-            st = os.stat(path, dir_fd=fd)
+            # Through the merged view unless this copy made it: a symlink the copy wrote in
+            # the upper dir leads somewhere in the image, never to the host's own path.
+            made = self.made.get(directory)
+            st = os.stat(made or ".", dir_fd=self.upper) if made is not None \
+                else os.stat(directory)
             self.dir_times[directory] = (st.st_atime_ns, st.st_mtime_ns)
 
     def makedirs(self, path: str, uid: int, gid: int, times: tuple[int, int],

@@ -248,3 +248,19 @@ def test_entries_below_a_new_directory_keep_every_rule(base: Path, ctx: Path, tm
         copy_into(new_root(tmp_path, top, base), ctx, [
             CopyItem("dir", "/app/again", recursive=False, entries="sub\0"),
             CopyItem("file.txt", "/app/again/sub", into_existing_dir=False)])
+
+
+def test_a_symlink_written_below_a_new_directory_leads_into_the_image(
+        base: Path, tmp_path: Path) -> None:
+    """A copy through a symlink it wrote itself (one that climbs far above the image's root)
+    reaches the image's directory, which keeps the image's times, not those of a host
+    directory the same climb from the upper dir would reach."""
+    climb = "../" * 40 + "etc"
+    src = make_layer(tmp_path / "src", {"links/toetc": ("link", climb), "f": "f\n"})
+    root = new_root(tmp_path, base)
+    copy_into(root, src, [CopyItem("links", "/app/new", recursive=False, entries="toetc\0"),
+                          CopyItem("f", "/app/new/toetc/")])
+    assert (root.upper / "etc/f").read_text() == "f\n"
+    assert os.readlink(root.upper / "app/new/toetc") == climb
+    assert os.stat(root.upper / "etc").st_mtime_ns == os.stat(base / "etc").st_mtime_ns
+    assert os.stat("/etc").st_mtime_ns != os.stat(base / "etc").st_mtime_ns
