@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import posixpath
 import shutil
@@ -22,6 +21,7 @@ from layerbuild.context import Context, ContextError
 from layerbuild.errors import FormatError
 from layerbuild.image import ImageConfig
 from layerbuild.layer import extract_layer, is_tar_archive, open_decompressed
+from layerbuild.sandbox.entries import entry_string
 from layerbuild.sandbox.spec import CopyItem, PreviousLayer, StepRoot
 from layerbuild.users import resolve_chown
 
@@ -71,8 +71,7 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
     previous = None
     if ctx.previous is not None:
         layer, changed = ctx.previous
-        previous = PreviousLayer(layer, "".join(path + "\0" for path in changed),
-                                 ctx.request.source_date_epoch)
+        previous = PreviousLayer(layer, entry_string(changed), ctx.request.source_date_epoch)
     for source in sources:
         if isinstance(instr, Add) and source.startswith(("http://", "https://")):
             _add_url(ctx, instr, root, source, dest, owner, mode, stage,
@@ -149,13 +148,9 @@ def _items(context: Context, rel: str, dest: str, many: bool, owner: tuple[int, 
         cut = len(top) + 1 if top else 0
         # One string of paths, not an item (or a string) each: a context of many files
         # stays small in memory.
-        below = io.StringIO()
-        for path, _is_dir in entries:
-            below.write(path[cut:])
-            below.write("\0")
+        below = entry_string(path[cut:] for path, _is_dir in entries)
         items.append(CopyItem(top or ".", dest.rstrip("/") or "/", owner[0], owner[1],
-                              0o755, recursive=False, entries=below.getvalue(),
-                              entry_mode=mode))
+                              0o755, recursive=False, entries=below, entry_mode=mode))
     else:
         target = _into(dest, posixpath.basename(named), many)
         items.append(CopyItem(named, target, owner[0], owner[1], mode, recursive=False,

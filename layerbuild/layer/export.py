@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from layerbuild.digest import Digest, HashingWriter
+from layerbuild.epoch import clamped_ns
 from layerbuild.errors import FormatError
 from layerbuild.layer import tarheader as th
 from layerbuild.layer import tree, whiteout
@@ -230,9 +231,7 @@ class _Exporter:
         return (st.st_dev, st.st_ino) == (e.st.st_dev, e.st.st_ino)
 
     def _mtime(self, st: os.stat_result) -> int:
-        mtime = st.st_mtime_ns // 1_000_000_000
-        if self._epoch is not None and mtime > self._epoch:
-            mtime = self._epoch
+        mtime = clamped_ns(st.st_mtime_ns, self._epoch) // 1_000_000_000
         self.newest = max(self.newest, mtime)
         return mtime
 

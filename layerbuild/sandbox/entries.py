@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import io  # loaded by the interpreter's start anyway
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
+
+
+def entry_string(paths: Iterable[str]) -> str:
+    """Paths as one string, each ended by a NUL (what `entry_paths` reads), written as they
+    come: no list of them is made.
+
+    >>> entry_string(["a", "a/b"])
+    'a\\x00a/b\\x00'
+    """
+    out = io.StringIO()
+    for path in paths:
+        out.write(path)
+        out.write("\0")
+    return out.getvalue()
 
 
 def entry_paths(entries: str) -> Iterator[str]:

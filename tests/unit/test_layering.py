@@ -32,7 +32,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.bases": ("effect", "errors events image reference registry store", ""),
     "builder.config": ("pure", "buildfile errors image", ""),
     "builder.copying": ("effect", "builder.stepcontext buildfile context errors image layer "
-                                  "sandbox.spec users", ""),
+                                  "sandbox.entries sandbox.spec users", ""),
     "builder.engine": ("effect", "builder builder.bases builder.config builder.plan builder.report "
                                  "builder.sandbox builder.schedule builder.shared builder.state "
                                  "builder.stepcontext builder.steps builder.steptext buildfile "
@@ -109,8 +109,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.compression": ("pure", "digest errors", ""),
     "layer.contents": ("effect", "digest errors image layer layer.export layer.tree layer.whiteout",
                                 ""),
-    "layer.export": ("effect", "digest errors layer layer.compression layer.tarheader layer.tree "
-                               "layer.whiteout reading", ""),
+    "layer.export": ("effect", "digest epoch errors layer layer.compression layer.tarheader "
+                               "layer.tree layer.whiteout reading", ""),
     "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tarread layer.tree "
                                 "layer.whiteout userns", ""),
     "layer.paths": ("effect", "errors", ""),
