@@ -9,11 +9,14 @@ records, see `records`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 from layerbuild.cache.keys import StepInputs, changed_files, why_missed
 from layerbuild.cache.stat import StatCache
@@ -76,10 +79,8 @@ class CacheIndex:
         """What differs from the last build of this slot (see `keys.why_missed`), its files
         read a line at a time."""
         try:
-            with open(self.slots / _name(slot), "rb") as lines:
-                before = StepInputs.from_json(json.loads(lines.readline()))
-                later = (pair for line in lines for pair in json.loads(line).items())
-                return why_missed(before, now, chain(sorted(before.files.items()), later))
+            with self._slot(slot) as (_head, before, files):
+                return why_missed(before, now, files)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return why_missed(None, now)
 
@@ -98,16 +99,23 @@ class CacheIndex:
         result and the paths of `now`'s files that are new or changed since (see
         `keys.changed_files`); None otherwise, or when its result is not cached."""
         try:
-            with open(self.slots / _name(slot), "rb") as lines:
-                head = json.loads(lines.readline())
-                before = StepInputs.from_json(head)
-                later = (pair for line in lines for pair in json.loads(line).items())
-                changed = changed_files(before, chain(sorted(before.files.items()), later),
-                                        now)
+            with self._slot(slot) as (head, before, files):
+                changed = changed_files(before, files, now)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
         step = self.get(str(head.get("key"))) if changed is not None else None
         return None if step is None or changed is None else (step, changed)
+
+    @contextlib.contextmanager
+    def _slot(self, slot: str) -> Iterator[tuple[dict[str, Any], StepInputs,
+                                                 Iterator[tuple[str, str]]]]:
+        """A slot's first line (as read, and as inputs), and its files as (path, digest) in
+        sorted order, read a line at a time while the slot is open."""
+        with open(self.slots / _name(slot), "rb") as lines:
+            head = json.loads(lines.readline())
+            before = StepInputs.from_json(head)
+            later = (pair for line in lines for pair in json.loads(line).items())
+            yield head, before, chain(sorted(before.files.items()), later)
 
     def stat_cache(self, context: Path) -> StatCache:
         """The content-hash cache of one build context directory."""
