@@ -53,6 +53,9 @@ class FakeSandbox:
     previous: list[PreviousLayer | None] = field(default_factory=list)
     """The `previous` of each copy_into call, in order."""
     settled: int = 0
+    prepared: list[tuple[str, str, int]] = field(default_factory=list)
+    """Each `prepare` hint, (kind, network, count), in order; not in `calls`, since it runs
+    nothing."""
 
     def calls_of(self, op: str) -> list[object]:
         """The arguments of every call of one operation, in order."""
@@ -103,6 +106,10 @@ class FakeSandbox:
         """The layers merged into dest (upper layers win)."""
         self.calls.append(("export", list(lowers)))
         _merge(list(lowers), dest)
+
+    def prepare(self, kind: str, network: str = "none", count: int = 1) -> None:
+        """Nothing to start: the hint is noted in `prepared`."""
+        self.prepared.append((kind, network, count))
 
     def stop(self) -> None:
         """Nothing runs, so nothing to stop."""

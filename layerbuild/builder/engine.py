@@ -20,6 +20,7 @@ from layerbuild.builder.bases import Bases, registry_puller
 from layerbuild.builder.plan import (
     is_layer_step,
     is_linked,
+    may_start_early,
     needed_stages,
     run_script,
     stage_needs,
@@ -94,7 +95,9 @@ from layerbuild.request import BuildRequest
 from layerbuild.store import Store
 
 if TYPE_CHECKING:
+    from layerbuild.builder.early import EarlyCopy
     from layerbuild.builder.shared import Imported, Source
+    from layerbuild.builder.stepcontext import StepContext
     from layerbuild.image import Descriptor
     from layerbuild.registry import Registry
 
@@ -302,16 +305,38 @@ class Build:
         state = self._base(stage, lease)
         events.emit(StepFinished(time.monotonic() - started, False, text, stage.index))
         triggers = state.config.config.get("OnBuild") or []
+        steps: list[tuple[Instruction, str, str | None]] = [
+            (self._trigger(text, stage), f"onbuild{n}", f"ONBUILD {text}")
+            for n, text in enumerate(triggers)]
         if triggers:
             state.config = state.config.with_config(OnBuild=None)
             events.total += len(triggers)
-            for n, text in enumerate(triggers):
-                instr = self._trigger(text, stage)
-                state = self._dispatch(stage, state, instr, lease, f"onbuild{n}", events,
-                                       label=f"ONBUILD {text}")
-        for n, instr in enumerate(stage.instructions):
-            state = self._dispatch(stage, state, instr, lease, str(n), events)
+        steps += [(instr, str(n), None) for n, instr in enumerate(stage.instructions)]
+        following: Instruction | None = None
+        nexts: list[Instruction | None] = []
+        for instr, _, _ in reversed(steps):  # each step's next filesystem step
+            nexts.append(following)
+            following = instr if isinstance(instr, Run | Copy | Add | Workdir) else following
+        nexts.reverse()
+        if following is not None:  # the stage's first: a child for it starts meanwhile
+            self._prepare(following)
+        for (instr, position, label), after in zip(steps, nexts, strict=True):
+            state = self._dispatch(stage, state, instr, lease, position, events, label, after)
         return state
+
+    def _prepare(self, instr: Instruction, running: Instruction | None = None) -> None:
+        """Let the sandbox start the process of a filesystem step that is likely to run, while
+        the step `running` (which takes a process of its own first) runs."""
+        if self.request.dry_run:
+            return
+        kind = self._child_kind(instr)
+        count = 2 if running is not None and self._child_kind(running) == kind else 1
+        self.sandbox.prepare(*kind, count=count)
+
+    def _child_kind(self, instr: Instruction) -> tuple[str, str]:
+        if isinstance(instr, Run):
+            return "run", instr.network or self.request.network
+        return ("copy", "none") if isinstance(instr, Copy | Add | Workdir) else ("", "")
 
     def _trigger(self, text: str, stage: Stage) -> Instruction:
         doc = parse(text, self.buildfile.path)
@@ -362,7 +387,7 @@ class Build:
 
     def _dispatch(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
                   position: str, events: StageEvents, label: str | None = None,
-                  ) -> StageState:
+                  following: Instruction | None = None) -> StageState:
         if self._stopping.is_set():
             raise Stopped()
         shown = label or steptext.step_text(instr, state.scope.environment(),
@@ -371,7 +396,7 @@ class Build:
         events.emit(StepStarted(0, 0, shown, stage.index))
         events.where = f"{self.buildfile.path}:{instr.line}: {shown}"
         try:
-            source = self._step(stage, state, instr, lease, position, events, shown)
+            source = self._step(stage, state, instr, lease, position, events, shown, following)
         except KeyboardInterrupt:  # say where, as a failing step does
             raise KeyboardInterrupt(events.where) from None
         except BadImport:  # not the step's failure: the build starts over without it
@@ -394,10 +419,57 @@ class Build:
         return state
 
     def _step(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
-              position: str, events: StageEvents, shown: str) -> str | None:
+              position: str, events: StageEvents, shown: str,
+              following: Instruction | None = None) -> str | None:
         """One step into `state`: its cache key, then its result from the cache or by
         running it; None when it ran, else where it came from ("" for this store's cache,
-        else the imported cache's name)."""
+        else the imported cache's name). When it runs, the process of the `following`
+        filesystem step, which is then likely to run too, is started meanwhile."""
+        early = self._start_early(stage, state, instr, lease, events)
+        if following is not None and (state.missed or not self._use_cache(stage)):
+            self._prepare(following, instr)  # now, not once the key is known
+            following = None
+        if early is None:
+            return self._keyed_step(stage, state, instr, lease, position, events, shown,
+                                    following)
+        try:
+            return self._keyed_step(stage, state, instr, lease, position, events, shown,
+                                    following, early)
+        except KeyboardInterrupt:
+            self.sandbox.stop()  # the early copy's child too, at once
+            raise
+        finally:
+            early.close()
+
+    def _start_early(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
+                     events: Events) -> EarlyCopy | None:
+        """The step's copy, started now, when the step may start before its key is known
+        and its key is all but sure to miss: an earlier step of the stage missed, or the
+        stage does not use the cache (see `builder.early`)."""
+        if self.request.dry_run or not isinstance(instr, Copy | Add) \
+                or not may_start_early(instr) or (not state.missed and self._use_cache(stage)):
+            return None
+        from layerbuild.builder.early import EarlyCopy
+
+        self._ready(state.top)
+        return EarlyCopy(self._step_context(stage, lease, events), instr, state.config,
+                         state.top, state.scope.environment())
+
+    def _step_context(self, stage: Stage, lease: Path, events: Events,
+                      previous: tuple[Path, list[str]] | None = None) -> StepContext:
+        # Loaded here: a fully cached build never needs the sandbox or layer code.
+        from layerbuild.builder.stepcontext import StepContext
+
+        return StepContext(self.store, self.buildfile, self.context, lease, self.results,
+                           stage, self.request, events, self.sandbox, self._find_image,
+                           self._ready, previous)
+
+    def _keyed_step(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
+                    position: str, events: StageEvents, shown: str,
+                    following: Instruction | None, early: EarlyCopy | None = None,
+                    ) -> str | None:
+        """`_step` once any early copy of it has started: the result of that copy is stored
+        only if the key misses, and the process of the `following` step is asked for then."""
         text = cfg.describe(instr)
         env = state.scope.environment()
         inputs = step_inputs(state.key, instr, env, self.buildfile, stage.index, self.context,
@@ -428,11 +500,15 @@ class Build:
             reason = self.cache.why_missed(slot, inputs)
             if self._use_cache(stage):
                 events.emit(CacheMiss(shown, reason, stage.index))
+        if cached is None and following is not None:
+            self._prepare(following, instr)
         previous = None
-        if cached is None and isinstance(instr, Copy | Add) and not getattr(instr, "from_", None) \
-                and self._use_cache(stage) and not self.request.dry_run:
+        if cached is None and early is None and isinstance(instr, Copy | Add) \
+                and not getattr(instr, "from_", None) and self._use_cache(stage) \
+                and not self.request.dry_run:
             previous = self._previous_layer(slot, inputs, lease)
-        history = self._apply(stage, state, instr, lease, env, text, cached, events, previous)
+        history = self._apply(stage, state, instr, lease, env, text, cached, events, previous,
+                              early if cached is None else None)
         made = cached.diff_id is not None if cached is not None \
             else is_layer_step(instr, state.config)
         if cached is None and not self.request.dry_run:
@@ -640,10 +716,12 @@ class Build:
 
     def _apply(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
                env: dict[str, str], text: str, cached: CachedStep | None,
-               events: Events, previous: tuple[Path, list[str]] | None = None) -> History:
+               events: Events, previous: tuple[Path, list[str]] | None = None,
+               early: EarlyCopy | None = None) -> History:
         """Change the stage's state by one step: from the cache, or by running it; returns the
         step's history entry (one without `created_by` is not recorded: ONBUILD). A copy may
-        take unchanged files from the `previous` layer of the step (see `_previous_layer`)."""
+        take unchanged files from the `previous` layer of the step (see `_previous_layer`),
+        or be one started `early`, whose result this stores."""
         escape = self.buildfile.escape
         before = state.scope
         if isinstance(instr, Arg | Env):
@@ -666,15 +744,12 @@ class Build:
                 diff_id, top = EMPTY_LAYER_DIFF_ID, state.top
             else:
                 # Loaded here: a fully cached build never needs the sandbox or layer code.
-                from layerbuild.builder.stepcontext import StepContext
                 from layerbuild.builder.steps import run_filesystem_step
 
                 self._ready(state.top)
-                ctx = StepContext(self.store, self.buildfile, self.context, lease,
-                                  self.results, stage, self.request, events, self.sandbox,
-                                  self._find_image, self._ready, previous)
-                diff_id, top, newest = run_filesystem_step(ctx, instr, state.config,
-                                                           state.top, env)
+                diff_id, top, newest = run_filesystem_step(
+                    self._step_context(stage, lease, events, previous), instr, state.config,
+                    state.top, env, early)
             if cached is None:
                 history = replace(history, created=self._created(state, instr, newest))
             state.config = state.config.with_layer(diff_id, history)

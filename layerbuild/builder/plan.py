@@ -99,3 +99,13 @@ def is_layer_step(instr: Instruction, config: ImageConfig) -> bool:
 def is_linked(instr: Instruction) -> bool:
     """Whether a step is COPY/ADD --link: its layer is made apart from the layers below."""
     return isinstance(instr, Copy | Add) and instr.link
+
+
+def may_start_early(instr: Instruction) -> bool:
+    """Whether a step may be started before its key is known (`builder.early`): a COPY or ADD
+    of context files only (not --from; not --link, whose key ignores the steps before; no
+    source that is or may expand to a URL, which the key fetches)."""
+    if isinstance(instr, Copy):
+        return not instr.from_ and not instr.link
+    return isinstance(instr, Add) and not instr.link \
+        and not any("://" in s or "$" in s for s in instr.sources)

@@ -43,6 +43,12 @@ class Sandbox(Protocol):
         """Copy the tree that layer dirs `lowers` (top first) make together into dest."""
         ...
 
+    def prepare(self, kind: str, network: str = "none", count: int = 1) -> None:
+        """A hint: `count` steps of `kind` ("run", on `network`, or "copy": COPY, ADD,
+        WORKDIR) are likely to come next; the sandbox may start their processes now, while
+        the step before runs."""
+        ...
+
     def stop(self) -> None:
         """Kill every running step."""
         ...
@@ -90,6 +96,15 @@ class HostSandbox:
         from layerbuild.sandbox.ops import export_merged
 
         export_merged(lowers, dest)
+
+    def prepare(self, kind: str, network: str = "none", count: int = 1) -> None:
+        """Start the children of `count` steps of `kind` ("run" on `network`, or "copy")."""
+        from layerbuild.sandbox.ops import prepare_copy, prepare_run
+
+        if kind == "run":
+            prepare_run(network, count)
+        else:
+            prepare_copy(count)
 
     def stop(self) -> None:
         """Kill every running step."""

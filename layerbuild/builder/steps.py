@@ -11,6 +11,7 @@ from pathlib import Path
 
 from layerbuild.builder import config as cfg
 from layerbuild.builder.copying import copy_step
+from layerbuild.builder.early import EarlyCopy
 from layerbuild.builder.plan import is_linked, run_script
 from layerbuild.builder.sandbox import Sandbox
 from layerbuild.builder.stepcontext import (
@@ -37,9 +38,14 @@ MAX_SECRET_BYTES = 500 * 1024  # BuildKit's limit on a secret's size
 
 def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfig,
                         top: Digest | None, env: Mapping[str, str],
-                        ) -> tuple[Digest, Digest, int]:
-    """Run RUN/COPY/ADD/WORKDIR on the stack `top`; returns the new layer's diff_id, chain ID
-    and newest mtime."""
+                        early: EarlyCopy | None = None) -> tuple[Digest, Digest, int]:
+    """Run RUN/COPY/ADD/WORKDIR on the stack `top`, or store what the `early` copy of the
+    step made; returns the new layer's diff_id, chain ID and newest mtime."""
+    if early is not None:
+        stage, root = early.result()
+        got = ingest_dir(ctx.store, top, root.upper, stage, ctx.request.source_date_epoch,
+                         lease=ctx.lease)
+        return got.record.diff_id, got.record.chain_id, got.newest
     with ctx.store.staging() as stage:
         upper, work = stage / "upper", stage / "work"
         upper.mkdir()

@@ -10,6 +10,7 @@ Its mounts live only in its private mount namespace and vanish with it, even on 
 from __future__ import annotations
 
 import binascii
+import contextlib
 import marshal
 import os
 import posixpath
@@ -264,3 +265,17 @@ def main() -> None:
                       "message": f"sandbox error: {type(exc).__name__}: {exc}"})
     finally:
         stop_fuse()
+    _leave()
+
+
+def _leave() -> None:
+    """Exit now, every pipe to the builder closed first. A process's last fds are closed
+    only after its namespaces are gone, and ending this mount namespace unmounts the step's
+    overlay, evicting every inode it made: tens of ms for thousands of files, which the
+    builder, with the whole reply in hand, need not wait for (it reaps this process in the
+    background)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os.closerange(0, 1 << 20)
+    os._exit(0)

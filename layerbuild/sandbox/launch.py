@@ -9,9 +9,9 @@ that is, once no process of the step is left holding it. With `network_stack`, t
 new network namespace is served by a slirp4netns (`network`) for as long: it is killed then,
 and reaped in the background (`reaper`), its slow exit kept off the step's time.
 
-Starting a child costs the interpreter and its imports (tens of ms), so once a kind of child
-(one command line) has been asked for twice, a spare of that kind is started beside each
-one handed out: it starts while the step before runs, then waits on stdin for its request.
+Starting a child costs the interpreter and its imports (tens of ms), so the builder asks for
+spares of a kind of child (one command line) ahead of the steps that will need them
+(`prepare`): a spare starts while the step before runs, then waits on stdin for its request.
 Spares know nothing of any step until then; `discard_spares` (at the end of a build, on
 Ctrl-C, at exit) ends them, and a spare whose builder dies reads end-of-file and exits.
 """
@@ -37,7 +37,7 @@ from typing import Any
 
 from layerbuild.errors import StepFailed, UnsafePath
 from layerbuild.nsmap import facts, in_user_namespace
-from layerbuild.sandbox import fuse, network
+from layerbuild.sandbox import fuse, network, reaper
 from layerbuild.users import UnknownUser
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[2])
@@ -102,17 +102,15 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
             os.close(pidfd)
 
 
-_SPARES: dict[tuple[str, ...], _Child] = {}
-_ASKED: dict[tuple[str, ...], int] = {}
+_SPARES: dict[tuple[str, ...], list[_Child]] = {}
 _SPARES_LOCK = threading.Lock()
 
 
 def discard_spares() -> None:
-    """End every spare child (a build ended or is stopping) and forget which kinds were used."""
+    """End every spare child (a build ended or is stopping)."""
     with _SPARES_LOCK:
-        spares = list(_SPARES.values())
+        spares = [child for kind in _SPARES.values() for child in kind]
         _SPARES.clear()
-        _ASKED.clear()
     for child in spares:
         child.discard()
 
@@ -120,27 +118,21 @@ def discard_spares() -> None:
 atexit.register(discard_spares)
 
 
+def _kind(cmd: list[str], stack: bool) -> tuple[str, ...]:
+    return (*cmd, "stack" if stack else "")
+
+
 def _child(cmd: list[str], stack: bool) -> _Child:
-    """A child for `cmd`: the spare of that kind if one is ready, else a new one; a spare is
-    started for the next time once this kind has been asked for twice."""
-    key = (*cmd, "stack" if stack else "")
-    with _SPARES_LOCK:
-        found = _SPARES.pop(key, None)
-        _ASKED[key] = asked = _ASKED.get(key, 0) + 1
-    if found is not None and found.proc.poll() is not None:  # died meanwhile: start afresh
-        found.discard()
-        found = None
-    child = found or _start(cmd, stack)
-    if asked >= 2:
-        try:
-            spare = _start(cmd, stack)
-        except StepFailed:
-            return child  # the step itself has its child; no spare this time
+    """A child for `cmd`: a spare of that kind if one was started, else a new one."""
+    while True:
         with _SPARES_LOCK:
-            kept = _SPARES.setdefault(key, spare)
-        if kept is not spare:
-            spare.discard()  # another thread's spare of this kind came first
-    return child
+            spares = _SPARES.get(_kind(cmd, stack))
+            found = spares.pop(0) if spares else None
+        if found is None:
+            return _start(cmd, stack)
+        if found.proc.poll() is None:
+            return found
+        found.discard()  # died meanwhile
 
 
 def _start(cmd: list[str], stack: bool) -> _Child:
@@ -169,6 +161,39 @@ def _unshare() -> str:
     return found
 
 
+def _command(namespaces: Sequence[str], overlay: fuse.Driver) -> list[str]:
+    """The command line of a child in `namespaces` (besides its own mount namespace)."""
+    if overlay.kind == "fuse" and "--pid" in namespaces:
+        # The init becomes PID 1 of the new namespace, so its fuse daemons live and die
+        # there; killing `unshare` kills the init (`--kill-child`), and so all of them.
+        namespaces = [*namespaces, "--fork", "--kill-child"]
+    return [_unshare(), "--mount", "--propagation", "private", *namespaces, "--",
+            sys.executable, "-I", "-S", "-c", _BOOT, _PACKAGE_DIR]
+
+
+def prepare(namespaces: Sequence[str], network_stack: bool = False, count: int = 1) -> None:
+    """Start spares of the child `call` would start with these arguments until `count` of
+    them are there: asked for before the steps that need them, they start while the step
+    before runs. Quiet when it cannot: the step's own call then says why."""
+    if os.geteuid() != 0:
+        return
+    try:
+        stack = network_stack and network.find_tool() is not None
+        cmd = _command(namespaces, fuse.driver())
+    except (StepFailed, OSError):
+        return
+    kind = _kind(cmd, stack)
+    with _SPARES_LOCK:
+        missing = count - len(_SPARES.get(kind, ()))
+    for _ in range(missing):
+        try:
+            spare = _start(cmd, stack)
+        except StepFailed:
+            return
+        with _SPARES_LOCK:
+            _SPARES.setdefault(kind, []).append(spare)
+
+
 def call(request: dict[str, Any], namespaces: Sequence[str],
          on_output: Callable[[bytes], None] | None = None,
          timeout: float | None = None, network_stack: bool = False) -> dict[str, Any]:
@@ -177,13 +202,7 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
         raise StepFailed("the sandbox needs root (overlay mounts, namespaces)")
     tool = network.find_tool() if network_stack else None
     overlay = fuse.driver()
-    if overlay.kind == "fuse" and "--pid" in namespaces:
-        # The init becomes PID 1 of the new namespace, so its fuse daemons live and die
-        # there; killing `unshare` kills the init (`--kill-child`), and so all of them.
-        namespaces = [*namespaces, "--fork", "--kill-child"]
-    cmd = [_unshare(), "--mount", "--propagation", "private", *namespaces, "--",
-           sys.executable, "-I", "-S", "-c", _BOOT, _PACKAGE_DIR]
-    child = _child(cmd, tool is not None)
+    child = _child(_command(namespaces, overlay), tool is not None)
     proc, ctl_w, ready_r, ready_w = child.proc, child.ctl_w, child.ready_r, child.ready_w
     session = _Session(proc, child.out_r, child.ctl_r, on_output)
     with _RUNNING_LOCK:
@@ -311,7 +330,9 @@ class _Session:
             self.proc.kill()
 
     def close(self) -> None:
-        """Close the lifeline and the pipes, and reap the init."""
+        """Close the lifeline and the pipes, and reap the init: in the background once it
+        has sent its final reply (its exit may still be unmounting the step's overlay, which
+        nothing here waits for; `reaper.settle` does, as a build ends)."""
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
@@ -320,20 +341,30 @@ class _Session:
         self.sel.close()
         for fd in self.fds:
             os.close(fd)
-        _reap(self.proc)
+        if self._final() is not None and self.proc.poll() is None:
+            reaper.reap(self.proc)
+        else:
+            _reap(self.proc)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         if self.step_pidfd is not None:
             os.close(self.step_pidfd)
 
-    def result(self) -> dict[str, Any]:
-        """The final reply, turned into an exception when it reports one."""
+    def _final(self) -> dict[str, Any] | None:
+        """The final reply, if the child sent it."""
         final: dict[str, Any] | None = None
+        if b'"status"' not in self.replies:
+            return None
         for line in self.replies.splitlines():
             if line.strip():
                 message = json.loads(line)
                 if "status" in message:
                     final = message
+        return final
+
+    def result(self) -> dict[str, Any]:
+        """The final reply, turned into an exception when it reports one."""
+        final = self._final()
         if final is None:
             lines = self.diagnostics.decode("utf-8", "replace").strip().splitlines()
             why = lines[-1] if lines else f"exit status {self.proc.returncode}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from layerbuild.nsmap import in_user_namespace
 from layerbuild.sandbox import fuse, seccomp
-from layerbuild.sandbox.launch import call
+from layerbuild.sandbox.launch import call, prepare
 from layerbuild.sandbox.spec import (
     CopyItem,
     PreviousLayer,
@@ -37,16 +37,36 @@ def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) 
     its non-zero exit code (128+N when killed by signal N). Unless `spec.seccomp` is False,
     the step's system calls are filtered by Docker's default seccomp profile.
     """
-    if spec.network == "default":
-        # Rootless, the default is the host's network, as Buildah's: a private one needs
-        # /dev/net/tun open to the user, which many hosts do not give.
-        spec = replace(spec, network="host" if in_user_namespace() else "private")
-    namespaces = _RUN_NAMESPACES + (("--net",) if spec.network != "host" else ())
+    spec = replace(spec, network=_network(spec.network))
     request = {"op": "run", "root": encode_root(root), "run": encode_run(spec),
                "seccomp": seccomp.program() if spec.seccomp else None}
-    reply = call(request, namespaces, on_output, spec.timeout, spec.network == "private")
+    reply = call(request, _run_namespaces(spec.network), on_output, spec.timeout,
+                 spec.network == "private")
     _settle(root)
     return int(reply["exit"])
+
+
+def _network(network: str) -> str:
+    # Rootless, the default is the host's network, as Buildah's: a private one needs
+    # /dev/net/tun open to the user, which many hosts do not give.
+    if network == "default":
+        return "host" if in_user_namespace() else "private"
+    return network
+
+
+def _run_namespaces(network: str) -> tuple[str, ...]:
+    return _RUN_NAMESPACES + (("--net",) if network != "host" else ())
+
+
+def prepare_run(network: str, count: int = 1) -> None:
+    """Start the children of RUN steps on `network` before the steps (`launch.prepare`)."""
+    network = _network(network)
+    prepare(_run_namespaces(network), network == "private", count)
+
+
+def prepare_copy(count: int = 1) -> None:
+    """Start the children of COPY, WORKDIR or image reads before them (`launch.prepare`)."""
+    prepare((), count=count)
 
 
 def _settle(root: StepRoot) -> None:

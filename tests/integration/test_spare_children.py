@@ -27,6 +27,26 @@ def _children() -> list[int]:
     return out
 
 
+def _counting(monkeypatch: pytest.MonkeyPatch) -> tuple[list[list[str]], list[list[str]]]:
+    """The command of every child started, and of every one handed to a step, from now."""
+    started: list[list[str]] = []
+    handed: list[list[str]] = []
+    real_start, real_child = launch._start, launch._child
+
+    def counting(cmd: list[str], stack: bool) -> launch._Child:
+        started.append(cmd)
+        return real_start(cmd, stack)
+
+    def handing(cmd: list[str], stack: bool) -> launch._Child:
+        handed.append(cmd)
+        return real_child(cmd, stack)
+
+    monkeypatch.setattr(launch, "_start", counting)
+    monkeypatch.setattr(launch, "_child", handing)
+    launch.discard_spares()  # what earlier tests in this process asked for is gone
+    return started, handed
+
+
 def test_runs_use_spares_and_none_is_left(tmp_path: Path, base: str, store_root: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     need_root()
@@ -34,23 +54,45 @@ def test_runs_use_spares_and_none_is_left(tmp_path: Path, base: str, store_root:
     ctx.mkdir()
     (ctx / "Buildfile").write_text(f"FROM {base}\n" + "".join(
         f"RUN echo {n} > /f{n}\n" for n in range(5)))
-    started: list[list[str]] = []
-    real = launch._start
-
-    def counting(cmd: list[str], stack: bool) -> launch._Child:
-        started.append(cmd)
-        return real(cmd, stack)
-
-    monkeypatch.setattr(launch, "_start", counting)
-    launch.discard_spares()  # what earlier tests in this process asked for is forgotten
+    started, handed = _counting(monkeypatch)
     before = _children()
     image = layerbuild.build(ctx, store=store_root, network="none")
     assert image is not None
-    runs = [c for c in started if "--pid" in c]
-    # 5 RUN children handed out: the first two started on demand, a spare started beside
-    # each from the second on (three of them handed out, the last one discarded).
-    assert len(runs) == 6
-    assert set(_children()) <= set(before)  # the unused spare ended with the build
+    # Each RUN's child was asked for ahead (the first as the stage started, each next one
+    # as the step before ran): five started, five handed out, none to spare.
+    assert len([c for c in handed if "--pid" in c]) == 5
+    assert len([c for c in started if "--pid" in c]) == 5
+    assert set(_children()) <= set(before)
+    assert launch._SPARES == {}
+
+
+def test_copies_and_runs_of_one_build_start_no_child_in_vain(
+        tmp_path: Path, base: str, store_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    need_root()
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    for i in range(50):
+        (ctx / "src" / f"f{i}").write_text(f"{i}\n")
+    (ctx / "Buildfile").write_text(f"FROM {base}\nWORKDIR /app\nCOPY src /app/\n"
+                                   "RUN ls /app > /list\nRUN cat /list\n")
+    started, handed = _counting(monkeypatch)
+    before = _children()
+    image = layerbuild.build(ctx, store=store_root, network="none")
+    assert image is not None
+    runs = [c for c in handed if "--pid" in c]
+    assert len(runs) == 2 and len(handed) == 4  # WORKDIR, COPY, two RUNs
+    assert sorted(map(str, started)) == sorted(map(str, handed))
+    assert set(_children()) <= set(before)
+    assert launch._SPARES == {}
+    # Rebuilt after a change to the copied files, the COPY takes the child asked for as
+    # the stage started (the WORKDIR, cached, took none), and the RUNs theirs.
+    (ctx / "src" / "f3").write_text("changed\n")
+    started.clear()
+    handed.clear()
+    assert layerbuild.build(ctx, store=store_root, network="none") is not None
+    assert len(handed) == 3
+    assert sorted(map(str, started)) == sorted(map(str, handed))
+    assert set(_children()) <= set(before)
     assert launch._SPARES == {}
 
 

@@ -33,9 +33,12 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.config": ("pure", "buildfile errors image", ""),
     "builder.copying": ("effect", "builder.stepcontext buildfile context errors image layer "
                                   "sandbox.entries sandbox.spec users", ""),
-    "builder.engine": ("effect", "builder builder.bases builder.config builder.plan builder.report "
-                                 "builder.sandbox builder.schedule builder.shared builder.state "
-                                 "builder.stepcontext builder.steps builder.steptext buildfile "
+    "builder.early": ("effect", "builder.copying builder.stepcontext buildfile digest image "
+                                "sandbox.spec", ""),
+    "builder.engine": ("effect", "builder builder.bases builder.config builder.early builder.plan "
+                                 "builder.report builder.sandbox builder.schedule builder.shared "
+                                 "builder.state builder.stepcontext builder.steps builder.steptext "
+                                 "buildfile "
                                  "cache.exchange cache.index cache.inputs cache.keys "
                                  "cache.records cache.stat context digest errors events fetching "
                                  "image registry registry.platforms request store", ""),
@@ -53,7 +56,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.stepcontext": ("effect", "builder builder.config buildfile context digest errors "
                                       "image sandbox.spec store",
                                      "builder.sandbox builder.state events request"),
-    "builder.steps": ("effect", "builder builder.config builder.copying builder.plan "
+    "builder.steps": ("effect", "builder builder.config builder.copying builder.early builder.plan "
                                 "builder.sandbox builder.stepcontext buildfile digest errors "
                                 "events image ingest sandbox.spec store users", ""),
     "builder.steptext": ("pure", "builder.config buildfile", ""),
@@ -152,7 +155,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sandbox.fuse": ("effect", "errors layer.whiteout nsmap sandbox sandbox.libc", ""),
     "sandbox.identity": ("effect", "sandbox.inroot users", ""),
     "sandbox.inroot": ("effect", "errors sandbox sandbox.libc", ""),
-    "sandbox.launch": ("effect", "errors nsmap sandbox sandbox.fuse sandbox.network users", ""),
+    "sandbox.launch": ("effect", "errors nsmap sandbox sandbox.fuse sandbox.network sandbox.reaper "
+                                 "users", ""),
     "sandbox.layers": ("effect", "errors nsmap sandbox sandbox.inroot sandbox.libc", ""),
     "sandbox.libc": ("effect", "", ""),
     "sandbox.mounts": ("effect", "errors sandbox sandbox.inroot sandbox.layers sandbox.libc", ""),
