@@ -60,10 +60,10 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                 "builder.sandbox builder.stepcontext buildfile digest errors "
                                 "events image ingest sandbox.spec store users", ""),
     "builder.steptext": ("pure", "builder.config buildfile", ""),
-    "buildfile": ("pure", "buildfile.args buildfile.convert buildfile.dump buildfile.expand "
+    "buildfile": ("pure", "buildfile.expand", "buildfile.args buildfile.convert buildfile.dump "
                           "buildfile.ignore buildfile.instructions buildfile.limits "
                           "buildfile.mounts buildfile.parser buildfile.ports buildfile.stages "
-                          "buildfile.template", ""),
+                          "buildfile.template"),
     "buildfile.args": ("pure", "buildfile.expand buildfile.instructions buildfile.stages", ""),
     "buildfile.convert": ("pure", "buildfile.flags buildfile.healthcheck buildfile.instructions "
                                   "buildfile.mounts buildfile.parser buildfile.words errors", ""),
