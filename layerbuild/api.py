@@ -261,7 +261,7 @@ def load(archive: str | os.PathLike[str], *, store: StoreLike = None,
          progress: Callable[[str], None] | None = None) -> list[Loadable]:
     """Store every image of an archive or OCI layout ("-" is stdin); each item has
     `.image` and `.tags`; `progress` gets a line per layer."""
-    from layerbuild.archive import find_images, open_archive, store_images
+    from layerbuild.archive.load import find_images, open_archive, store_images
 
     target = _store(store)
     with target.staging() as stage:
@@ -280,7 +280,7 @@ def save(images: ImageRef | Sequence[ImageRef], output: str | os.PathLike[str], 
     """Write images to one archive file ("-" is stdout): an OCI layout plus `manifest.json`;
     `notice` hears of tags that several of the images share (tools that pick an image by
     its OCI `ref.name` alone cannot tell them apart)."""
-    from layerbuild.archive import save as save_archive
+    from layerbuild.archive.save import save as save_archive
 
     refs = [images] if isinstance(images, str | Reference | Image) else list(images)
     save_archive(_store(store), [_ref_text(r) for r in refs], str(output), compression, notice)
@@ -291,7 +291,7 @@ def import_rootfs(tarball: str | os.PathLike[str], tag: str | Reference | None =
                   message: str | None = None) -> Image:
     """Store a root filesystem tarball ("-" is stdin) as a one-layer image, like `docker
     import`."""
-    from layerbuild.archive import import_rootfs as import_tarball
+    from layerbuild.archive.rootfs import import_rootfs as import_tarball
 
     ref = Reference.parse(tag) if isinstance(tag, str) else tag
     epoch = resolve_epoch(source_date_epoch)

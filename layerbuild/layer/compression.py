@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
 import struct
 import zlib
 from enum import StrEnum
 from types import TracebackType
-from typing import BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-import zstandard
 from isal import igzip, isal_zlib
 
 from layerbuild.digest import CHUNK
 from layerbuild.errors import FormatError
+
+if TYPE_CHECKING:
+    import zstandard  # imported where a zstd stream is made or read: it is slow to load
 
 # A blob's digest depends on every one of these: changing one changes the digest of every layer
 # written afterwards, so they are pinned here and checked by the tests.
@@ -95,6 +95,8 @@ class CompressWriter:
         if self.kind is Compression.GZIP:
             self._inner = _GzipStream(sink)
         elif self.kind is Compression.ZSTD:
+            import zstandard
+
             zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS,
                                           write_checksum=False, write_content_size=False)
             self._inner = zc.stream_writer(sink, closefd=False)
@@ -193,16 +195,18 @@ class _Replay(io.RawIOBase):
 
 # isal's stubs declare `isal_zlib.error` an instance; it is an exception class.
 _CORRUPT: tuple[type[BaseException], ...] = (
-    EOFError, OSError, ValueError, zlib.error, cast(type[BaseException], isal_zlib.error),
-    lzma.LZMAError, zstandard.ZstdError)
+    EOFError, OSError, ValueError, zlib.error, cast(type[BaseException], isal_zlib.error))
 
 
 class _Decompressed(io.RawIOBase):
-    """Uncompressed bytes of a stream; corrupt input raises FormatError, I/O errors stay OSError."""
+    """Uncompressed bytes of a stream; corrupt input raises FormatError, I/O errors stay OSError
+    (`corrupt`: the errors, besides the common ones, the decoder raises on bad input)."""
 
-    def __init__(self, kind: str, inner: BinaryIO) -> None:
+    def __init__(self, kind: str, inner: BinaryIO,
+                 corrupt: tuple[type[BaseException], ...] = ()) -> None:
         self._kind = kind
         self._inner = inner
+        self._corrupt = _CORRUPT + corrupt
 
     def readable(self) -> bool:
         return True
@@ -212,7 +216,7 @@ class _Decompressed(io.RawIOBase):
             return self._inner.readinto(buf)  # type: ignore[attr-defined]
         except _SourceError as e:
             raise e.error from None
-        except _CORRUPT as e:
+        except self._corrupt as e:
             raise FormatError(f"corrupt {self._kind} stream: {e}") from e
 
 
@@ -239,19 +243,27 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _decoder(head: bytes, raw: _Replay) -> tuple[str, BinaryIO] | None:
-    """The decompressing reader the magic bytes call for, or None for uncompressed data."""
+def _decoder(head: bytes, raw: _Replay) -> _Decompressed | None:
+    """The decompressing reader the magic bytes call for, or None for uncompressed data (the
+    modules of the rarer formats load only for a stream of theirs)."""
     kind = sniff(head)
     if kind == "gzip":
-        return kind, cast(BinaryIO, igzip.IGzipFile(fileobj=raw, mode="rb"))
+        return _Decompressed(kind, cast(BinaryIO, igzip.IGzipFile(fileobj=raw, mode="rb")))
     if kind == "zstd":
+        import zstandard
+
         reader = zstandard.ZstdDecompressor().stream_reader(
             cast(BinaryIO, raw), read_across_frames=True, closefd=False)
-        return kind, cast(BinaryIO, reader)
+        return _Decompressed(kind, cast(BinaryIO, reader), (zstandard.ZstdError,))
     if kind == "xz":
-        return kind, cast(BinaryIO, lzma.LZMAFile(cast(BinaryIO, raw)))
+        import lzma
+
+        return _Decompressed(kind, cast(BinaryIO, lzma.LZMAFile(cast(BinaryIO, raw))),
+                             (lzma.LZMAError,))
     if kind == "bzip2":
-        return kind, cast(BinaryIO, bz2.BZ2File(raw))
+        import bz2
+
+        return _Decompressed(kind, cast(BinaryIO, bz2.BZ2File(raw)))
     return None
 
 
@@ -266,4 +278,4 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
     decoder = _decoder(head, _Replay(head, stream, mark_errors=True))
     if decoder is None:
         return cast(BinaryIO, io.BufferedReader(_Replay(head, stream, mark_errors=False), CHUNK))
-    return cast(BinaryIO, io.BufferedReader(_Decompressed(*decoder), CHUNK))
+    return cast(BinaryIO, io.BufferedReader(decoder, CHUNK))

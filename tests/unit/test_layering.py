@@ -19,10 +19,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "layerbuild"
 
 TABLE: dict[str, tuple[str, str, str]] = {
-    "api": ("effect", "archive builder.engine builder.outputs buildfile.limits cache.options "
-                      "cache.records errors events image reference registry request store "
-                      "userns", "archive.load"),
-    "archive": ("effect", "archive.load archive.rootfs archive.save", ""),
+    "api": ("effect", "archive.load archive.rootfs archive.save builder.engine builder.outputs "
+                      "buildfile.limits cache.options cache.records errors events image "
+                      "reference registry request store userns", ""),
+    "archive": ("pure", "", ""),
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
     "archive.rootfs": ("effect", "errors image ingest layer reference store", ""),
