@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -59,9 +60,12 @@ def _run_namespaces(network: str) -> tuple[str, ...]:
 
 
 def prepare_run(network: str, count: int = 1) -> None:
-    """Start the children of RUN steps on `network` before the steps (`launch.prepare`)."""
+    """Start the children of RUN steps on `network` before the steps (`launch.prepare`), and
+    compile their seccomp filter meanwhile, on a thread (libseccomp's calls free the GIL)."""
     network = _network(network)
     prepare(_run_namespaces(network), network == "private", count)
+    if not seccomp.compiled():
+        threading.Thread(target=seccomp.warm, name="seccomp", daemon=True).start()
 
 
 def prepare_copy(count: int = 1) -> None:

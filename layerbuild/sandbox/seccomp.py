@@ -14,8 +14,9 @@ needs CAP_SYS_ADMIN for that, which the step still holds at that point.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import ctypes
-import functools
 import os
 
 from layerbuild.errors import StepFailed
@@ -115,10 +116,29 @@ def _export(lib: ctypes.CDLL, ctx: int) -> bytes:
         os.close(fd)
 
 
-@functools.cache  # two stages starting at once may both compile it: the same bytes
+_compiled: list[bytes] = []
+_compiling = _thread.allocate_lock()
+
+
 def program() -> bytes:
-    """The filter of every RUN step on this machine, compiled on first use."""
-    return compile_filter(libc.DEFAULT_CAPS, os.uname().machine)
+    """The filter of every RUN step on this machine, compiled on first use (once: a caller
+    that comes while another compiles it waits for that one)."""
+    with _compiling:
+        if not _compiled:
+            _compiled.append(compile_filter(libc.DEFAULT_CAPS, os.uname().machine))
+        return _compiled[0]
+
+
+def compiled() -> bool:
+    """Whether the filter has been compiled already."""
+    return bool(_compiled)
+
+
+def warm() -> None:
+    """Compile the filter ahead of the RUN steps that will need it (run on a thread of its
+    own while another step runs); a failure is left for the step itself to report."""
+    with contextlib.suppress(StepFailed):
+        program()
 
 
 def install(program: bytes) -> None:
