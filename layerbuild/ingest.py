@@ -218,21 +218,25 @@ def _drain(reader: HashingReader) -> None:
 
 def ingest_dir(store: Store, parent: Digest | None, diff: Path, stage: Path,
                source_date_epoch: int | None = None, lease: Path | None = None,
-               linked_from: Path | None = None) -> Ingested:
+               linked_from: Layer | None = None) -> Ingested:
     """Store a staged directory (inside `stage`) as a layer on `parent`; the dir is moved.
 
     The layer's blob is its plain tar, written and hashed in the one walk that also counts
     its size; it is compressed only when it first leaves compressed (`layer_blob`), as
     Docker's store compresses at push. `linked_from` is the layer a COPY hard-linked files of
-    `diff` from (see `write_layer`).
+    `diff` from (see `write_layer`); when its blob is the plain tar this store wrote, their
+    data is copied from there.
     """
     if source_date_epoch is not None:
         clamp_mtimes(diff, source_date_epoch)
     blob_path = stage / f"blob-{os.getpid()}"
+    earlier = linked_from.blob_path if linked_from is not None \
+        and linked_from.media_type == layer_media_type("none") else None
     try:
         with open(blob_path, "wb") as out:
             info = _write_layer(diff, out, Compression.NONE, source_date_epoch,
-                                linked_from=linked_from)
+                                linked_from=linked_from.diff_dir if linked_from else None,
+                                earlier_tar=earlier)
             # Not fsynced: the commit syncs the filesystem once, the blob with the layer dir.
     except OSError as exc:
         _name(exc, "storing a layer", blob_path)

@@ -71,7 +71,8 @@ def copy_step(ctx: StepContext, instr: Copy | Add, base: StepRoot, root: StepRoo
     previous = None
     if ctx.previous is not None:
         layer, changed = ctx.previous
-        previous = PreviousLayer(layer, entry_string(changed), ctx.request.source_date_epoch)
+        previous = PreviousLayer(layer.diff_dir, entry_string(changed),
+                                 ctx.request.source_date_epoch)
     for source in sources:
         if isinstance(instr, Add) and source.startswith(("http://", "https://")):
             _add_url(ctx, instr, root, source, dest, owner, mode, stage,

@@ -92,7 +92,7 @@ from layerbuild.image import (
     timestamp,
 )
 from layerbuild.request import BuildRequest
-from layerbuild.store import Store
+from layerbuild.store import Layer, Store
 
 if TYPE_CHECKING:
     from layerbuild.builder.early import EarlyCopy
@@ -456,7 +456,7 @@ class Build:
                          state.top, state.scope.environment())
 
     def _step_context(self, stage: Stage, lease: Path, events: Events,
-                      previous: tuple[Path, list[str]] | None = None) -> StepContext:
+                      previous: tuple[Layer, list[str]] | None = None) -> StepContext:
         # Loaded here: a fully cached build never needs the sandbox or layer code.
         from layerbuild.builder.stepcontext import StepContext
 
@@ -526,7 +526,7 @@ class Build:
         return source
 
     def _previous_layer(self, slot: str, inputs: StepInputs, lease: Path,
-                        ) -> tuple[Path, list[str]] | None:
+                        ) -> tuple[Layer, list[str]] | None:
         """The layer the last build of this slot made, and the files changed since, when that
         build differs in files only and not in most of them (held for this build)."""
         found = self.cache.previous(slot, inputs)
@@ -539,7 +539,7 @@ class Build:
         if layer is None:
             return None
         self.store.hold(lease, step.chain_id)
-        return layer.diff_dir, changed
+        return layer, changed
 
     def _relinked(self, cached: CachedStep, top: Digest | None, lease: Path, events: Events,
                   step: str, stage: int) -> CachedStep | None:
@@ -716,7 +716,7 @@ class Build:
 
     def _apply(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
                env: dict[str, str], text: str, cached: CachedStep | None,
-               events: Events, previous: tuple[Path, list[str]] | None = None,
+               events: Events, previous: tuple[Layer, list[str]] | None = None,
                early: EarlyCopy | None = None) -> History:
         """Change the stage's state by one step: from the cache, or by running it; returns the
         step's history entry (one without `created_by` is not recorded: ONBUILD). A copy may

@@ -14,7 +14,7 @@ from layerbuild.digest import Digest
 from layerbuild.errors import BuildfileError, LayerbuildError
 from layerbuild.image import Image, ImageConfig, timestamp
 from layerbuild.sandbox.spec import StepRoot
-from layerbuild.store import Store
+from layerbuild.store import Layer, Store
 
 if TYPE_CHECKING:
     from layerbuild.builder.sandbox import Sandbox
@@ -40,7 +40,7 @@ class StepContext:
     """The image a reference names (pulled when the store lacks it, as `--pull` says)."""
     ready: Callable[[Digest | None], None] = lambda _top: None
     """Bring in the layers of a stack that are still only in an imported cache."""
-    previous: tuple[Path, list[str]] | None = None
+    previous: tuple[Layer, list[str]] | None = None
     """For a COPY or ADD whose last build differs in files only: the layer it made and the
     context paths changed since; the copy of a context directory may take the other files
     from that layer (see `sandbox.spec.PreviousLayer`)."""

@@ -19,6 +19,7 @@ from layerbuild.errors import FormatError
 from layerbuild.layer import tarheader as th
 from layerbuild.layer import tree, whiteout
 from layerbuild.layer.compression import FEED_SIZE, Compression, compress_writer
+from layerbuild.layer.splice import EarlierTar
 from layerbuild.layer.whiteout import read_xattrs
 from layerbuild.reading import open_quietly
 
@@ -67,7 +68,7 @@ class Entry:
 
 def write_layer(root: Path, sink: BinaryIO, compression: Compression = Compression.NONE,
                 source_date_epoch: int | None = None, linked_from: Path | None = None,
-                ) -> LayerInfo:
+                earlier_tar: Path | None = None) -> LayerInfo:
     """Write the tree under `root` (not `root` itself) to `sink` as a layer tar.
 
     With `source_date_epoch`, every mtime newer than it is clamped to it. Nothing is held in
@@ -76,28 +77,36 @@ def write_layer(root: Path, sink: BinaryIO, compression: Compression = Compressi
     were hard-linked from (a COPY's reuse of its last layer): a file that is the same inode at
     the same path there is not looked for again in this tree, as the copy linked each of
     that layer's inodes once, and only for files it would have copied as one name.
+    `earlier_tar` is that layer's plain tar, as this store wrote it: the data of such files
+    is copied from there (`splice`), not read from each file again.
     """
     top = os.fsencode(root)
     shared = os.fsencode(linked_from) if linked_from is not None else None
-    if Compression(compression) is Compression.NONE:
-        tar = blob = HashingWriter(sink)  # the blob is the tar: hash it once
-        exporter = _export(top, tar, source_date_epoch, shared)
-        blob.flush()
-    else:
-        blob = HashingWriter(sink)
-        with compress_writer(compression, cast(BinaryIO, blob)) as packed:
-            tar = HashingWriter(cast(BinaryIO, packed))
-            exporter = _export(top, tar, source_date_epoch, shared)
+    earlier = EarlierTar(earlier_tar) if shared is not None and earlier_tar is not None \
+        else None
+    try:
+        if Compression(compression) is Compression.NONE:
+            tar = blob = HashingWriter(sink)  # the blob is the tar: hash it once
+            exporter = _export(top, tar, source_date_epoch, shared, earlier)
+            blob.flush()
+        else:
+            blob = HashingWriter(sink)
+            with compress_writer(compression, cast(BinaryIO, blob)) as packed:
+                tar = HashingWriter(cast(BinaryIO, packed))
+                exporter = _export(top, tar, source_date_epoch, shared, earlier)
+    finally:
+        if earlier is not None:
+            earlier.close()
     return LayerInfo(diff_id=tar.digest, digest=blob.digest, size=blob.size,
                      uncompressed_size=tar.size, newest=exporter.newest,
                      content_size=exporter.content_size)
 
 
 def _export(top: bytes, tar: HashingWriter, source_date_epoch: int | None,
-            shared: bytes | None) -> _Exporter:
+            shared: bytes | None, earlier: EarlierTar | None = None) -> _Exporter:
     """Write the tree's tar; returns the exporter, which counted what it wrote."""
     blocks = _Blocks(tar)
-    exporter = _Exporter(blocks, source_date_epoch, shared)
+    exporter = _Exporter(blocks, source_date_epoch, shared, earlier)
     exporter.run(top)
     blocks.write(th.END_OF_ARCHIVE)
     blocks.flush()
@@ -108,15 +117,21 @@ class _Blocks:
     """The tar stream gathered into FEED_SIZE blocks, file data read straight into them.
 
     Whole blocks go to the hasher and compressor in one call each and without another copy;
-    the compressor needs whole blocks anyway (see compression.FEED_SIZE).
+    the compressor needs whole blocks anyway (see compression.FEED_SIZE). Ranges of another
+    file to be copied as they are (`copy_range`) are read in when the next other bytes come,
+    so that neighbouring ranges are read as one.
     """
 
     def __init__(self, out: HashingWriter) -> None:
         self._out = out
         self._view = memoryview(bytearray(FEED_SIZE))
         self._pos = 0
+        self._range: tuple[int, int, int] | None = None
+        """A range still to be copied: the fd, its start and its end."""
 
     def write(self, data: bytes) -> None:
+        if self._range is not None:
+            self._copy_range()
         view = memoryview(data)
         while view:
             n = min(len(view), FEED_SIZE - self._pos)
@@ -124,19 +139,49 @@ class _Blocks:
             self._pos += n
             view = view[n:]
             if self._pos == FEED_SIZE:
-                self.flush()
+                self._pass()
 
     def read_from(self, fd: int, limit: int) -> int:
         """Append up to `limit` bytes read from `fd`; 0 means end of file."""
+        if self._range is not None:
+            self._copy_range()
         end = self._pos + min(limit, FEED_SIZE - self._pos)
         n = os.readv(fd, [self._view[self._pos : end]])
         self._pos += n
         if self._pos == FEED_SIZE:
-            self.flush()
+            self._pass()
         return n
+
+    def copy_range(self, fd: int, start: int, end: int) -> None:
+        """Append the bytes of `fd` from `start` to `end`, which it holds."""
+        if self._range is not None and self._range[0] == fd and self._range[2] == start:
+            self._range = (fd, self._range[1], end)
+            return
+        if self._range is not None:
+            self._copy_range()
+        self._range = (fd, start, end)
+
+    def _copy_range(self) -> None:
+        assert self._range is not None
+        fd, start, end = self._range
+        self._range = None
+        while start < end:
+            stop = self._pos + min(end - start, FEED_SIZE - self._pos)
+            n = os.preadv(fd, [self._view[self._pos : stop]], start)
+            if n == 0:
+                raise FormatError("the earlier layer's tar ended in an entry it was to give")
+            self._pos += n
+            start += n
+            if self._pos == FEED_SIZE:
+                self._pass()
 
     def flush(self) -> None:
         """Pass on what is gathered (a whole block, or the tail at the end)."""
+        if self._range is not None:
+            self._copy_range()
+        self._pass()
+
+    def _pass(self) -> None:
         if self._pos:
             self._out.write(self._view[: self._pos])  # type: ignore[arg-type]
             self._pos = 0
@@ -181,13 +226,14 @@ class _Exporter:
     """Writes one tree's entries to an uncompressed tar stream."""
 
     def __init__(self, out: _Blocks, source_date_epoch: int | None,
-                 shared: bytes | None = None) -> None:
+                 shared: bytes | None = None, earlier: EarlierTar | None = None) -> None:
         self._out = out
         self._epoch = source_date_epoch
         self._links: dict[tuple[int, int], bytes] = {}
         self.newest = 0
         self.content_size = 0
         self._shared = shared
+        self._earlier = earlier
         self._shared_dir: tuple[bytes | None, int] = (None, -1)
         """The `shared` layer's directory looked in last, and its fd (-1: not there)."""
 
@@ -263,14 +309,16 @@ class _Exporter:
             return
         if stat.S_ISREG(mode):
             self.content_size += st.st_size
-        if st.st_nlink > 1 and not (stat.S_ISREG(mode) and self._linked_from_shared(e)):
+        shared = st.st_nlink > 1 and stat.S_ISREG(mode) and self._linked_from_shared(e)
+        if st.st_nlink > 1 and not shared:
             key = (st.st_dev, st.st_ino)
             if key in self._links:
                 self._out.write(self._header(e, th.HARDLINK, linkname=self._links[key]))
                 return
             self._links[key] = e.rel
         if stat.S_ISREG(mode):
-            self._file(e)
+            if not (shared and self._spliced(e)):
+                self._file(e)
         elif stat.S_ISLNK(mode):
             target = os.readlink(e.name, dir_fd=self._cursor.fd)
             self._out.write(self._header(e, th.SYMLINK, linkname=target))
@@ -281,6 +329,20 @@ class _Exporter:
             self._out.write(self._header(e, th.FIFO))
         else:
             raise FormatError(f"{os.fsdecode(e.rel)}: unsupported file type {mode:o}")
+
+    def _spliced(self, e: Entry) -> bool:
+        """Write a file shared with the `earlier` layer from that layer's tar, where its entry
+        has the very header this one gets; False (nothing written) where it has not."""
+        earlier = self._earlier
+        if earlier is None or not earlier.usable:
+            return False
+        size = e.st.st_size
+        header = self._header(e, th.REGULAR, size=size)
+        at = earlier.find(e.rel, header, size)
+        if at is None:
+            return False
+        self._out.copy_range(earlier.fd, at - len(header), at + size + (-size % th.BLOCK))
+        return True
 
     def _file(self, e: Entry) -> None:
         """Header, then the content read in blocks straight into the tar stream."""

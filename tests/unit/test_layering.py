@@ -112,12 +112,13 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.compression": ("pure", "digest errors", ""),
     "layer.contents": ("effect", "digest errors image layer layer.export layer.tree layer.whiteout",
                                 ""),
-    "layer.export": ("effect", "digest epoch errors layer layer.compression layer.tarheader "
-                               "layer.tree layer.whiteout reading", ""),
+    "layer.export": ("effect", "digest epoch errors layer layer.compression layer.splice "
+                               "layer.tarheader layer.tree layer.whiteout reading", ""),
     "layer.extract": ("effect", "digest errors fsutil layer layer.paths layer.tarread layer.tree "
                                 "layer.whiteout userns", ""),
     "layer.paths": ("effect", "errors", ""),
     "layer.probe": ("effect", "errors layer.compression", ""),
+    "layer.splice": ("effect", "layer layer.tarheader", ""),
     "layer.tarheader": ("pure", "", ""),
     "layer.tarread": ("pure", "errors", ""),
     "layer.tree": ("effect", "errors", ""),
