@@ -495,18 +495,24 @@ class Build:
         if cached is None and self.imported is not None and self._use_cache(stage) \
                 and cacheable(inputs):
             cached, source = self._imported(key, instr, state, linked, lease)
+        # A copy from the context may take files from its slot's last layer.
+        offer = cached is None and early is None and isinstance(instr, Copy | Add) \
+            and not getattr(instr, "from_", None) and self._use_cache(stage) \
+            and not self.request.dry_run
+        found = None
         if cached is None and not state.missed:
             state.missed = True
-            reason = self.cache.why_missed(slot, inputs)
+            if offer:  # the slot read once for both
+                reason, found = self.cache.missed(slot, inputs)
+            else:
+                reason = self.cache.why_missed(slot, inputs)
             if self._use_cache(stage):
                 events.emit(CacheMiss(shown, reason, stage.index))
+        elif offer:
+            found = self.cache.previous(slot, inputs)
         if cached is None and following is not None:
             self._prepare(following, instr)
-        previous = None
-        if cached is None and early is None and isinstance(instr, Copy | Add) \
-                and not getattr(instr, "from_", None) and self._use_cache(stage) \
-                and not self.request.dry_run:
-            previous = self._previous_layer(slot, inputs, lease)
+        previous = self._previous_layer(found, inputs, lease) if found is not None else None
         history = self._apply(stage, state, instr, lease, env, text, cached, events, previous,
                               early if cached is None else None)
         made = cached.diff_id is not None if cached is not None \
@@ -525,13 +531,10 @@ class Build:
         state.key = hashlib.sha256(f"{state.key}+{key}".encode()).hexdigest() if linked else key
         return source
 
-    def _previous_layer(self, slot: str, inputs: StepInputs, lease: Path,
-                        ) -> tuple[Layer, list[str]] | None:
-        """The layer the last build of this slot made, and the files changed since, when that
-        build differs in files only and not in most of them (held for this build)."""
-        found = self.cache.previous(slot, inputs)
-        if found is None:
-            return None
+    def _previous_layer(self, found: tuple[CachedStep, list[str]], inputs: StepInputs,
+                        lease: Path) -> tuple[Layer, list[str]] | None:
+        """The layer the last build of a slot made, and the files changed since (`found`:
+        see `CacheIndex.previous`), when not most of them changed (held for this build)."""
         step, changed = found
         if step.chain_id is None or len(changed) * 2 > len(inputs.files):
             return None

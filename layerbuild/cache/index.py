@@ -18,7 +18,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from layerbuild.cache.keys import StepInputs, changed_files, why_missed
+from layerbuild.cache.keys import StepInputs, changed_files, miss_report, why_missed
 from layerbuild.cache.stat import StatCache
 from layerbuild.digest import Digest
 from layerbuild.fsutil import write_atomic, write_json_lines
@@ -105,6 +105,17 @@ class CacheIndex:
             return None
         step = self.get(str(head.get("key"))) if changed is not None else None
         return None if step is None or changed is None else (step, changed)
+
+    def missed(self, slot: str, now: StepInputs,
+               ) -> tuple[str, tuple[CachedStep, list[str]] | None]:
+        """`why_missed` and `previous` of one reading of the slot."""
+        try:
+            with self._slot(slot) as (head, before, files):
+                reason, changed = miss_report(before, files, now)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return why_missed(None, now), None
+        step = self.get(str(head.get("key"))) if changed is not None else None
+        return reason, None if step is None or changed is None else (step, changed)
 
     @contextlib.contextmanager
     def _slot(self, slot: str) -> Iterator[tuple[dict[str, Any], StepInputs,

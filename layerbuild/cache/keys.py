@@ -125,8 +125,32 @@ def why_missed(before: StepInputs | None, now: StepInputs,
         return "not built before"
     if before.instruction != now.instruction:
         return "the instruction changed"
-    changes = _file_changes(sorted(before.files.items()) if before_files is None
-                            else before_files, now.files)
+    return _reason(before, now, _file_changes(sorted(before.files.items())
+                                              if before_files is None else before_files,
+                                              now.files))
+
+
+def miss_report(before: StepInputs, before_files: Iterable[tuple[str, str]],
+                now: StepInputs) -> tuple[str, list[str] | None]:
+    """`why_missed` and `changed_files` of `before` (its files in sorted order, read as they
+    come) and `now`, from one pass over the files."""
+    if before.instruction != now.instruction:
+        return "the instruction changed", None
+    in_files_only = (before.parent, before.variables, before.extra) == \
+        (now.parent, now.variables, now.extra)
+    first: tuple[str, str] | None = None
+    count = 0
+    changed: list[str] = []
+    for change in _file_differences(before_files, now.files):
+        first, count = first or change, count + 1
+        if in_files_only and change[1] != "was removed":
+            changed.append(change[0])
+    reason = _reason(before, now, None if first is None else (*first, count))
+    return reason, changed if in_files_only else None
+
+
+def _reason(before: StepInputs, now: StepInputs, changes: tuple[str, str, int] | None) -> str:
+    """What differs, besides the instruction, given the files' first change and count."""
     if changes is not None:
         path, verb, count = changes
         more = f" (and {count - 1} more)" if count > 1 else ""

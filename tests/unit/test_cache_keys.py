@@ -143,3 +143,22 @@ def test_file_changes_are_told_as_a_comparison_of_the_two_sets_tells_them() -> N
         assert why_missed(old, new) == by_sets(before, now)
         assert why_missed(StepInputs("p", {}), new, iter(sorted(before.items()))) == \
             by_sets(before, now)
+
+
+def test_one_pass_tells_what_why_missed_and_changed_files_tell() -> None:
+    from itertools import product
+
+    from layerbuild.cache.keys import changed_files, miss_report
+
+    base = StepInputs("p", {"instruction": "COPY . /app/"}, files={"a": "1", "b": "2", "c": "3"})
+    files = [{"a": "1", "b": "2", "c": "3"}, {"a": "1", "b": "9", "d": "4"}, {}, {"c": "3"}]
+    others = [{}, {"parent": "q"}, {"variables": {"X": "1"}}, {"extra": {"e": "1"}},
+              {"instruction": {"instruction": "COPY . /srv/"}}]
+    for now_files, other in product(files, others):
+        now = StepInputs(other.get("parent", "p"),  # type: ignore[arg-type]
+                         other.get("instruction", base.instruction),  # type: ignore[arg-type]
+                         variables=other.get("variables", {}),  # type: ignore[arg-type]
+                         extra=other.get("extra", {}), files=now_files)  # type: ignore[arg-type]
+        before_files = sorted(base.files.items())
+        assert miss_report(base, iter(before_files), now) == (
+            why_missed(base, now), changed_files(base, before_files, now)), (now_files, other)
