@@ -16,6 +16,10 @@ each run), each command is a new process under ``/usr/bin/time -v``, and the tab
 medians and the ratio layerbuild / BuildKit. RUN has no network in either (``--network
 none``: the test engine has no bridge).
 
+With ``--venv`` the layerbuild timed is a fresh virtualenv's install of this checkout (``pip
+install``, not editable), the command a user runs; without it, ``python -m layerbuild.cli`` of
+the interpreter running the runner, with whatever its site-packages load at every start.
+
 BuildKit does its work in dockerd and containerd, so its CPU-seconds are the docker CLI's
 user+sys plus what those daemons (and their reaped children) used meanwhile, read from
 /proc; its peak RSS is the CLI's only, since the daemons' share of one build cannot be
@@ -28,7 +32,7 @@ Needs root, /bin/busybox (busybox-static), /usr/bin/time (package ``time``) and 
 engine at the default socket.
 
 Usage: python benchmarks/peer.py [--runs 3] [--workloads copy-run run10] [--files 2000]
-                                [--debian-rootfs DIR]
+                                [--debian-rootfs DIR] [--venv]
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ APPLETS = ("sh", "ls", "wc", "echo", "cat")
 PHASES = ("cold", "no-op", "one-file", "export")
 BUILDERS = ("layerbuild", "buildkit")
 STARTED = time.time_ns()
+REPO = Path(__file__).resolve().parents[1]
+LAYERBUILD = [sys.executable, "-m", "layerbuild.cli"]
+"""The layerbuild command timed (`--venv`: the one a fresh install gives)."""
 COPY_RUN = f"""\
 FROM {BASE}
 WORKDIR /app
@@ -98,6 +105,17 @@ def make_base(work: Path, debian: Path | None = None) -> Path:
         (root / "bin" / applet).symlink_to("busybox")
     subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
     return tar
+
+
+def install(work: Path) -> list[str]:
+    """The layerbuild command of a fresh virtualenv with this checkout installed in it (not
+    editable), as a user installs it: its interpreter starts without the development
+    environment's path hooks."""
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", str(REPO)], check=True)
+    return [str(venv / "bin/layerbuild")]
 
 
 def make_context(path: Path, workload: Workload) -> None:
@@ -159,7 +177,7 @@ class Peer:
         self.store = work / "store"
 
     def lb(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "layerbuild.cli", "--root", str(self.store), *args]
+        return [*LAYERBUILD, "--root", str(self.store), *args]
 
     def phases(self, builder: str, run: int) -> dict[str, Sample]:
         ours = builder == "layerbuild"
@@ -228,14 +246,14 @@ def rows(name: str, samples: dict[str, dict[str, list[Sample]]]) -> list[str]:
     return out
 
 
-def header(runs: int, base: str) -> list[str]:
+def header(runs: int, base: str, command: str) -> list[str]:
     engine = subprocess.run([DOCKER, "version", "-f", "{{.Server.Version}}"],
                             capture_output=True, text=True).stdout.strip()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), Linux {platform.release()}; "
         f"Docker engine {engine}; {date}; base: {base}; median of {runs} run(s), "
-        "builders interleaved.",
+        f"builders interleaved; layerbuild: {command}.",
         "",
         "| workload | phase | layerbuild s | BuildKit s | ratio | layerbuild CPU s "
         "| BuildKit CPU s | ratio | layerbuild RSS MiB | BuildKit RSS MiB¹ | ratio |",
@@ -253,6 +271,9 @@ def main() -> None:
     parser.add_argument("--debian-rootfs", type=Path,
                         help="a Debian root filesystem (debootstrap) as the base of every "
                              "workload, instead of busybox")
+    parser.add_argument("--venv", action="store_true",
+                        help="time layerbuild installed into a fresh virtualenv (pip install "
+                             "of this checkout), as users run it, not this interpreter's")
     args = parser.parse_args()
     if subprocess.run([DOCKER, "info"], capture_output=True).returncode != 0:
         sys.exit("peer: no Docker engine answers at the default socket")
@@ -261,11 +282,14 @@ def main() -> None:
     chosen = workloads(args.files)
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         work = Path(tmp)
+        if args.venv:
+            LAYERBUILD[:] = install(work)
         base_tar = make_base(work, args.debian_rootfs)
         subprocess.run([DOCKER, "import", str(base_tar), BASE], check=True,
                        stdout=subprocess.DEVNULL)
         lines = header(args.runs, "Debian (debootstrap minbase)" if args.debian_rootfs
-                       else "busybox")
+                       else "busybox", "a fresh virtualenv's install" if args.venv
+                       else f"{sys.executable} -m layerbuild.cli")
         try:
             for name in args.workloads:
                 lines += rows(f"{name} ({chosen[name].files} files)" if chosen[name].files
