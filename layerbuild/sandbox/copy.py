@@ -369,11 +369,13 @@ class Copier:
               owner: tuple[int, int, int], group: int, source: str | None) -> None:
         key = (group, st.st_dev, st.st_ino)
         first = self.links.get(key) if st.st_nlink > 1 else None
+        if first is None and self.reuse is not None:
+            fd, at = self._at(dest)
+            if fd is not None and self._reused(source, st, at, owner, dest):
+                return
         fd, at = self._replace(dest)
         if first is not None:
             self._link(first, dest)
-            return
-        if fd is not None and self._reused(source, st, at, owner):
             return
         src = self._open(parent, name, _FILE)
         try:
@@ -408,9 +410,10 @@ class Copier:
         return posixpath.join(os.path.realpath(parent).lstrip("/"), name)
 
     def _reused(self, source: str | None, st: os.stat_result, at: str,
-                owner: tuple[int, int, int]) -> bool:
-        """Whether the file for `source` was linked at `at` (in the upper dir) from the
-        previous layer (see `Reuse`)."""
+                owner: tuple[int, int, int], dest: str) -> bool:
+        """Whether the file for `source` was linked at `at` (in the upper dir, for `dest`)
+        from the previous layer (see `Reuse`); what was at `at` is replaced only then (most
+        often nothing is: the link is tried first)."""
         reuse = self.reuse
         if reuse is None or source is None or st.st_nlink > 1 or source in reuse.changed:
             return False
@@ -429,8 +432,14 @@ class Copier:
                                     uid, gid):
             return False
         try:
-            os.link(name, at, src_dir_fd=layer_dir, dst_dir_fd=self.upper,
-                    follow_symlinks=False)
+            try:
+                os.link(name, at, src_dir_fd=layer_dir, dst_dir_fd=self.upper,
+                        follow_symlinks=False)
+            except FileExistsError:  # an earlier item wrote this dest: the later one wins
+                self._looked = None
+                self._replace(dest)
+                os.link(name, at, src_dir_fd=layer_dir, dst_dir_fd=self.upper,
+                        follow_symlinks=False)
         except OSError as exc:
             if exc.errno not in _CANNOT_LINK:
                 raise
@@ -438,6 +447,7 @@ class Copier:
                 reuse.close()
                 self.reuse = None
             return False
+        self._looked = None  # what `_isdir` saw at dest is gone
         reuse.inodes.add(was.st_ino)
         return True
 

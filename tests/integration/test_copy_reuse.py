@@ -104,3 +104,28 @@ def test_a_changed_mode_or_owner_is_copied_again(lb, base: str, store_root: Path
     owned = os.lstat(_copy_layer(store_root, "app:3") / "app/a/run.sh")
     assert owned.st_ino != os.lstat(after / "app/a/run.sh").st_ino
     assert (owned.st_uid, owned.st_gid) == (7, 8)
+
+
+def test_a_later_source_still_wins_a_path_both_write(lb, base: str, store_root: Path,
+                                                     tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    for src in ("one", "two"):
+        for name in ("same.txt", f"only-{src}.txt", "d/deep.txt"):
+            (ctx / src / name).parent.mkdir(parents=True, exist_ok=True)
+            (ctx / src / name).write_text(f"{src}: {name}\n")
+    for path in ctx.rglob("*"):
+        os.utime(path, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
+    text = "FROM base\nCOPY one/ two/ /srv/\nRUN cat /srv/same.txt /srv/d/deep.txt\n"
+    (ctx / "Buildfile").write_text(text)
+    lb("build", "-t", "two:1", str(ctx))
+    (ctx / "one/only-one.txt").write_text("changed\n")
+    lb("build", "-t", "two:2", str(ctx))
+    layer = _copy_layer(store_root, "two:2")
+    assert (layer / "srv/same.txt").read_text() == "two: same.txt\n"
+    assert (layer / "srv/d/deep.txt").read_text() == "two: d/deep.txt\n"
+    assert (layer / "srv/only-one.txt").read_text() == "changed\n"
+    fresh = tmp_path / "fresh"
+    lb("save", "base", "-o", str(tmp_path / "base.tar"))
+    run_cli(fresh, "load", "-i", str(tmp_path / "base.tar"))
+    run_cli(fresh, "build", "-t", "two:2", str(ctx))
+    assert _diff_ids(fresh, "two:2")[:2] == _diff_ids(store_root, "two:2")[:2]
