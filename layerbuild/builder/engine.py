@@ -6,6 +6,7 @@ filesystem step runs is in `steps`, and every mount or process is the sandbox's.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import threading
 import time
@@ -102,6 +103,9 @@ if TYPE_CHECKING:
     from layerbuild.registry import Registry
 
 COMMENT = "buildkit.dockerfile.v0"
+LOOKAHEAD = 2
+"""Filesystem steps whose processes are asked for ahead of them: a step shorter than a
+process's start (an `echo`) then finds the next one started already."""
 EPOCH_ARG = "SOURCE_DATE_EPOCH"
 
 
@@ -312,26 +316,35 @@ class Build:
             state.config = state.config.with_config(OnBuild=None)
             events.total += len(triggers)
         steps += [(instr, str(n), None) for n, instr in enumerate(stage.instructions)]
-        following: Instruction | None = None
-        nexts: list[Instruction | None] = []
-        for instr, _, _ in reversed(steps):  # each step's next filesystem step
-            nexts.append(following)
-            following = instr if isinstance(instr, Run | Copy | Add | Workdir) else following
+        coming: collections.deque[Instruction] = collections.deque()
+        nexts: list[tuple[Instruction, ...]] = []
+        for instr, _, _ in reversed(steps):  # the filesystem steps after each step
+            nexts.append(tuple(coming))
+            if isinstance(instr, Run | Copy | Add | Workdir):
+                coming.appendleft(instr)
+                if len(coming) > LOOKAHEAD:
+                    coming.pop()
         nexts.reverse()
-        if following is not None:  # the stage's first: a child for it starts meanwhile
-            self._prepare(following)
+        # The stage's first filesystem step, which may well be cached: its child only.
+        self._prepare(tuple(coming)[:1])
         for (instr, position, label), after in zip(steps, nexts, strict=True):
             state = self._dispatch(stage, state, instr, lease, position, events, label, after)
         return state
 
-    def _prepare(self, instr: Instruction, running: Instruction | None = None) -> None:
-        """Let the sandbox start the process of a filesystem step that is likely to run, while
-        the step `running` (which takes a process of its own first) runs."""
-        if self.request.dry_run:
+    def _prepare(self, upcoming: tuple[Instruction, ...],
+                 running: Instruction | None = None) -> None:
+        """Let the sandbox start the processes of filesystem steps likely to run, while the
+        step `running` (which takes a process of its own first) runs."""
+        if self.request.dry_run or not upcoming:
             return
-        kind = self._child_kind(instr)
-        count = 2 if running is not None and self._child_kind(running) == kind else 1
-        self.sandbox.prepare(*kind, count=count)
+        wanted: dict[tuple[str, str], int] = {}
+        for instr in upcoming:
+            kind = self._child_kind(instr)
+            wanted[kind] = wanted.get(kind, 0) + 1
+        if running is not None and (kind := self._child_kind(running)) in wanted:
+            wanted[kind] += 1
+        for (kind_name, network), count in wanted.items():
+            self.sandbox.prepare(kind_name, network, count=count)
 
     def _child_kind(self, instr: Instruction) -> tuple[str, str]:
         if isinstance(instr, Run):
@@ -387,7 +400,7 @@ class Build:
 
     def _dispatch(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
                   position: str, events: StageEvents, label: str | None = None,
-                  following: Instruction | None = None) -> StageState:
+                  following: tuple[Instruction, ...] = ()) -> StageState:
         if self._stopping.is_set():
             raise Stopped()
         shown = label or steptext.step_text(instr, state.scope.environment(),
@@ -420,15 +433,15 @@ class Build:
 
     def _step(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
               position: str, events: StageEvents, shown: str,
-              following: Instruction | None = None) -> str | None:
+              following: tuple[Instruction, ...] = ()) -> str | None:
         """One step into `state`: its cache key, then its result from the cache or by
         running it; None when it ran, else where it came from ("" for this store's cache,
-        else the imported cache's name). When it runs, the process of the `following`
-        filesystem step, which is then likely to run too, is started meanwhile."""
+        else the imported cache's name). When it runs, the processes of the `following`
+        filesystem steps, which are then likely to run too, are started meanwhile."""
         early = self._start_early(stage, state, instr, lease, events)
-        if following is not None and (state.missed or not self._use_cache(stage)):
+        if following and (state.missed or not self._use_cache(stage)):
             self._prepare(following, instr)  # now, not once the key is known
-            following = None
+            following = ()
         if early is None:
             return self._keyed_step(stage, state, instr, lease, position, events, shown,
                                     following)
@@ -466,10 +479,11 @@ class Build:
 
     def _keyed_step(self, stage: Stage, state: StageState, instr: Instruction, lease: Path,
                     position: str, events: StageEvents, shown: str,
-                    following: Instruction | None, early: EarlyCopy | None = None,
+                    following: tuple[Instruction, ...], early: EarlyCopy | None = None,
                     ) -> str | None:
         """`_step` once any early copy of it has started: the result of that copy is stored
-        only if the key misses, and the process of the `following` step is asked for then."""
+        only if the key misses, and the processes of the `following` steps are asked for
+        then."""
         text = cfg.describe(instr)
         env = state.scope.environment()
         inputs = step_inputs(state.key, instr, env, self.buildfile, stage.index, self.context,
@@ -510,7 +524,7 @@ class Build:
                 events.emit(CacheMiss(shown, reason, stage.index))
         elif offer:
             found = self.cache.previous(slot, inputs)
-        if cached is None and following is not None:
+        if cached is None:
             self._prepare(following, instr)
         previous = self._previous_layer(found, inputs, lease) if found is not None else None
         history = self._apply(stage, state, instr, lease, env, text, cached, events, previous,

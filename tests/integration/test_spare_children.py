@@ -58,8 +58,8 @@ def test_runs_use_spares_and_none_is_left(tmp_path: Path, base: str, store_root:
     before = _children()
     image = layerbuild.build(ctx, store=store_root, network="none")
     assert image is not None
-    # Each RUN's child was asked for ahead (the first as the stage started, each next one
-    # as the step before ran): five started, five handed out, none to spare.
+    # Each RUN's child was asked for ahead (the first as the stage started, the next two as
+    # each step before ran): five started, five handed out, none to spare.
     assert len([c for c in handed if "--pid" in c]) == 5
     assert len([c for c in started if "--pid" in c]) == 5
     assert set(_children()) <= set(before)

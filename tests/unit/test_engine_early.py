@@ -144,8 +144,10 @@ def test_the_processes_of_likely_steps_are_asked_for_ahead(bench: Bench) -> None
     bench.build(BUILDFILE)
     assert bench.sandbox.prepared == [
         ("copy", "none", 1),  # the stage's first filesystem step, as the stage starts
-        ("copy", "none", 2),  # WORKDIR missed: the COPY's, besides the WORKDIR's own
-        ("run", "default", 1),  # the COPY runs: the RUN's
+        # WORKDIR missed: the next two steps' (the COPY's, besides the WORKDIR's own; the
+        # RUN's)...
+        ("copy", "none", 2), ("run", "default", 1),
+        ("run", "default", 1),  # ...and as the COPY runs, the RUN's still
     ]
     bench.sandbox.prepared.clear()
     bench.write("src/f1.txt", "changed")
@@ -153,6 +155,18 @@ def test_the_processes_of_likely_steps_are_asked_for_ahead(bench: Bench) -> None
     # The WORKDIR hits, so only the stage's start and the COPY's miss ask (the COPY, being
     # the first miss, only once its key is known).
     assert bench.sandbox.prepared == [("copy", "none", 1), ("run", "none", 1)]
+
+
+def test_two_steps_ahead_are_asked_for(bench: Bench) -> None:
+    for name in "abc":
+        bench.sandbox.scripts[name] = lambda upper, _spec: 0
+    bench.build("FROM base\nRUN a\nENV X=1\nRUN b\nRUN c\n", network="none")
+    assert bench.sandbox.prepared == [
+        ("run", "none", 1),  # RUN a, as the stage starts
+        ("run", "none", 3),  # RUN a runs: its own, and those of b and c
+        ("run", "none", 2),  # the ENV (no process of its own) is applied: b's and c's
+        ("run", "none", 2),  # RUN b runs: its own, and c's
+    ]
 
 
 def test_nothing_is_asked_for_in_a_dry_run(bench: Bench) -> None:
