@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from layerbuild.builder.copying import copy_step
-from layerbuild.builder.stepcontext import StepContext, layer_dirs
+from layerbuild.builder.stepcontext import StepContext, new_step_root
 from layerbuild.buildfile import Add, Copy
 from layerbuild.digest import Digest
 from layerbuild.image import ImageConfig
@@ -31,10 +31,7 @@ class EarlyCopy:
                  top: Digest | None, env: Mapping[str, str]) -> None:
         self._stack = contextlib.ExitStack()
         self.stage = self._stack.enter_context(ctx.store.staging())
-        upper, work = self.stage / "upper", self.stage / "work"
-        upper.mkdir()
-        work.mkdir()
-        self.root = StepRoot(tuple(layer_dirs(ctx.store, top)), upper, work)
+        self.root = new_step_root(ctx.store, top, self.stage)
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._copy, args=(ctx, instr, config, env), name="early-copy", daemon=True)

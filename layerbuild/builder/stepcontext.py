@@ -54,6 +54,14 @@ def layer_dirs(store: Store, top: Digest | None) -> list[Path]:
     return [layer.diff_dir for layer in store.stack(top)]
 
 
+def new_step_root(store: Store, top: Digest | None, stage: Path) -> StepRoot:
+    """A step's root on the stack `top`: its upper and work dirs made in the staging dir."""
+    upper, work = stage / "upper", stage / "work"
+    upper.mkdir()
+    work.mkdir()
+    return StepRoot(tuple(layer_dirs(store, top)), upper, work)
+
+
 def made_time(config: ImageConfig, epoch: int | None) -> int:
     """The time for directories a step makes without a source: that of the step before (for
     a new image, SOURCE_DATE_EPOCH or 0)."""

@@ -18,6 +18,7 @@ from layerbuild.builder.stepcontext import (
     StepContext,
     layer_dirs,
     made_time,
+    new_step_root,
     read_texts,
     source_top,
 )
@@ -43,14 +44,9 @@ def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfi
     step made; returns the new layer's diff_id, chain ID and newest mtime."""
     if early is not None:
         stage, root = early.result()
-        got = ingest_dir(ctx.store, top, root.upper, stage, ctx.request.source_date_epoch,
-                         lease=ctx.lease)
-        return got.record.diff_id, got.record.chain_id, got.newest
+        return _stored(ctx, top, root.upper, stage)
     with ctx.store.staging() as stage:
-        upper, work = stage / "upper", stage / "work"
-        upper.mkdir()
-        work.mkdir()
-        root = StepRoot(tuple(layer_dirs(ctx.store, top)), upper, work)
+        root = new_step_root(ctx.store, top, stage)
         if isinstance(instr, Run):
             _run(ctx, instr, root, config, env)
         elif isinstance(instr, Workdir):
@@ -58,10 +54,17 @@ def run_filesystem_step(ctx: StepContext, instr: Instruction, config: ImageConfi
         else:
             # --link: written into an empty tree, so the layer is the same on any base (the
             # base is only read, for --chown names).
-            into = StepRoot((), upper, work) if is_linked(instr) else root
+            into = StepRoot((), root.upper, root.work) if is_linked(instr) else root
             copy_step(ctx, instr, root, into, config, env, stage)  # type: ignore[arg-type]
-        got = ingest_dir(ctx.store, top, upper, stage, ctx.request.source_date_epoch,
-                         lease=ctx.lease, linked_from=ctx.previous[0] if ctx.previous else None)
+        return _stored(ctx, top, root.upper, stage,
+                       linked_from=ctx.previous[0] if ctx.previous else None)
+
+
+def _stored(ctx: StepContext, top: Digest | None, upper: Path, stage: Path,
+            linked_from: Layer | None = None) -> tuple[Digest, Digest, int]:
+    """The step's upper dir stored as a layer on `top`: its diff_id, chain ID, newest mtime."""
+    got = ingest_dir(ctx.store, top, upper, stage, ctx.request.source_date_epoch,
+                     lease=ctx.lease, linked_from=linked_from)
     return got.record.diff_id, got.record.chain_id, got.newest
 
 
