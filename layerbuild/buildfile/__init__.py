@@ -14,8 +14,6 @@ modules on first use, so a module that needs one part (say, `.ignore`) loads onl
 
 from __future__ import annotations
 
-import importlib
-
 # Loaded at once: the module `expand` and the function of that name must not be confused, and
 # importing the module (as another name's home) would bind its name here to the module.
 from layerbuild.buildfile.expand import (
@@ -25,11 +23,10 @@ from layerbuild.buildfile.expand import (
     expand_words,
     expands_variables,
 )
+from layerbuild.lazy import lazy_names
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
-    from typing import Any
-
     from layerbuild.buildfile.args import (
         PLATFORM_ARGS,
         PROXY_ARGS,
@@ -214,10 +211,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOMES, globals())

@@ -9,12 +9,10 @@ The names below are imported on first use, so the sandbox's own child process (w
 
 from __future__ import annotations
 
-import importlib
+from layerbuild.lazy import lazy_names
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
-    from typing import Any
-
     from layerbuild.sandbox.launch import stop_all
     from layerbuild.sandbox.ops import (
         copy_into,
@@ -38,10 +36,4 @@ __all__ = ["CopyItem", "Mount", "RunSpec", "StepRoot", "copy_into", "export_merg
            "stop_all"]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOMES, globals())

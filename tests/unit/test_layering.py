@@ -60,8 +60,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                 "builder.sandbox builder.stepcontext buildfile digest errors "
                                 "events image ingest sandbox.spec store users", ""),
     "builder.steptext": ("pure", "builder.config buildfile", ""),
-    "buildfile": ("pure", "buildfile.expand", "buildfile.args buildfile.convert buildfile.dump "
-                          "buildfile.ignore buildfile.instructions buildfile.limits "
+    "buildfile": ("pure", "buildfile.expand lazy", "buildfile.args buildfile.convert "
+                          "buildfile.dump buildfile.ignore buildfile.instructions buildfile.limits "
                           "buildfile.mounts buildfile.parser buildfile.ports buildfile.stages "
                           "buildfile.template"),
     "buildfile.args": ("pure", "buildfile.expand buildfile.instructions buildfile.stages", ""),
@@ -124,6 +124,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.tree": ("effect", "errors", ""),
     "layer.whiteout": ("effect", "nsmap", ""),
     "layerbuild": ("pure", "", "api"),
+    "lazy": ("pure", "", ""),
     "nsmap": ("effect", "", ""),
     "privilege": ("effect", "nsmap userns", ""),
     "progress": ("effect", "events sizes", ""),
@@ -146,7 +147,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "registry.transport": ("effect", "errors registry registry.challenge registry.credentials "
                                      "registry.errors registry.hosts", ""),
     "request": ("pure", "errors reference", "cache.options"),
-    "sandbox": ("effect", "", "sandbox.launch sandbox.ops sandbox.spec"),
+    "sandbox": ("effect", "lazy", "sandbox.launch sandbox.ops sandbox.spec"),
     "sandbox.child": ("effect", "errors sandbox sandbox.copy sandbox.entries sandbox.identity "
                                 "sandbox.inroot sandbox.layers sandbox.libc sandbox.step users",
                       ""),
