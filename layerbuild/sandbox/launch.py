@@ -217,9 +217,17 @@ def call(request: dict[str, Any], namespaces: Sequence[str],
             request = {**request, "fuse": overlay.program}
         session.send({**request, "control_fd": ctl_w,
                       **({"network_fd": ready_r} if tool else {})})
+        unstarted: StepFailed | None = None
         if tool:
-            stack = network.start(tool, proc.pid, ready_w, _unshare())
+            try:
+                stack = network.start(tool, proc.pid, ready_w, _unshare())
+            except StepFailed as exc:
+                # A child that fails before its step runs (a spare sets up at once) may be
+                # gone before its network could be made: its own reply then says why.
+                unstarted = exc
         session.pump(None if timeout is None else time.monotonic() + timeout)
+        if unstarted is not None and not session.failed_on_its_own():
+            raise unstarted
     except BaseException:
         session.kill()
         raise
@@ -361,6 +369,12 @@ class _Session:
                 if "status" in message:
                     final = message
         return final
+
+    def failed_on_its_own(self) -> bool:
+        """Whether the child's final reply is a failure of its own, not its network's."""
+        final = self._final()
+        return final is not None and final.get("status") != "ok" \
+            and not network.not_ready(str(final.get("message", "")))
 
     def result(self) -> dict[str, Any]:
         """The final reply, turned into an exception when it reports one."""

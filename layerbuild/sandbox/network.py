@@ -160,9 +160,14 @@ def _new_netns(pid: int) -> int:
         time.sleep(0.0005)
 
 
+def not_ready(message: str) -> bool:
+    """Whether a child's failure is that the stack never said its network was up."""
+    return message.startswith(_NOT_READY)
+
+
 def explained(error: StepFailed, said: str) -> StepFailed:
     """The child's failure, with the stack's last words when the network did not come up."""
-    if said and str(error).startswith(_NOT_READY):
+    if said and not_ready(str(error)):
         return StepFailed(f"{error}: {said}")
     return error
 
