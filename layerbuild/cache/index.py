@@ -18,7 +18,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from layerbuild.cache.keys import StepInputs, changed_files, miss_report, why_missed
+from layerbuild.cache.keys import StepInputs, miss_report, why_missed
 from layerbuild.cache.stat import StatCache
 from layerbuild.digest import Digest
 from layerbuild.fsutil import write_atomic, write_json_lines
@@ -98,13 +98,7 @@ class CacheIndex:
         """The last build of this slot, when it differs from `now` in files only: its cached
         result and the paths of `now`'s files that are new or changed since (see
         `keys.changed_files`); None otherwise, or when its result is not cached."""
-        try:
-            with self._slot(slot) as (head, before, files):
-                changed = changed_files(before, files, now)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
-        step = self.get(str(head.get("key"))) if changed is not None else None
-        return None if step is None or changed is None else (step, changed)
+        return self.missed(slot, now)[1]
 
     def missed(self, slot: str, now: StepInputs,
                ) -> tuple[str, tuple[CachedStep, list[str]] | None]:
