@@ -128,14 +128,15 @@ def read_stream(path: Path) -> bytes | None:
     """
     import stat
 
-    from layerbuild.buildfile.limits import MAX_BUILDFILE_BYTES
-
+    stdin = str(path) == "/dev/stdin"
     try:
-        if str(path) == "/dev/stdin":  # fd 0 itself: a socket cannot be opened again
+        if not stdin and stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        from layerbuild.buildfile.limits import MAX_BUILDFILE_BYTES  # streams only
+
+        if stdin:  # fd 0 itself: a socket cannot be opened again
             with open(0, "rb", closefd=False) as f:
                 return f.read(MAX_BUILDFILE_BYTES + 1)
-        if stat.S_ISREG(os.stat(path).st_mode):
-            return None
         with open(path, "rb") as f:
             return f.read(MAX_BUILDFILE_BYTES + 1)
     except FileNotFoundError:
@@ -194,10 +195,11 @@ def build(context: str | os.PathLike[str], *, tags: Iterable[str | Reference] = 
 
     check_allow(tuple(allow))
 
-    from layerbuild.builder.outputs import check_outputs
-
     wanted = [_output(o) for o in outputs]
-    check_outputs(wanted)
+    if wanted:
+        from layerbuild.builder.outputs import check_outputs
+
+        check_outputs(wanted)
     path = find_buildfile(context, buildfile)
     request = BuildRequest(
         context=Path(context), buildfile=path, buildfile_data=read_stream(path),

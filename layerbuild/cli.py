@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerbuild import __version__, api
 from layerbuild.errors import LayerbuildError, StoreError, os_error_text
 from layerbuild.reference import Reference
 from layerbuild.store import Layer, Store, default_root
+
+if TYPE_CHECKING:  # types only: the output code loads for builds that have outputs
+    from layerbuild.builder.outputs import Output
 
 Command = Callable[[Store, argparse.Namespace], int]
 
@@ -35,6 +38,8 @@ def _human(size: float) -> str:
 
 def _ago(created: str | None) -> str:
     """Docker's "5 minutes ago" for an RFC 3339 time."""
+    import datetime  # for the listings only
+
     if not created:
         return ""
     try:
@@ -301,12 +306,21 @@ def _err(line: str = "") -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def cmd_build(store: Store, args: argparse.Namespace) -> int:
+def _outputs(values: Sequence[str]) -> list[Output]:
+    """The parsed `-o` values (the output code loads only for builds that have some)."""
+    if not values:
+        return []
     from layerbuild.builder.outputs import check_outputs, parse_output
+
+    outputs = [parse_output(o) for o in values]
+    check_outputs(outputs)
+    return outputs
+
+
+def cmd_build(store: Store, args: argparse.Namespace) -> int:
     from layerbuild.progress import open_progress
 
-    outputs = [parse_output(o) for o in args.output]
-    check_outputs(outputs)
+    outputs = _outputs(args.output)
     streamed = any(o.to_stdout for o in outputs)
     if streamed and sys.stdout.isatty():
         raise LayerbuildError("-o …,dest=-: refusing to write a tar to a terminal; "
@@ -514,9 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "no_store", False):
             return int(args.func(None, args))
-        from layerbuild.userns import enter
+        if os.geteuid() != 0:  # a user who is not root works in a user namespace of their own
+            from layerbuild.userns import enter
 
-        enter()  # a user who is not root works in a user namespace of their own
+            enter()
         store = _open_store(Path(args.root))
         return int(args.func(store, args))
     except LayerbuildError as exc:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import layerbuild.userns as userns
-from layerbuild.nsmap import missing_range_fix
+from layerbuild.nsmap import is_rootless, missing_range_fix
 from layerbuild.sandbox import fuse, libc
 from layerbuild.subids import IdRange
 
@@ -53,7 +53,7 @@ class Facts:
 def gather(store: Path) -> Facts:
     """Read the host's facts (tries one overlay mount in a child)."""
     plan = userns.plan()
-    rootless = userns.is_rootless()
+    rootless = is_rootless()
     return Facts(
         rootless=rootless, user=plan.user, store=str(store), kernel=platform.release(),
         userns_max=_int("/proc/sys/user/max_user_namespaces"),

@@ -6,7 +6,6 @@ Configs read from elsewhere keep their exact bytes, because the image ID is the 
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import re
 from collections.abc import Mapping
@@ -323,6 +322,8 @@ def layer_media_type(compression: str) -> str:
 
 def rfc3339(epoch: int | None = None) -> str:
     """A UTC timestamp as Docker writes it; `epoch` (SOURCE_DATE_EPOCH) or now."""
+    import datetime as _dt  # loaded by the code that makes or reads times only
+
     if epoch is not None:
         return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -334,6 +335,8 @@ def timestamp(created: str) -> float | None:
     >>> timestamp("1970-01-01T00:01:00.123456789Z")
     60.123456
     """
+    import datetime as _dt
+
     head, dot, rest = created.partition(".")
     if dot:  # Python reads at most microseconds
         digits = len(rest) - len(rest.lstrip("0123456789"))

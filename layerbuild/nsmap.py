@@ -5,6 +5,7 @@ sandbox's child imports it, and every RUN and COPY pays for what the child impor
 
 from __future__ import annotations
 
+import os
 import pwd
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
@@ -26,6 +27,11 @@ def in_user_namespace() -> bool:
     """Whether this process runs in a user namespace other than the host's."""
     text = _uid_map()
     return text is not None and text.split() != _INITIAL
+
+
+def is_rootless() -> bool:
+    """Whether layerbuild runs (or is to run) rootless: not root, or root of a user namespace."""
+    return os.geteuid() != 0 or in_user_namespace()
 
 
 def host_id(uid: int) -> int | None:

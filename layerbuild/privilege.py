@@ -22,7 +22,7 @@ import layerbuild.userns as userns
 def store_hint(root: Path) -> str:
     """What to add to "store ROOT is not usable: permission denied" for a user who is not
     root: whose the store is, and what to do; "" for root."""
-    if not userns.is_rootless():
+    if not nsmap.is_rootless():
         return ""
     owner = _owner(root)
     whose = f"it is {owner}'s" if owner else "it is another user's"
@@ -32,7 +32,7 @@ def store_hint(root: Path) -> str:
 
 def is_denied(exc: OSError, root: Path) -> bool:
     """Whether an error is this non-root user being denied something in the store `root`."""
-    if not userns.is_rootless() or exc.errno not in (errno.EACCES, errno.EPERM):
+    if not nsmap.is_rootless() or exc.errno not in (errno.EACCES, errno.EPERM):
         return False
     name = exc.filename
     if name is None:

@@ -49,11 +49,6 @@ def overflow_uid() -> int:
         return 65534
 
 
-def is_rootless() -> bool:
-    """Whether layerbuild runs (or is to run) rootless: not root, or root of a user namespace."""
-    return os.geteuid() != 0 or in_user_namespace()
-
-
 @dataclass(frozen=True)
 class Plan:
     """The maps a rootless namespace of this user gets, and why it gets no more."""

@@ -35,7 +35,7 @@ from layerbuild.digest import Digest, chain_ids
 from layerbuild.errors import StoreError
 from layerbuild.fsutil import rmtree, temp_writer, write_atomic
 from layerbuild.image import Descriptor, Image
-from layerbuild.nsmap import in_user_namespace
+from layerbuild.nsmap import in_user_namespace, is_rootless
 from layerbuild.reference import Reference
 from layerbuild.store import gc, private
 from layerbuild.store.blobs import Blobs
@@ -43,7 +43,6 @@ from layerbuild.store.distribution import Distribution
 from layerbuild.store.images import ImageDB, ImageEntry
 from layerbuild.store.layers import Layer, LayerDB
 from layerbuild.store.staging import StagingArea, half_written, is_alive
-from layerbuild.userns import is_rootless
 
 __all__ = ["DEFAULT_ROOT", "ImageEntry", "Layer", "Store", "default_root"]
 

@@ -175,7 +175,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "sizes": ("pure", "", ""),
     "store": ("effect", "cache.roots digest errors fsutil image nsmap reference store "
                         "store.blobs store.distribution store.images store.layers "
-                        "store.staging userns",
+                        "store.staging",
                         ""),
     "store.blobs": ("effect", "digest", ""),
     "store.distribution": ("effect", "digest errors fsutil store", ""),
