@@ -93,7 +93,7 @@ def open_store(root: str | os.PathLike[str] | None = None) -> Store:
     chosen = default_root() if root is None else Path(root)
     enter_rootless()
     store = Store(chosen)
-    store.clean_debris()
+    store.tidy()
     return store
 
 

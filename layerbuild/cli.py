@@ -582,7 +582,7 @@ def _open_store(root: Path) -> Store:
         from layerbuild.privilege import store_hint
 
         raise StoreError(f"{exc}{store_hint(root)}") from None
-    store.clean_debris()
+    store.tidy()
     return store
 
 

@@ -17,7 +17,9 @@ it is (the `userxattr` file) and the wrong kind of process is refused on opening
 Every change is staged under tmp/ and made visible by one rename under the store lock, so a
 crash leaves the old state or the new one. What a crashed writer leaves (staging dirs of dead
 processes, half-written files, overlay dirs and blobs that no layer names) is debris, removed
-by `Store.clean_debris()`, which the command line calls whenever it opens a store.
+by `Store.clean_debris()`. Opening a store (the command line, `api.open_store`) calls
+`Store.tidy()`, which cleans only when there can be debris: a staging dir whose writer is
+gone, or a change under the store lock whose holder died or failed before it finished.
 
 `Store` is the facade: each concept lives in its own module (staging, blobs, layers, images,
 gc) and the methods here delegate to them.
@@ -85,6 +87,8 @@ class Store:
         self.buildcache = self.root / "buildcache"
         self.tmp = self.root / "tmp"
         self.notice = notice or _ignore
+        self._failures = 0
+        """Failures `clean_debris` reported (a clean with any leaves the debris mark)."""
         self._area = StagingArea(self.root, self.tmp)
         self._blobs = Blobs(self.blobs)
         self._layers = LayerDB(self.layerdb, self.overlay, self._blobs, self._area)
@@ -174,6 +178,18 @@ class Store:
                 self.hold(lease, layers[-1].chain_id)
         return layers
 
+    def tidy(self) -> None:
+        """`clean_debris` if a writer may have left any: a staging dir whose writer is gone,
+        or a change under the store lock that its holder did not finish (see `store.staging`).
+        Every writer stages under tmp/ or changes the store under the lock, so otherwise
+        there is none, and this costs a look at tmp/, not a pass over every layer and cache
+        entry. Never fails, as `clean_debris`."""
+        if not self.writable():
+            return
+        with self._best_effort("the store lock"), self.lock():
+            if self._area.unfinished or self._area.dead():
+                self.clean_debris()
+
     def clean_debris(self) -> None:
         """Remove what crashed writers left: dead staging dirs (releasing the layers they
         leased), half-written files, unnamed overlay dirs and blobs, dangling tags.
@@ -183,6 +199,7 @@ class Store:
         """
         if not self.writable():
             return
+        before = self._failures
         with self._best_effort("the store lock"), self.lock():
             orphans: set[Digest] = set()
             unfinished: set[Digest] = set()
@@ -214,6 +231,9 @@ class Store:
             if orphans:
                 with self._best_effort("layers of dead writers"):
                     self.release_layers(orphans)
+            failed = self._failures != before
+            if not failed:
+                self._area.unfinished = False
 
     def _half_written(self) -> list[Path]:
         """Temp files of killed writers: of store metadata (written under the lock, so all
@@ -231,6 +251,7 @@ class Store:
         try:
             yield
         except Exception as exc:  # cleaning is best effort: whatever trips it must not fail
+            self._failures += 1
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             self.notice(f"could not clean debris in {self.root} ({what}): {reason}")
 

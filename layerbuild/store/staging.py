@@ -5,6 +5,12 @@ with it, which is how a later cleaner tells a dead writer's dir (debris) from a 
 A staging dir may hold a `leases` file: chain IDs its writer relies on, so that garbage
 collection leaves them alone while the writer lives.
 
+The lock file's one byte says whether the last change made under the lock was finished: a
+holder marks it `1` as it takes the lock and `0` as it lets go after the change went through.
+A `1` seen on taking the lock (or no byte: a new store, or one an older layerbuild kept) means
+its holder died or failed part-way, which, with a dead staging dir, is what tells a store
+that may hold debris (`StagingArea.unfinished`, `dead`) from one that cannot.
+
 `fsutil.rmtree` is the one tree removal of the store: staging dirs, debris and layers all go
 through it.
 """
@@ -25,6 +31,8 @@ from layerbuild.fsutil import rmtree
 from layerbuild.store.private import make_dir
 
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+_FINISHED, _CHANGING = b"0", b"1"
+"""The lock file's byte: the last change under the lock went through, or one is under way."""
 
 
 class StagingArea:
@@ -35,6 +43,10 @@ class StagingArea:
         self.lock_file = root / "lock"
         self.tmp = tmp
         self._local = threading.local()
+        self.unfinished = False
+        """Whether, on some taking of the lock by this process, the change of the holder
+        before was not marked finished (it died or failed part-way): there may be debris.
+        Cleared by a clean that removed all it found; until then the mark stays."""
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -51,11 +63,18 @@ class StagingArea:
         fd = self._open_lock_file()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.pread(fd, 1, 0) != _FINISHED:
+                self.unfinished = True
+            os.pwrite(fd, _CHANGING, 0)
             self._local.depth = 1
             try:
                 yield
             finally:
                 self._local.depth = 0
+            # Not reached on an error: the change may be half made, so the mark stays; nor
+            # while debris seen before is not cleaned.
+            if not self.unfinished:
+                os.pwrite(fd, _FINISHED, 0)
         finally:
             os.close(fd)
 

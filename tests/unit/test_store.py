@@ -221,6 +221,110 @@ def test_half_written_files_are_debris(store: Store) -> None:
     assert store.get_image("keep:1").id == image.id
 
 
+def _sweeps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the full passes of `Store.clean_debris` (still made) of every store."""
+    calls: list[int] = []
+    sweep = Store.clean_debris
+
+    def counted(self: Store) -> None:
+        calls.append(1)
+        sweep(self)
+
+    monkeypatch.setattr(Store, "clean_debris", counted)
+    return calls
+
+
+def test_tidy_passes_over_the_store_only_when_there_can_be_debris(
+        store_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store no writer left unfinished is not walked: a new store (or one an older
+    version kept: its lock file holds no mark) is, once; then only after a dead writer."""
+    _store_images(Store(store_root), "keep:1", b"keep")
+    (store_root / "lock").write_bytes(b"")  # as an older layerbuild left it
+    store = Store(store_root)
+    calls = _sweeps(monkeypatch)
+    store.tidy()
+    assert calls == [1]
+    for _ in range(3):
+        store.tidy()
+        Store(store_root).tidy()
+        store.put_image(store.get_image("keep:1"), [Reference.parse("keep:2")])
+    assert calls == [1]
+    _leave_debris(store)  # a dead writer's staging dir: evidence
+    store.tidy()
+    assert calls == [1, 1]
+    assert list(store.tmp.iterdir()) == []
+    assert [r.chain_id for r in store.layers()] == [Digest.of(b"keep")]
+    store.tidy()
+    assert calls == [1, 1]
+
+
+def _die_holding_the_lock(root: str, half: str) -> None:
+    """A writer killed under the store lock, its temp file half written."""
+    store = Store(root)
+    with store.lock():
+        Path(half).write_bytes(b"{")
+        os.kill(os.getpid(), 9)
+
+
+def test_a_writer_killed_under_the_lock_leaves_the_mark_that_has_its_debris_cleaned(
+        store_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(store_root)
+    _store_images(store, "keep:1", b"keep")
+    store.tidy()
+    half = temp_name(store.repositories)
+    child = multiprocessing.get_context("fork").Process(
+        target=_die_holding_the_lock, args=(str(store_root), str(half)))
+    child.start()
+    child.join()
+    assert child.exitcode == -9
+    assert half.exists() and list(store.tmp.iterdir()) == []  # no staging dir tells
+    reopened = Store(store_root)
+    calls = _sweeps(monkeypatch)
+    reopened.tidy()
+    assert calls == [1] and not half.exists()
+    reopened.tidy()
+    assert calls == [1]
+    assert reopened.get_image("keep:1").id == store.get_image("keep:1").id
+
+
+def test_a_change_that_failed_under_the_lock_has_the_next_tidy_clean(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.tidy()
+    stray = store.overlay / ("f" * 64)
+    with pytest.raises(OSError), store.lock():
+        stray.mkdir()  # a layer dir, its layer not yet named
+        raise OSError(28, "No space left on device")
+    reopened = Store(store.root)
+    calls = _sweeps(monkeypatch)
+    reopened.tidy()
+    assert calls == [1] and not stray.exists()
+
+
+def test_debris_a_clean_could_not_remove_keeps_the_mark(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until a clean removes all it found, every opening tries again."""
+    heard: list[str] = []
+    store.notice = heard.append
+    (store.root / "lock").write_bytes(b"1")  # a holder died part-way
+    monkeypatch.setattr(store, "_half_written", lambda: [store.root / "nonexistent" / "x"])
+    monkeypatch.setattr(Path, "unlink", _refuse)
+    store.tidy()
+    assert heard and "half-written files" in heard[0]
+    assert (store.root / "lock").read_bytes() == b"1"
+    monkeypatch.undo()
+    store.notice = heard.append
+    store.tidy()
+    assert (store.root / "lock").read_bytes() == b"0"
+    again = Store(store.root)
+    calls = _sweeps(monkeypatch)
+    again.tidy()
+    assert calls == []
+
+
+def _refuse(self: Path, missing_ok: bool = False) -> None:
+    raise PermissionError(13, "Permission denied", str(self))
+
+
 def test_image_layers_are_bottom_first_and_stack_is_top_first(store: Store) -> None:
     image = _store_images(store, "a:1", b"base", b"mid", b"top")
     chains = chain_ids(image.config.diff_ids)
