@@ -1,4 +1,4 @@
-"""Turning blobs and directories into stored layers, and stored layers back into blobs.
+"""Turning blobs and directories into stored layers (`layerblob` turns them back into blobs).
 
 Every path streams: a blob is hashed, kept (compressed), decompressed, hashed again and
 extracted in one pass; nothing holds a layer in memory.
@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from layerbuild.digest import CHUNK, Digest, HashingReader, HashingWriter, chain_id, verify
+from layerbuild.digest import Digest, HashingReader, chain_id, verify
 from layerbuild.epoch import clamped_ns
-from layerbuild.errors import FormatError, LayerbuildError, StoreError
+from layerbuild.errors import FormatError, LayerbuildError
 from layerbuild.image import Descriptor, layer_media_type
 from layerbuild.layer import (
     Compression,
     ExtractInfo,
-    compress_writer,
     extract_layer,
     open_decompressed,
     sniff,
@@ -248,60 +246,8 @@ def ingest_dir(store: Store, parent: Digest | None, diff: Path, stage: Path,
     return Ingested(record, existed, info.newest)
 
 
-@dataclass(frozen=True)
-class LayerBlob:
-    """A layer as it leaves the store: its descriptor and how to open its bytes."""
-
-    descriptor: Descriptor
-    open: Callable[[], BinaryIO]
-
-
-def layer_blob(store: Store, layer: Layer, compression: str) -> LayerBlob:
-    """The layer's blob in the asked compression ("none", "gzip", "zstd"), made (and kept)
-    from its tar the first time it is asked for."""
-    _check_blob(layer.blob_path, layer.digest, layer)
-    media = layer_media_type(compression)
-    found = next((b for b in layer.blobs if b.media_type == media), None)
-    if found is not None:
-        _check_blob(store.blob_path(found.digest), found.digest, layer)
-        return _stored_blob(store, found)
-    if compression == "none":
-        desc = Descriptor(media, layer.diff_id, layer.tar_size)
-        return LayerBlob(desc, lambda: _open_tar(layer))
-    with store.staging() as stage:
-        out_path = stage / "blob"
-        with open(out_path, "wb") as out:
-            hashed = HashingWriter(out)  # type: ignore[arg-type]
-            with compress_writer(Compression(compression), hashed) as comp:  # type: ignore
-                tar = _open_tar(layer)
-                try:
-                    while chunk := tar.read(CHUNK):
-                        comp.write(chunk)
-                finally:
-                    tar.close()
-            out.flush()
-            os.fsync(out.fileno())
-        desc = Descriptor(media, hashed.digest, hashed.size)
-        store.add_layer_blob(layer, desc, out_path)
-    return _stored_blob(store, desc)
-
-
-def _stored_blob(store: Store, desc: Descriptor) -> LayerBlob:
-    path = store.blob_path(desc.digest)
-    return LayerBlob(desc, lambda: open(path, "rb"))
-
-
-def _check_blob(path: Path, digest: Digest, layer: Layer) -> None:
-    if not path.exists():
-        raise StoreError(f"blob {digest} of layer {layer.diff_id} is missing from the store")
-
-
 def _name(exc: OSError, operation: str, path: Path) -> None:
     """Say what was being done, and where, on an error that may name no path (a write)."""
     if exc.filename is None:
         exc.filename = str(path)
     exc.add_note(operation)
-
-
-def _open_tar(layer: Layer) -> BinaryIO:
-    return open_decompressed(layer.open())

@@ -29,7 +29,7 @@ from layerbuild.image import (
     index_bytes,
     manifest_bytes,
 )
-from layerbuild.ingest import layer_blob
+from layerbuild.layerblob import layer_blob
 from layerbuild.reference import InvalidReference, Reference
 from layerbuild.store import Store
 
@@ -164,7 +164,10 @@ def write_archive(plan: ArchivePlan, sink: BinaryIO) -> None:
 def save(store: Store, refs: list[str], output: str, compression: str = "none",
          notice: Callable[[str], None] | None = None) -> None:
     """Save images to a file (written whole, then renamed into place) or "-" for stdout;
-    `notice` hears of tags that several of the images share (`shared_ref_notes`)."""
+    `notice` hears of tags that several of the images share (`shared_ref_notes`).
+
+    The file is the user's, not the store's: as `docker save -o` (and `build -o`), it is not
+    fsynced, which for a large archive would wait for all of it to reach the disk."""
     plan = plan_archive(store, refs, compression)
     if notice is not None:
         for note in shared_ref_notes(plan, output):
@@ -174,7 +177,7 @@ def save(store: Store, refs: list[str], output: str, compression: str = "none",
         sys.stdout.buffer.flush()
         return
     try:
-        with atomic_file(Path(output)) as out:
+        with atomic_file(Path(output), durable=False) as out:
             write_archive(plan, out)
     except OSError as exc:
         if exc.filename is None:  # a write: the archive's, not a blob's

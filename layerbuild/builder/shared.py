@@ -35,7 +35,7 @@ from layerbuild.digest import Digest
 from layerbuild.errors import FormatError, LayerbuildError
 from layerbuild.events import Events
 from layerbuild.image import Descriptor, Manifest, layer_media_type, manifest_bytes
-from layerbuild.ingest import LayerBlob, layer_blob
+from layerbuild.layerblob import LayerBlob, layer_blob
 from layerbuild.reference import Reference
 from layerbuild.store import Store
 

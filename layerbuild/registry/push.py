@@ -21,7 +21,7 @@ from layerbuild.digest import Digest
 from layerbuild.errors import RegistryError
 from layerbuild.events import Events, Transfer
 from layerbuild.image import OCI_CONFIG, OCI_MANIFEST, Descriptor, Image, manifest_bytes
-from layerbuild.ingest import LayerBlob, layer_blob
+from layerbuild.layerblob import LayerBlob, layer_blob
 from layerbuild.reference import Reference
 from layerbuild.registry.client import Repository
 from layerbuild.registry.hosts import RegistryHosts

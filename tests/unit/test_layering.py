@@ -26,7 +26,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "archive.load": ("effect", "archive.sources digest errors image ingest layer reference store",
                               ""),
     "archive.rootfs": ("effect", "errors image ingest layer reference store", ""),
-    "archive.save": ("effect", "digest errors fsutil image ingest reference store", ""),
+    "archive.save": ("effect", "digest errors fsutil image layerblob reference store", ""),
     "archive.sources": ("effect", "errors", ""),
     "builder": ("pure", "", ""),
     "builder.bases": ("effect", "errors events image reference registry store", ""),
@@ -49,7 +49,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "builder.sandbox": ("effect", "sandbox.launch sandbox.ops sandbox.reaper", "sandbox.spec"),
     "builder.schedule": ("effect", "", ""),
     "builder.shared": ("effect", "cache.exchange cache.layout cache.options digest errors events "
-                                 "image ingest reference registry.client registry.errors "
+                                 "image layerblob reference registry.client registry.errors "
                                  "registry.platforms registry.pull registry.push store",
                                  "registry"),
     "builder.state": ("pure", "buildfile digest image", ""),
@@ -108,7 +108,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "image": ("pure", "digest errors", ""),
     "imagediff": ("effect", "digest image layer.contents store", ""),
     "ingest": ("effect", "digest epoch errors image layer layer.tree store", ""),
-    "layer": ("effect", "layer.compression layer.export layer.extract layer.probe", ""),
+    "layer": ("effect", "lazy", "layer.compression layer.export layer.extract layer.probe"),
     "layer.compression": ("pure", "digest errors", ""),
     "layer.contents": ("effect", "digest errors image layer layer.export layer.tree layer.whiteout",
                                 ""),
@@ -124,6 +124,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "layer.tree": ("effect", "errors", ""),
     "layer.whiteout": ("effect", "nsmap", ""),
     "layerbuild": ("pure", "", "api"),
+    "layerblob": ("effect", "digest errors image layer.compression store", ""),
     "lazy": ("pure", "", ""),
     "nsmap": ("effect", "", ""),
     "privilege": ("effect", "nsmap userns", ""),
@@ -142,7 +143,7 @@ TABLE: dict[str, tuple[str, str, str]] = {
     "registry.platforms": ("pure", "errors image", ""),
     "registry.pull": ("effect", "digest errors events fetching image reference registry.client "
                                 "registry.hosts registry.platforms registry.transport store", ""),
-    "registry.push": ("effect", "digest errors events image ingest reference registry.client "
+    "registry.push": ("effect", "digest errors events image layerblob reference registry.client "
                                 "registry.hosts registry.transport store", ""),
     "registry.transport": ("effect", "errors registry registry.challenge registry.credentials "
                                      "registry.errors registry.hosts", ""),

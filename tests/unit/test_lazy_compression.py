@@ -12,8 +12,9 @@ import pytest
 
 from layerbuild.digest import Digest
 from layerbuild.image import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD
-from layerbuild.ingest import ingest_blob, ingest_dir, layer_blob
+from layerbuild.ingest import ingest_blob, ingest_dir
 from layerbuild.layer import Compression, write_layer
+from layerbuild.layerblob import layer_blob
 from layerbuild.store import Store
 
 
