@@ -10,22 +10,18 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from layerbuild.digest import Digest, HashingReader, chain_id, verify
 from layerbuild.epoch import clamped_ns
 from layerbuild.errors import FormatError, LayerbuildError
 from layerbuild.image import Descriptor, layer_media_type
-from layerbuild.layer import (
-    Compression,
-    ExtractInfo,
-    extract_layer,
-    open_decompressed,
-    sniff,
-    tree,
-)
+from layerbuild.layer import Compression, open_decompressed, sniff, tree
 from layerbuild.layer import write_layer as _write_layer
 from layerbuild.store import Layer, Store
+
+if TYPE_CHECKING:  # types only: unpacking (and tarfile with it) loads when a blob is unpacked
+    from layerbuild.layer import ExtractInfo
 
 
 class TeeReader:
@@ -194,6 +190,8 @@ def commit_staged(store: Store, parent: Digest | None, staged: Staged,
 
 
 def _extract(tar: HashingReader, dest: Path, what: str) -> ExtractInfo:
+    from layerbuild.layer import extract_layer
+
     try:
         info = extract_layer(tar, dest)  # type: ignore[arg-type]
         _drain(tar)

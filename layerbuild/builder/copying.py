@@ -20,7 +20,7 @@ from layerbuild.buildfile import Add, Copy, IgnoreRules, expand
 from layerbuild.context import Context, ContextError
 from layerbuild.errors import FormatError
 from layerbuild.image import ImageConfig
-from layerbuild.layer import extract_layer, is_tar_archive, open_decompressed
+from layerbuild.layer import is_tar_archive, open_decompressed
 from layerbuild.sandbox.entries import entry_string
 from layerbuild.sandbox.spec import CopyItem, PreviousLayer, StepRoot
 from layerbuild.users import resolve_chown
@@ -205,6 +205,8 @@ def _add_archive(ctx: StepContext, instr: Add, root: StepRoot, path: Path, dest:
     0.23+ (older BuildKit, Docker 20.10's among them, left the archive's owners).
 
     Directories the archive does not list, and dest, take the time `made`."""
+    from layerbuild.layer import extract_layer  # (and tarfile) for ADD of an archive only
+
     unpacked = stage / f"add-{os.urandom(4).hex()}"
     try:
         with open(path, "rb") as raw:

@@ -9,8 +9,6 @@ from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from isal import igzip, isal_zlib
-
 from layerbuild.digest import CHUNK
 from layerbuild.errors import FormatError
 
@@ -54,14 +52,17 @@ class _GzipStream:
     """Raw ISA-L deflate framed as one gzip member with a fixed header."""
 
     def __init__(self, sink: _Sink) -> None:
+        from isal import isal_zlib  # loaded by what compresses only (a build stores plain tars)
+
         self._sink = sink
         self._deflate = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS)
+        self._crc32 = isal_zlib.crc32
         self._crc = 0
         self._size = 0
         sink.write(GZIP_HEADER)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._crc = isal_zlib.crc32(data, self._crc)
+        self._crc = self._crc32(data, self._crc)
         self._size += len(data)
         self._sink.write(self._deflate.compress(data))
 
@@ -193,9 +194,7 @@ class _Replay(io.RawIOBase):
         return len(data)
 
 
-# isal's stubs declare `isal_zlib.error` an instance; it is an exception class.
-_CORRUPT: tuple[type[BaseException], ...] = (
-    EOFError, OSError, ValueError, zlib.error, cast(type[BaseException], isal_zlib.error))
+_CORRUPT: tuple[type[BaseException], ...] = (EOFError, OSError, ValueError, zlib.error)
 
 
 class _Decompressed(io.RawIOBase):
@@ -248,7 +247,11 @@ def _decoder(head: bytes, raw: _Replay) -> _Decompressed | None:
     modules of the rarer formats load only for a stream of theirs)."""
     kind = sniff(head)
     if kind == "gzip":
-        return _Decompressed(kind, cast(BinaryIO, igzip.IGzipFile(fileobj=raw, mode="rb")))
+        from isal import igzip, isal_zlib
+
+        # isal's stubs declare `isal_zlib.error` an instance; it is an exception class.
+        return _Decompressed(kind, cast(BinaryIO, igzip.IGzipFile(fileobj=raw, mode="rb")),
+                             (cast(type[BaseException], isal_zlib.error),))
     if kind == "zstd":
         import zstandard
 

@@ -10,7 +10,6 @@ file, a tar of nothing but its end-of-archive blocks.
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,6 +46,8 @@ def is_tar_stream(stream: BinaryIO) -> bool:
     >>> is_tar_stream(io.BytesIO(b"hello")), is_tar_stream(io.BytesIO(bytes(1024)))
     (False, False)
     """
+    import tarfile  # loaded by an ADD's check only: COPY never asks
+
     try:
         head = io.BufferedReader(_Prefix(open_decompressed(stream), PROBE_LIMIT))
         with tarfile.open(fileobj=head, mode="r|") as tf:

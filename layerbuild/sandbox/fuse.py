@@ -18,7 +18,6 @@ import filecmp
 import os
 import shutil
 import stat
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +87,8 @@ def kernel_refusal() -> str:
     Tried in this process's own mount namespace (a rootless process has one of its own), in
     a temp dir, and unmounted at once.
     """
+    import tempfile  # only the rootless probe needs it
+
     opts = "userxattr,redirect_dir=nofollow,index=off,metacopy=off" if in_user_namespace() \
         else "redirect_dir=off,index=off,metacopy=off"
     with tempfile.TemporaryDirectory(prefix="layerbuild-overlay-") as tmp:
