@@ -373,10 +373,37 @@ class _Skipped:
         pass
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the width `shutil.get_terminal_size` would give: by
+    default it asks shutil, whose import (bz2 and lzma with it) every command would pay for,
+    since argparse makes a formatter for each option it adds, not only for --help."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
+def _columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size().columns` reads it: $COLUMNS, else
+    stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser for every command; with `command`, for that one only (the others'
     parsers, which its line does not need, are not made: they cost milliseconds a start)."""
-    p = argparse.ArgumentParser(prog="layerbuild", description="Daemonless image builder.")
+    p = argparse.ArgumentParser(prog="layerbuild", description="Daemonless image builder.",
+                                formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"layerbuild {__version__}")
     p.add_argument("--root", default=str(default_root()),
                    help="store directory (default: $LAYERBUILD_ROOT or %(default)s)")
@@ -385,7 +412,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     def add(name: str, func: Command, help_: str) -> argparse.ArgumentParser:
         if command is not None and name != command:
             return _Skipped()  # type: ignore[return-value]
-        sp = sub.add_parser(name, help=help_, description=help_)
+        sp = sub.add_parser(name, help=help_, description=help_, formatter_class=_Formatter)
         sp.set_defaults(func=func)
         return sp
 

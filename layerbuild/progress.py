@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -300,7 +299,11 @@ def _size(stream: TextIO) -> os.terminal_size:
         size = os.get_terminal_size(stream.fileno())
     except (AttributeError, OSError, ValueError):
         size = None
-    return size if size and size.columns > 0 and size.lines > 0 else shutil.get_terminal_size()
+    if size and size.columns > 0 and size.lines > 0:
+        return size
+    import shutil  # rarely reached: its import costs every command otherwise
+
+    return shutil.get_terminal_size()
 
 
 def open_transfers(mode: str, stream: TextIO | None = None) -> TransferLog:

@@ -70,19 +70,22 @@ class ImageDB:
         """Point `tags` at an image whose config is stored (and durable: `put` made it so);
         returns those that were moved away from another.
 
-        Written only after the config, so that no crash leaves a tag naming a missing image.
+        Written only after the config, so that no crash leaves a tag naming a missing image;
+        not at all when every tag names the image already (a rebuild that changed nothing).
         """
         if not self.has(image_id):
             raise StoreError(f"cannot tag image {image_id.short}: its config is not stored")
         repos = self.read_repositories()
         moved = []
+        changed = False
         for ref in tags:
             per_repo = repos.setdefault(ref.name, {})
             old = per_repo.get(ref.familiar)
             if old and old != str(image_id):
                 moved.append(ref.familiar)
+            changed = changed or old != str(image_id)
             per_repo[ref.familiar] = str(image_id)
-        if tags:
+        if changed:
             self.write_repositories(repos)
         return moved
 

@@ -53,3 +53,24 @@ def test_an_unknown_command_is_told_by_the_whole_parser(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         cli.main(["nosuch"])
     assert "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("columns", [None, "", "abc", "0", "-3", "57", "132"])
+def test_help_is_as_wide_as_argparse_would_make_it(columns: str | None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formatter is told the width shutil would give argparse's own (which imports shutil
+    to ask), so help reads the same."""
+    import shutil
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert cli._columns() == shutil.get_terminal_size().columns
+    ours = cli.parser("build")
+    [sub] = [a for a in ours._actions if isinstance(a, argparse._SubParsersAction)]
+    build = sub.choices["build"]
+    plain = argparse.ArgumentParser(prog=build.prog, description=build.description)
+    for action in build._actions[1:]:  # all but -h, which the plain parser has of its own
+        plain._add_action(action)
+    assert build.format_help() == plain.format_help()

@@ -15,6 +15,7 @@ from layerbuild.fsutil import atomic_file, temp_name
 from layerbuild.image import OCI_LAYER_GZIP, Descriptor, History, Image, empty_config
 from layerbuild.reference import Reference
 from layerbuild.store import Store
+from layerbuild.store.images import ImageDB
 
 
 def _commit(store: Store, parent: Digest | None, content: bytes,
@@ -86,6 +87,23 @@ def test_tags_resolve_and_move(store: Store) -> None:
     assert store.resolve("app:latest") == one.id
     with pytest.raises(ImageNotFound):
         store.resolve("other:1")
+
+
+def test_tags_that_name_the_image_already_are_not_written_again(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild that changed nothing tags its image as it was: repositories.json (written
+    durably, so at the cost of two syncs) is left as it is; any new or moved tag writes it."""
+    one = _store_images(store, "app:1", b"base", b"one")
+    writes: list[int] = []
+    write = ImageDB.write_repositories
+    monkeypatch.setattr(ImageDB, "write_repositories",
+                        lambda self, repos: (writes.append(1), write(self, repos))[1])
+    assert store.put_image(one, [Reference.parse("app:1")]) == []
+    store.tag("app:1", "app:1")
+    assert writes == []
+    store.put_image(one, [Reference.parse("app:1"), Reference.parse("app:2")])
+    assert writes == [1]
+    assert store.resolve("app:2") == one.id and sorted(store.tags()) == ["app:1", "app:2"]
 
 
 def test_removing_an_image_keeps_shared_layers(store: Store) -> None:
