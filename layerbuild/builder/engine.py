@@ -63,6 +63,7 @@ from layerbuild.cache.index import CachedStep, CacheIndex
 from layerbuild.cache.inputs import step_inputs
 from layerbuild.cache.keys import StepInputs, cacheable
 from layerbuild.cache.records import fingerprint, write_record
+from layerbuild.cache.roots import FILTERS
 from layerbuild.cache.stat import settled, signature
 from layerbuild.context import Context, load_ignore
 from layerbuild.digest import EMPTY_LAYER_DIFF_ID, Digest, chain_id
@@ -143,7 +144,7 @@ class Build:
         self.store = store
         self.request = request
         self.events = events or Events()
-        self.sandbox: Sandbox = sandbox or HostSandbox()
+        self.sandbox: Sandbox = sandbox or HostSandbox(store.buildcache / FILTERS)
         if bases is None:
             puller = None if request.dry_run else registry_puller(
                 store, self.events.note, self.events.emit)  # type: ignore[arg-type]

@@ -60,13 +60,17 @@ class Sandbox(Protocol):
 
 
 class HostSandbox:
-    """The real sandbox: overlay mounts and processes in namespaces (needs root)."""
+    """The real sandbox: overlay mounts and processes in namespaces (needs root); the seccomp
+    filter of RUN steps, once compiled, is kept in `filters` (a directory) for later builds."""
+
+    def __init__(self, filters: Path | None = None) -> None:
+        self.filters = filters
 
     def run(self, root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) -> int:
         """Run a RUN step's process on `root`, stream its output; returns its exit code."""
         from layerbuild.sandbox.ops import run_step
 
-        return run_step(root, spec, on_output)
+        return run_step(root, spec, on_output, self.filters)
 
     def copy_into(self, root: StepRoot, source: Path | Sequence[Path],
                   items: Sequence[CopyItem], follow_source_symlinks: bool = False,
@@ -102,7 +106,7 @@ class HostSandbox:
         from layerbuild.sandbox.ops import prepare_copy, prepare_run
 
         if kind == "run":
-            prepare_run(network, count)
+            prepare_run(network, count, self.filters)
         else:
             prepare_copy(count)
 

@@ -15,6 +15,8 @@ from layerbuild.errors import FormatError
 
 RECORDS = "records"
 """The folder of build records inside the cache directory (see `cache.records`)."""
+FILTERS = "seccomp"
+"""The folder of the compiled seccomp filter of RUN steps (see `sandbox.seccomp.program`)."""
 
 
 def roots(directory: Path) -> set[Digest]:

@@ -24,7 +24,8 @@ from layerbuild.sandbox.spec import (
 _RUN_NAMESPACES = ("--uts", "--ipc", "--pid")
 
 
-def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) -> int:
+def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None],
+             filters: Path | None = None) -> int:
     """Mount the overlay in a private namespace, run argv there, stream output, return the code.
 
     The process is PID 1 of new PID, mount, UTS, IPC and network namespaces (the network
@@ -36,11 +37,12 @@ def run_step(root: StepRoot, spec: RunSpec, on_output: Callable[[bytes], None]) 
     points reaches the upper dir. Raises StepFailed when the sandbox cannot be set up or the
     timeout passes (every process of the step is killed); the command's own failure is just
     its non-zero exit code (128+N when killed by signal N). Unless `spec.seccomp` is False,
-    the step's system calls are filtered by Docker's default seccomp profile.
+    the step's system calls are filtered by Docker's default seccomp profile (its compiled
+    program kept in `filters`, see `seccomp.program`).
     """
     spec = replace(spec, network=_network(spec.network))
     request = {"op": "run", "root": encode_root(root), "run": encode_run(spec),
-               "seccomp": seccomp.program() if spec.seccomp else None}
+               "seccomp": seccomp.program(filters) if spec.seccomp else None}
     reply = call(request, _run_namespaces(spec.network), on_output, spec.timeout,
                  spec.network == "private")
     _settle(root)
@@ -59,13 +61,15 @@ def _run_namespaces(network: str) -> tuple[str, ...]:
     return _RUN_NAMESPACES + (("--net",) if network != "host" else ())
 
 
-def prepare_run(network: str, count: int = 1) -> None:
+def prepare_run(network: str, count: int = 1, filters: Path | None = None) -> None:
     """Start the children of RUN steps on `network` before the steps (`launch.prepare`), and
-    compile their seccomp filter meanwhile, on a thread (libseccomp's calls free the GIL)."""
+    compile their seccomp filter meanwhile (or read it from `filters`), on a thread
+    (libseccomp's calls free the GIL)."""
     network = _network(network)
     prepare(_run_namespaces(network), network == "private", count)
     if not seccomp.compiled():
-        threading.Thread(target=seccomp.warm, name="seccomp", daemon=True).start()
+        threading.Thread(target=seccomp.warm, args=(filters,), name="seccomp",
+                         daemon=True).start()
 
 
 def prepare_copy(count: int = 1) -> None:

@@ -6,8 +6,10 @@ runs containers has; Debian ships no Python binding for it and PyPI's need a com
 pin old versions, so ctypes keeps the sandbox free of dependencies). libseccomp does what is
 hard to get right by hand: the syscall numbers of every ABI the kernel runs (on x86_64 the
 i386 and x32 tables too), multiplexed calls (`socketcall`, `ipc`) and the architecture check.
-The program is compiled in the builder, once per process, and sent with each RUN; the step's
-process loads it with `install`, which needs only libc, just before dropping capabilities:
+The program is compiled in the builder, once per process, and sent with each RUN (a builder
+given a directory to keep it in, the store's, compiles it only when what it depends on changed:
+see `program`); the step's process loads it with `install`, which needs only libc, just before
+dropping capabilities:
 as runc does when no_new_privs is off, so setuid programs keep working in a RUN, and it
 needs CAP_SYS_ADMIN for that, which the step still holds at that point.
 """
@@ -24,7 +26,12 @@ from layerbuild.sandbox import libc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow)
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from layerbuild.sandbox.seccomp_profile import Rule
+
+# The step's process imports this module for `install`, and pays for each import at every
+# RUN: what only the builder uses (compiling, keeping) is imported where it is used.
 
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_ERRNO = 0x00050000
@@ -62,6 +69,7 @@ def _load_library() -> ctypes.CDLL:
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                            ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_version.restype = ctypes.POINTER(ctypes.c_uint * 3)
     return lib
 
 
@@ -118,15 +126,63 @@ def _export(lib: ctypes.CDLL, ctx: int) -> bytes:
 
 _compiled: list[bytes] = []
 _compiling = _thread.allocate_lock()
+_MAX_PROGRAM = 4096 * 8
+"""The kernel's limit on a classic BPF program (BPF_MAXINSNS instructions of 8 bytes)."""
 
 
-def program() -> bytes:
+def program(keep: Path | None = None) -> bytes:
     """The filter of every RUN step on this machine, compiled on first use (once: a caller
-    that comes while another compiles it waits for that one)."""
+    that comes while another compiles it waits for that one).
+
+    With `keep`, a directory, the program is kept there once compiled, and taken from there
+    by later builders: named by a digest of all it is made from (this module's and the
+    profile's source, libseccomp's version, the machine and the capabilities), so any change
+    to one of them compiles it again. A file that is no whole program is compiled again.
+    """
     with _compiling:
         if not _compiled:
-            _compiled.append(compile_filter(libc.DEFAULT_CAPS, os.uname().machine))
+            machine = os.uname().machine
+            kept = keep / f"{_source_digest(machine)}.bpf" if keep is not None else None
+            found = _read_kept(kept) if kept is not None else None
+            if found is None:
+                found = compile_filter(libc.DEFAULT_CAPS, machine)
+                if kept is not None:
+                    _keep(kept, found)
+            _compiled.append(found)
         return _compiled[0]
+
+
+def _source_digest(machine: str) -> str:
+    """A digest of what the program is compiled from (see `program`)."""
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__)
+    version = _load_library().seccomp_version().contents
+    made_of = [here.read_bytes(), here.with_name("seccomp_profile.py").read_bytes(),
+               f"{tuple(version)} {machine} {sorted(libc.DEFAULT_CAPS)}".encode()]
+    return hashlib.sha256(b"\0".join(made_of)).hexdigest()
+
+
+def _read_kept(path: Path) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if data and len(data) % 8 == 0 and len(data) <= _MAX_PROGRAM else None
+
+
+def _keep(path: Path, data: bytes) -> None:
+    """Keep the program (a failure only means compiling it again next time), and no other:
+    those of earlier versions are never asked for again."""
+    from layerbuild.fsutil import write_atomic
+
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(path, data, durable=False)
+        for other in path.parent.glob("*.bpf"):
+            if other != path:
+                other.unlink(missing_ok=True)
 
 
 def compiled() -> bool:
@@ -134,11 +190,11 @@ def compiled() -> bool:
     return bool(_compiled)
 
 
-def warm() -> None:
+def warm(keep: Path | None = None) -> None:
     """Compile the filter ahead of the RUN steps that will need it (run on a thread of its
     own while another step runs); a failure is left for the step itself to report."""
     with contextlib.suppress(StepFailed):
-        program()
+        program(keep)
 
 
 def install(program: bytes) -> None:

@@ -40,7 +40,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
                                  "builder.state builder.stepcontext builder.steps builder.steptext "
                                  "buildfile "
                                  "cache.exchange cache.index cache.inputs cache.keys "
-                                 "cache.records cache.stat context digest errors events fetching "
+                                 "cache.records cache.roots cache.stat context digest errors "
+                                 "events fetching "
                                  "image registry registry.platforms request store", ""),
     "builder.outputs": ("effect", "archive.save errors events fsutil image reference registry "
                                   "request sandbox store", ""),
@@ -168,7 +169,8 @@ TABLE: dict[str, tuple[str, str, str]] = {
                             "sandbox.spec", ""),
     "sandbox.process": ("effect", "errors sandbox sandbox.libc sandbox.mounts sandbox.seccomp", ""),
     "sandbox.reaper": ("effect", "", ""),
-    "sandbox.seccomp": ("effect", "errors sandbox sandbox.libc sandbox.seccomp_profile", ""),
+    "sandbox.seccomp": ("effect", "errors fsutil sandbox sandbox.libc sandbox.seccomp_profile",
+                        ""),
     "sandbox.seccomp_profile": ("pure", "", ""),
     "sandbox.spec": ("pure", "errors sandbox.entries", ""),
     "sandbox.step": ("effect", "errors sandbox sandbox.identity sandbox.inroot sandbox.layers "
