@@ -142,7 +142,7 @@ def program(keep: Path | None = None) -> bytes:
     with _compiling:
         if not _compiled:
             machine = os.uname().machine
-            kept = keep / f"{_source_digest(machine)}.bpf" if keep is not None else None
+            kept = _kept_path(keep, machine) if keep is not None else None
             found = _read_kept(kept) if kept is not None else None
             if found is None:
                 found = compile_filter(libc.DEFAULT_CAPS, machine)
@@ -150,6 +150,15 @@ def program(keep: Path | None = None) -> bytes:
                     _keep(kept, found)
             _compiled.append(found)
         return _compiled[0]
+
+
+def _kept_path(keep: Path, machine: str) -> Path | None:
+    """Where the program is kept, or None when what it is made of cannot be read (then it is
+    compiled, and not kept)."""
+    try:
+        return keep / f"{_source_digest(machine)}.bpf"
+    except OSError:
+        return None
 
 
 def _source_digest(machine: str) -> str:

@@ -101,3 +101,16 @@ def test_a_changed_profile_or_libseccomp_compiles_again_and_drops_the_old_progra
     monkeypatch.setattr(seccomp, "_load_library", lambda: _Version(load()))
     assert seccomp._source_digest(machine) != old.name.removesuffix(".bpf")
 
+
+
+def test_sources_that_cannot_be_read_mean_compiling_and_keeping_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(As from a zip archive, say.) The filter is still made; only the keeping is lost."""
+    def unreadable(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    keep = tmp_path / "seccomp"
+    calls = _counted(monkeypatch)
+    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    assert seccomp.program(keep)
+    assert calls == [1] and not keep.exists()
