@@ -90,8 +90,10 @@ def write_record(store: Store, key: str, image: Image,
     data = {"image": str(image.id), "steps": steps, "images": dict(images),
             "warnings": warnings}
     # One line of JSON, then the paths (one per context entry, so possibly many) as objects
-    # of a few thousand, a line each: written, and read back, a line at a time.
-    write_json_lines(directory / f"{key}.json", data, paths)
+    # of a few thousand, a line each: written, and read back, a line at a time. Not synced:
+    # a record lost or torn by a crash is no record (`replay` reads it as none), and the
+    # image it names is checked before it is used.
+    write_json_lines(directory / f"{key}.json", data, paths, durable=False)
 
 
 def replay(store: Store, request: BuildRequest, events: Events) -> Image | None:

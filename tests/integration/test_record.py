@@ -129,6 +129,19 @@ def test_other_requests_and_store_changes_take_the_full_path(lb, ctx: Path,
     assert _replayed(store_root, _request(ctx)) is None  # the cache was dropped
 
 
+def test_a_torn_record_is_no_record(lb, ctx: Path, store_root: Path) -> None:
+    """Records are written without a sync: one a crash cut short (or left as garbage) only
+    sends the build down the full path, which writes it whole again."""
+    lb("build", "-t", "app:1", str(ctx))
+    [record] = (store_root / "buildcache" / "records").glob("*.json")
+    whole = record.read_bytes()
+    for torn in (whole[: len(whole) // 2], whole[:-3], b"", b"\x00" * 64, b"{}\n"):
+        record.write_bytes(torn)
+        assert _replayed(store_root, _request(ctx)) is None
+        lb("build", "-t", "app:1", str(ctx))
+        assert _replayed(store_root, _request(ctx)) is not None
+
+
 def test_a_new_image_under_a_missing_from_reference_is_seen(lb, ctx: Path,
                                                             store_root: Path) -> None:
     (ctx / "Buildfile").write_text(BUILDFILE + "COPY --from=later /etc/motd /motd\n")
