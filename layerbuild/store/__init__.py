@@ -231,8 +231,7 @@ class Store:
             if orphans:
                 with self._best_effort("layers of dead writers"):
                     self.release_layers(orphans)
-            failed = self._failures != before
-            if not failed:
+            if self._failures == before:  # all it found is gone: no mark to keep
                 self._area.unfinished = False
 
     def _half_written(self) -> list[Path]:
