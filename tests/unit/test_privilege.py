@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild import store, userns
+from layerbuild import nsmap, store, userns
 from layerbuild.errors import StoreError
 from layerbuild.privilege import is_denied, store_hint
 from layerbuild.subids import Extent, IdRange, id_map, mapped, ranges
@@ -34,6 +34,7 @@ def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
 def root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(userns.os, "geteuid", lambda: 0)
     monkeypatch.setattr(userns, "in_user_namespace", lambda: False)
+    monkeypatch.setattr(nsmap, "in_user_namespace", lambda: False)  # is_rootless asks it
 
 
 def test_a_users_ranges_are_found_by_name_or_uid() -> None:
