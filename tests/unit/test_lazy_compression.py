@@ -24,7 +24,8 @@ def _tree(root: Path) -> Path:
     os.link(root / "d" / "a", root / "d" / "b")  # two names, one content: both counted
     (root / "s").symlink_to("d/a")
     (root / "big").write_bytes(bytes(range(256)) * (3 << 12))  # more than one FEED_SIZE block
-    for path in (root / "d" / "a", root / "big", root / "d", root):
+    # Every entry's time, the symlink's too: two trees made a second apart must tar the same.
+    for path in (root / "d" / "a", root / "s", root / "big", root / "d", root):
         os.utime(path, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
     return root
 
