@@ -11,9 +11,11 @@ the foreground with the init's death as its own, reading the same fd-numbered di
 
 from __future__ import annotations
 
+# signal's C module: `signal` adds IntEnums, and its import (enum with it, 4-6 ms) is paid
+# by every step's child (see tests/unit/test_child_imports.py).
+import _signal as signal  # type: ignore[import-not-found]
 import contextlib
 import os
-import signal
 import stat
 import time
 

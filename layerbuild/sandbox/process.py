@@ -10,9 +10,11 @@ do under Docker.
 
 from __future__ import annotations
 
+# signal's C module: `signal` adds IntEnums, and its import (enum with it, 4-6 ms) is paid
+# by every step's child (see tests/unit/test_child_imports.py).
+import _signal as signal  # type: ignore[import-not-found]
 import os
 import select
-import signal
 
 from layerbuild.errors import StepFailed
 from layerbuild.sandbox import libc, mounts, seccomp

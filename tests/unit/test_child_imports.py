@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 HEAVY = ("typing", "subprocess", "threading", "dataclasses", "shutil", "socket", "inspect",
-         "pathlib", "tarfile", "json", "re", "base64", "hashlib")
+         "pathlib", "tarfile", "json", "re", "base64", "hashlib", "enum", "signal")
 
 
 def test_the_child_imports_no_heavy_module() -> None:
